@@ -1,0 +1,3 @@
+from nofone.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The `nofone` command line: one typer app, one module per step."""

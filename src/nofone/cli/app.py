@@ -1,0 +1,49 @@
+"""The `nofone` typer app: global options and one subcommand per pipeline step."""
+
+from __future__ import annotations
+
+import typer
+
+from nofone import __version__, progress
+from nofone.cli import filter as filter_cmd
+from nofone.cli import ingest as ingest_cmd
+from nofone.cli import simulate as simulate_cmd
+from nofone.cli import split as split_cmd
+from nofone.cli.common import setup_logging
+
+app = typer.Typer(
+    name="nofone",
+    help="N-of-one differential expression of bulk RNA-seq against a generative model of "
+    "normal tissue: no control samples needed.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"nofone {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv: debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+) -> None:
+    setup_logging(verbose, quiet)
+    if quiet:
+        progress.set_enabled(False)
+
+
+for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd):
+    module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,343 @@
+"""Count file readers: every supported format is sniffed into a `Layout`, then parsed by one
+streaming parser per orientation.
+
+Supported (auto-detected, or forced with `format`):
+
+==================  ==========================================================================
+`two-column`        gene<TAB>count, with or without a header
+`htseq`             HTSeq-count output (two columns; `__no_feature` etc. rows dropped)
+`featurecounts`     featureCounts (`# Program:featureCounts` line, Geneid..Length, one column/BAM)
+`star`              STAR `ReadsPerGene.out.tab` (N_ rows dropped; column by strandedness)
+`salmon`            Salmon `quant.genes.sf` (NumReads)
+`nfcore`            nf-core/rnaseq merged gene matrices (`gene_id`, `gene_name`, samples...)
+`gct`               GCT 1.2 (`#1.2`, dimensions line, Name, Description, samples...)
+`matrix`            genes x samples TSV/CSV with one or more leading id columns
+`samples-by-genes`  samples x genes CSV (bulkDGD layout: index column, gene columns, metadata)
+==================  ==========================================================================
+
+Any of them may be gzip-compressed (detected from the content, not the name).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from nofone.errors import InputError
+from nofone.io.gene_ids import id_kind
+
+FORMATS = (
+    "auto", "two-column", "htseq", "featurecounts", "star", "salmon", "nfcore", "gct", "matrix",
+    "samples-by-genes",
+)
+STRANDEDNESS = ("unstranded", "forward", "reverse")
+#: Leading columns of a matrix that describe genes. The id-like ones feed gene-id mapping.
+ID_COLUMN_NAMES = {
+    "gene_id", "geneid", "gene", "genes", "ensgene", "ensembl_gene_id", "ensembl_id", "gene_name",
+    "gene_symbol", "symbol", "hugo_symbol", "entrez_gene_id", "entrezgeneid", "entrez", "entrez_id",
+    "name", "id", "target_id", "feature", "featureid", "description",
+}
+ANNOTATION_COLUMN_NAMES = {
+    "length", "effectivelength", "effective_length", "chr", "chrom", "chromosome", "start", "end",
+    "strand", "biotype", "gene_biotype", "gene_type", "tpm", "width",
+}
+#: Non-gene columns of a samples-by-genes file (carried as metadata, never parsed as counts).
+SAMPLE_METADATA_NAMES = {"tissue", "condition", "batch", "sample", "group", "label", "type"}
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^(nan|NaN|NA|inf|-inf|Inf)$")
+_NULLS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL"]
+_STAR_COLUMNS = ["gene_id", "unstranded", "forward", "reverse"]
+
+
+@dataclass
+class Layout:
+    """How to parse one count file."""
+
+    path: Path
+    format: str
+    delimiter: str
+    skip_rows: int  # lines before the first data row (header included)
+    columns: list[str]  # unique column names in file order
+    id_columns: list[str]  # genes-by-samples: gene id columns (primary first); else sample label
+    value_columns: list[str]  # sample columns (genes-by-samples) or gene columns (samples-by-genes)
+    orientation: str = "genes"  # 'genes': rows are genes; 'samples': rows are samples
+    drop_prefixes: tuple[str, ...] = ()
+    per_sample: bool = False  # one value column that belongs to whichever sample names the file
+    compression: str | None = None
+    extra_columns: list[str] = field(default_factory=list)  # samples-by-genes metadata columns
+
+
+def compression_of(path: Path) -> str | None:
+    """'gzip' when the file starts with the gzip magic number, whatever its name."""
+    with open(path, "rb") as handle:
+        return "gzip" if handle.read(2) == b"\x1f\x8b" else None
+
+
+def head_lines(path: Path, n: int = 64) -> list[str]:
+    """The first `n` lines of a (possibly gzipped) text file, without line endings."""
+    opener = gzip.open if compression_of(path) == "gzip" else open
+    lines: list[str] = []
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle:  # type: ignore[operator]
+            for line in handle:
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) >= n:
+                    break
+    except (OSError, EOFError) as exc:
+        raise InputError(f"count file {path}: cannot be read ({exc})") from exc
+    return lines
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    fields = next(iter(csv.reader([line], delimiter=delimiter)), [])
+    return [f.strip() for f in fields]
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        base = name or f"column_{i + 1}"
+        if base in seen:
+            seen[base] += 1
+            base = f"{base}.{seen[base]}"
+        else:
+            seen[base] = 0
+        out.append(base)
+    return out
+
+
+def _is_number(value: str) -> bool:
+    return bool(_NUMBER.match(value.strip()))
+
+
+def sniff(path: str | os.PathLike[str], fmt: str = "auto", strandedness: str = "unstranded") -> Layout:
+    """Work out the format and layout of a count file from its first lines."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r} for {path}; choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise InputError(f"count file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"count file {path} is empty")
+    compression = compression_of(path)
+    lines = head_lines(path)
+    if not any(ln.strip() for ln in lines):
+        raise InputError(f"count file {path} is empty")
+    if not lines[0].strip():
+        raise InputError(f"count file {path}: the first line is blank")
+
+    detected = fmt if fmt != "auto" else _detect(lines)
+    skip = 0
+    if detected == "gct":
+        if not lines[0].startswith("#1.2"):
+            raise InputError(f"count file {path}: a GCT 1.2 file starts with '#1.2'")
+        skip = 2
+    elif detected == "featurecounts":
+        while skip < len(lines) and lines[skip].startswith("#"):
+            skip += 1
+    body = lines[skip:]
+    if not body:
+        raise InputError(f"count file {path}: no header or data lines")
+    delimiter = "\t" if "\t" in body[0] else ","
+    first = _split(body[0], delimiter)
+
+    if detected == "star":
+        if len(first) != 4:
+            raise InputError(f"count file {path}: STAR ReadsPerGene.out.tab has 4 columns, found {len(first)}")
+        if strandedness not in STRANDEDNESS:
+            raise InputError(f"strandedness {strandedness!r}: use one of {', '.join(STRANDEDNESS)}")
+        return Layout(path, "star", delimiter, 0, _STAR_COLUMNS, ["gene_id"], [strandedness],
+                      drop_prefixes=("N_",), per_sample=True, compression=compression)
+    if detected in {"two-column", "htseq"}:
+        if len(first) != 2:
+            raise InputError(f"count file {path}: expected 2 columns (gene, count), found {len(first)}")
+        has_header = not _is_number(first[1])
+        columns = _unique(first) if has_header else ["gene_id", "count"]
+        return Layout(path, detected, delimiter, int(has_header), columns, [columns[0]], [columns[1]],
+                      drop_prefixes=("__",), per_sample=True, compression=compression)
+
+    columns = _unique(first)
+    lower = [c.lower() for c in columns]
+    if detected == "salmon":
+        if "numreads" not in lower or "name" not in lower:
+            raise InputError(f"count file {path}: Salmon quant.genes.sf needs Name and NumReads columns")
+        return Layout(path, "salmon", delimiter, skip + 1, columns, [columns[lower.index("name")]],
+                      [columns[lower.index("numreads")]], per_sample=True, compression=compression)
+    if detected == "featurecounts":
+        if "length" not in lower:
+            raise InputError(f"count file {path}: featureCounts output has a Length column before the counts")
+        cut = lower.index("length") + 1
+        return Layout(path, "featurecounts", delimiter, skip + 1, columns, [columns[0]], columns[cut:],
+                      compression=compression)
+    if detected == "gct":
+        ids = [columns[0]] + ([columns[1]] if lower[1] == "description" else [])
+        return Layout(path, "gct", delimiter, skip + 1, columns, ids, columns[len(ids):], compression=compression)
+    if detected == "samples-by-genes":
+        return _samples_by_genes(path, delimiter, columns, body, compression)
+    # nfcore and matrix: leading gene-describing columns, then samples
+    data = _split(body[1], delimiter) if len(body) > 1 else []
+    n_lead = 1
+    while n_lead < len(columns) and (
+        lower[n_lead] in ID_COLUMN_NAMES | ANNOTATION_COLUMN_NAMES
+        or (n_lead < len(data) and not _is_number(data[n_lead]))
+    ):
+        n_lead += 1
+    leading = columns[:n_lead]
+    ids = [c for i, c in enumerate(leading) if i == 0 or c.lower() not in ANNOTATION_COLUMN_NAMES]
+    values = columns[n_lead:]
+    if not values:
+        raise InputError(f"count file {path}: no sample columns after the gene columns {leading}")
+    return Layout(path, detected, delimiter, skip + 1, columns, ids, values, compression=compression)
+
+
+def _detect(lines: list[str]) -> str:
+    first = lines[0]
+    if first.startswith("#1.2"):
+        return "gct"
+    if first.startswith("# Program:featureCounts") or (
+        first.startswith("#") and len(lines) > 1 and lines[1].split("\t")[0] == "Geneid"
+    ):
+        return "featurecounts"
+    if any(ln.startswith("N_unmapped") for ln in lines[:4]):
+        return "star"
+    delimiter = "\t" if "\t" in first else ","
+    raw_header = _split(first, delimiter)
+    header = [h.lower() for h in raw_header]
+    if header[:1] == ["name"] and "numreads" in header:
+        return "salmon"
+    if len(header) == 2:
+        return "two-column"
+    if header[:2] == ["gene_id", "gene_name"]:
+        return "nfcore"
+    gene_like = sum(id_kind([h]) == "ensembl" for h in raw_header[1:])
+    if gene_like >= max(2, 0.5 * (len(header) - 1)):
+        return "samples-by-genes"
+    return "matrix"
+
+
+def _samples_by_genes(path: Path, delimiter: str, columns: list[str], body: list[str],
+                      compression: str | None) -> Layout:
+    data = _split(body[1], delimiter) if len(body) > 1 else []
+    genes, extra = [], []
+    for i, name in enumerate(columns[1:], start=1):
+        numeric = i < len(data) and _is_number(data[i])
+        if name.lower() in SAMPLE_METADATA_NAMES or not numeric:
+            extra.append(name)
+        else:
+            genes.append(name)
+    return Layout(path, "samples-by-genes", delimiter, 1, columns, [columns[0]], genes,
+                  orientation="samples", compression=compression, extra_columns=extra)
+
+
+def _open_reader(layout: Layout, include: list[str], types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
+    stream = pa.input_stream(str(layout.path), compression=layout.compression)
+    row_bytes = 32 * max(len(layout.columns), 1)
+    read_options = pacsv.ReadOptions(
+        skip_rows=layout.skip_rows, column_names=layout.columns,
+        block_size=max(1 << 20, min(1 << 26, 64 * row_bytes)),
+    )
+    parse_options = pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=None)
+    convert_options = pacsv.ConvertOptions(
+        include_columns=include, column_types=types, null_values=_NULLS,
+        strings_can_be_null=False, quoted_strings_can_be_null=False,
+    )
+    try:
+        return pacsv.open_csv(stream, read_options, parse_options, convert_options)
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
+        raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from exc
+
+
+def _arrow_message(exc: Exception, include: list[str]) -> str:
+    text = str(exc).splitlines()[0]
+    match = re.search(r"column #(\d+)", text)
+    if match and int(match.group(1)) < len(include):
+        text += f" (column {include[int(match.group(1))]!r})"
+    return text
+
+
+def _batches(reader: pacsv.CSVStreamingReader, layout: Layout, include: list[str]) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError, EOFError) as exc:
+            raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from exc
+        yield batch
+
+
+@dataclass
+class GeneBlock:
+    """A block of rows of a genes-by-samples file."""
+
+    ids: dict[str, np.ndarray]  # id column -> str array
+    values: np.ndarray  # float64 [genes, samples]
+    first_line: int  # 1-based line number in the file of the first row
+
+
+def iter_gene_blocks(layout: Layout, value_columns: list[str]) -> Iterator[GeneBlock]:
+    """Stream a genes-by-samples file: id columns as strings, chosen sample columns as floats."""
+    include = list(dict.fromkeys(layout.id_columns + value_columns))
+    types = {c: pa.string() for c in layout.id_columns} | {c: pa.float64() for c in value_columns}
+    reader = _open_reader(layout, include, types)
+    line = layout.skip_rows + 1
+    for batch in _batches(reader, layout, include):
+        n = batch.num_rows
+        ids = {c: np.asarray(batch.column(c).to_pylist(), dtype=object) for c in layout.id_columns}
+        keep = np.ones(n, dtype=bool)
+        if layout.drop_prefixes:
+            primary = ids[layout.id_columns[0]]
+            keep = ~np.fromiter((str(v).startswith(layout.drop_prefixes) for v in primary), bool, n)
+        values = np.empty((n, len(value_columns)), dtype=np.float64)
+        for j, c in enumerate(value_columns):
+            values[:, j] = batch.column(c).to_numpy(zero_copy_only=False)
+        if not keep.all():
+            ids = {c: v[keep] for c, v in ids.items()}
+            values = values[keep]
+        yield GeneBlock(ids, values, line)
+        line += n
+
+
+@dataclass
+class SampleBlock:
+    """A block of rows of a samples-by-genes file."""
+
+    labels: np.ndarray  # str: the index column
+    values: np.ndarray  # float64 [samples, genes]
+    metadata: dict[str, np.ndarray]
+    first_line: int
+
+
+def iter_sample_blocks(layout: Layout) -> Iterator[SampleBlock]:
+    """Stream a samples-by-genes file: one row per sample, gene columns as floats."""
+    label = layout.id_columns[0]
+    include = [label, *layout.extra_columns, *layout.value_columns]
+    types = {label: pa.string()} | {c: pa.string() for c in layout.extra_columns}
+    types |= {c: pa.float64() for c in layout.value_columns}
+    reader = _open_reader(layout, include, types)
+    line = layout.skip_rows + 1
+    for batch in _batches(reader, layout, include):
+        labels = np.asarray(batch.column(label).to_pylist(), dtype=object)
+        table = pa.Table.from_batches([batch]).select(layout.value_columns)
+        values = np.column_stack([col.to_numpy() for col in table.columns]) if layout.value_columns \
+            else np.zeros((batch.num_rows, 0))
+        meta = {c: np.asarray(batch.column(c).to_pylist(), dtype=object) for c in layout.extra_columns}
+        yield SampleBlock(labels, values.astype(np.float64, copy=False), meta, line)
+        line += batch.num_rows
+
+
+def text_stream(path: Path) -> io.TextIOBase:
+    """Open a possibly gzipped text file (for tests and small helpers)."""
+    if compression_of(path) == "gzip":
+        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
+    return open(path, encoding="utf-8")

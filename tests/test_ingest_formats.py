@@ -241,7 +241,7 @@ def test_streaming_tiles_and_row_groups_give_identical_results(tmp_path):
 
 def test_report_contents(tmp_path):
     write(tmp_path / "a.tsv", "g\tc\nENSG00000000001\t3\nENSG00000000002\t0\n")
-    _, report = run(tmp_path, ["A,a.tsv"])
+    _, _report = run(tmp_path, ["A,a.tsv"])
     saved = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
     assert saved["n_samples"] == 1 and saved["n_genes"] == 2
     assert saved["samples"] == [{"sample_id": "A", "library_size": 3, "library_size_input": 3.0,

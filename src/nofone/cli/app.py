@@ -6,9 +6,12 @@ import typer
 
 from nofone import __version__, progress
 from nofone.cli import filter as filter_cmd
+from nofone.cli import infer as infer_cmd
 from nofone.cli import ingest as ingest_cmd
+from nofone.cli import run as run_cmd
 from nofone.cli import simulate as simulate_cmd
 from nofone.cli import split as split_cmd
+from nofone.cli import train as train_cmd
 from nofone.cli.common import setup_logging
 
 app = typer.Typer(
@@ -40,7 +43,7 @@ def main_callback(
         progress.set_enabled(False)
 
 
-for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd):
+for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd):
     module.register(app)
 
 

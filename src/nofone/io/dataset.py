@@ -286,3 +286,36 @@ def copy_subset(
             writer.write(chunk if gene_index is None else chunk.select_genes(gene_index))
     write_tables(folder, genes.reset_index(drop=True), samples)
     return writer.n_written
+
+
+class GeneAlignment:
+    """Maps a dataset's genes onto a model's genes; model genes the dataset lacks are unmeasured.
+
+    Nothing is zero-filled silently: `align` returns a `measured` mask that is False for them.
+    """
+
+    def __init__(self, dataset_gene_ids: Sequence[str], model_gene_ids: Sequence[str], where: str = ""):
+        position = {g: i for i, g in enumerate(dataset_gene_ids)}
+        self.index = np.array([position.get(g, -1) for g in model_gene_ids], dtype=np.int64)
+        self.present = self.index >= 0
+        self.n_missing = int((~self.present).sum())
+        self.missing = [g for g, ok in zip(model_gene_ids, self.present) if not ok]
+        if not self.present.any():
+            raise InputError(
+                f"{where}none of the model's {len(model_gene_ids)} genes are in the data "
+                f"(model genes look like {list(model_gene_ids[:3])}, data genes like "
+                f"{list(dataset_gene_ids[:3])}); ingest with --genes <model>/genes.tsv and "
+                "--annotation to map ids"
+            )
+
+    def align(self, chunk: CountChunk) -> CountChunk:
+        """The chunk on the model's genes, in the model's order."""
+        safe = np.where(self.present, self.index, 0)
+        counts = chunk.counts[:, safe]
+        counts[:, ~self.present] = 0
+        measured = None
+        if self.n_missing or chunk.measured is not None:
+            measured = np.broadcast_to(self.present, counts.shape).copy()
+            if chunk.measured is not None:
+                measured &= chunk.measured[:, safe]
+        return CountChunk(chunk.sample_ids, counts, measured)

@@ -76,7 +76,7 @@ class Annotation:
         sep = "," if ".csv" in path.suffixes else "\t"
         try:
             table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file named
+        except Exception as exc:
             raise InputError(f"annotation {path}: cannot be read ({exc})") from exc
         lower = {c.strip().lower(): c for c in table.columns}
         found = {

@@ -125,10 +125,7 @@ def _resolve(value: str, sheet_dir: Path, where: str) -> Path:
             "(the Nextflow pipeline stages remote files for you)"
         )
     candidate = Path(value).expanduser()
-    if candidate.is_absolute():
-        tried = [candidate]
-    else:
-        tried = [sheet_dir / candidate, Path.cwd() / candidate]
+    tried = [candidate] if candidate.is_absolute() else [sheet_dir / candidate, Path.cwd() / candidate]
     for option in tried:
         if option.is_file():
             return option.resolve()

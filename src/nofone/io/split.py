@@ -42,7 +42,7 @@ def stratified_split(samples: pd.DataFrame, test_fraction: float, seed: int,
     table["split"] = np.where(normal, "train", "excluded")
     for stratum in sorted(strata[normal].unique()):
         members = table.index[(strata == stratum) & normal]
-        n_test = int(round(test_fraction * len(members))) if len(members) > 1 else 0
+        n_test = round(test_fraction * len(members)) if len(members) > 1 else 0
         n_test = min(n_test, len(members) - 1)
         if n_test == 0:
             continue

@@ -1,0 +1,111 @@
+"""`nofone run` (the whole analysis on one machine) and `nofone demo` (on simulated data)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nofone.cli.common import handle_errors
+from nofone.inference.represent import SearchConfig
+from nofone.io.atomic import write_json_atomic
+from nofone.io.ingest import IngestOptions
+from nofone.models.dgd.config import PRESETS, load_config
+from nofone.simulate import SimulationConfig, simulate
+from nofone.stats.nb_tests import TESTS
+from nofone.steps.run import RunOptions, run, score_against_truth
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+
+@handle_errors
+def run_command(
+    samplesheet: Path = typer.Option(..., "--samplesheet", "-i", help="Sample sheet: normal samples to train on and the samples to test."),
+    outdir: Path = typer.Option(..., "--outdir", "-o", help="Output folder (one sub-folder per step)."),
+    model: Path | None = typer.Option(None, help="Use this model instead of training one."),
+    config: str = typer.Option("small", help=f"Model preset ({', '.join(PRESETS)}) or JSON file, when training."),
+    epochs: int | None = typer.Option(None, min=1, help="Override the number of epochs."),
+    seed: int | None = typer.Option(None, help="Override the training seed."),
+    round_counts: bool = typer.Option(False, "--round-counts", help="Round non-integer counts (RSEM, Salmon)."),
+    annotation: Path | None = typer.Option(None, help="Gene annotation (ids -> Ensembl, biotypes)."),
+    filter_genes: bool = typer.Option(True, "--filter/--no-filter", help="filterByExpr on the normals before training."),
+    group: list[str] = typer.Option(["tissue"], "--group", help="Group column(s) for filterByExpr."),
+    protein_coding: bool = typer.Option(False, "--protein-coding", help="Train on protein-coding genes only."),
+    condition_column: str = typer.Option("condition", help="Sample column that marks normal samples."),
+    normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
+    method: str = typer.Option("two_opt", help="Representation search: two_opt or one_opt."),
+    test: str = typer.Option("equal-tail-midp", help=f"Per-gene test: {', '.join(TESTS)}."),
+    q_threshold: float = typer.Option(0.01, help="q-value cut-off for DE calls."),
+    lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for DE calls."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
+) -> None:
+    """Run every step on one machine: ingest, filter, train (or --model), represent, de.
+
+    Example: nofone run --samplesheet samplesheet.csv --outdir results/ --round-counts
+    """
+    options = RunOptions(
+        model=model, config=load_config(config, {"training.epochs": epochs, "training.seed": seed}),
+        ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
+        group=group, protein_coding=protein_coding, condition_column=condition_column,
+        normal_value=normal_value, search=SearchConfig(method=method), test=test, q_threshold=q_threshold,
+        lfc_threshold=lfc_threshold, device=device, resume=resume,
+    )
+    report = run(samplesheet, outdir, options)
+    _print_groups(report)
+
+
+@handle_errors
+def demo_command(
+    outdir: Path = typer.Option(..., "--outdir", "-o", help="Output folder."),
+    seed: int = typer.Option(0, help="Seed of the simulation and the training."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Simulate a normal atlas with planted DE in case samples, run everything, score the calls.
+
+    Example: nofone demo --outdir demo/
+    """
+    started = time.perf_counter()
+    outdir = Path(outdir)
+    sim = outdir / "simulation"
+    log.info("simulating a normal atlas and case samples into %s", sim)
+    simulate(sim, SimulationConfig(seed=seed, samples_per_tissue=100, cases=16))
+    options = RunOptions(config=load_config("small", {"training.seed": seed}),
+                         ingest=IngestOptions(annotation=sim / "genes.tsv"), device=device)
+    report = run(sim / "samplesheet.csv", outdir, options)
+    cases = [s["sample_id"] for s in report["samples"] if s["group"] == "case"]
+    controls = [s["sample_id"] for s in report["samples"] if s["group"] != "case"]
+    scores = score_against_truth(outdir / "de" / "de.parquet", sim / "truth.tsv", cases,
+                                 options.q_threshold, options.lfc_threshold)
+    negative = {g: v for g, v in report["groups"].items() if g != "case"}
+    demo = {"seconds": round(time.perf_counter() - started, 1), "cases": scores,
+            "negative_controls": negative, "n_negative_control_samples": len(controls)}
+    write_json_atomic(outdir / "demo_report.json", demo)
+    _print_groups(report)
+    console.print(
+        f"planted DE genes in {scores['samples']} cases: recall {scores['recall_abs_lfc_ge_1']:.1%} "
+        f"(|log2FC| >= 1), observed FDR {scores['observed_fdr']:.1%}, direction correct "
+        f"{scores['direction_correct']:.1%}; {demo['seconds']} s. Details: {outdir / 'demo_report.json'}"
+    )
+
+
+def _print_groups(report: dict) -> None:
+    table = Table(title=f"DE genes per sample ({report['calls']})")
+    for column in ("group", "samples", "mean DE genes", "mean up", "mean down"):
+        table.add_column(column)
+    for group, values in report["groups"].items():
+        table.add_row(group, str(values["samples"]), f"{values['mean_de_genes']:.1f}",
+                      f"{values['mean_up']:.1f}", f"{values['mean_down']:.1f}")
+    console.print(table)
+    log.debug(json.dumps(report["groups"]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,1 @@
+"""The Deep Generative Decoder (Prada-Luengo et al. 2023): module, config, training, model."""

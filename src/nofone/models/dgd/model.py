@@ -1,0 +1,177 @@
+"""The DGD as a model (scvi-tools style): save, load, import bulkDGD v1, and the small interface
+that representation search and the tests use (`relative_means`, `dispersion`,
+`latent_log_prob`, `candidate_starts`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nofone import __version__
+from nofone.errors import InputError
+from nofone.io.artifact import read_artifact, write_artifact
+from nofone.models.dgd.config import DGDConfig
+from nofone.models.dgd.module import DGDModule
+from nofone.models.gmm import GMMConfig
+
+MODEL_TYPE = "dgd"
+
+
+class DGD:
+    """A trained DGD: module + gene table + config + provenance."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, module: DGDModule, genes: pd.DataFrame, info: dict | None = None):
+        self.module = module.eval()
+        self.module.requires_grad_(False)
+        self.genes = genes.reset_index(drop=True)
+        self.info = info or {}
+        if len(self.genes) != module.n_genes:
+            raise ValueError("gene table and module disagree on the number of genes")
+
+    @property
+    def config(self) -> DGDConfig:
+        return self.module.config
+
+    @property
+    def gene_ids(self) -> list[str]:
+        return self.genes["gene_id"].tolist()
+
+    @property
+    def n_components(self) -> int:
+        return self.module.gmm.n_components
+
+    @property
+    def dispersion(self) -> torch.Tensor:
+        return self.module.dispersion.detach()
+
+    def to(self, device: str) -> DGD:
+        self.module.to(device)
+        return self
+
+    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.decoder(z)
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.gmm.log_prob(z)
+
+    def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.gmm.responsibilities(z)
+
+    def candidate_starts(self, n_samples: int) -> torch.Tensor:
+        """[N, K, D]: one candidate at every component mean, for every sample."""
+        means = self.module.gmm.means.detach()
+        return means.unsqueeze(0).expand(n_samples, -1, -1)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, folder: Path, extra_info: dict | None = None) -> None:
+        """Write the artifact into `folder` (extra files should already be there)."""
+        config = {
+            "model_type": MODEL_TYPE,
+            "nofone_version": __version__,
+            "n_genes": self.module.n_genes,
+            "dgd": self.config.to_dict(),
+            **self.info,
+            **(extra_info or {}),
+        }
+        write_artifact(folder, config, self.module.state_dict(), self.genes)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> DGD:
+        artifact = read_artifact(folder)
+        model_type = artifact.config.get("model_type")
+        if model_type != MODEL_TYPE:
+            raise InputError(f"model {folder} is a {model_type!r} model, not a DGD")
+        config = DGDConfig.from_dict(artifact.config["dgd"], where=f"{folder}/config.json")
+        module = DGDModule(config, len(artifact.genes))
+        try:
+            module.load_state_dict(artifact.tensors)
+        except RuntimeError as exc:
+            raise InputError(f"model {folder}: weights do not fit its config ({exc})") from exc
+        info = {k: v for k, v in artifact.config.items() if k not in {"model_type", "dgd", "n_genes"}}
+        return cls(module, artifact.genes, info).to(device)
+
+    @classmethod
+    def from_bulkdgd_v1(cls, decoder: dict[str, torch.Tensor], gmm: dict[str, torch.Tensor],
+                        gene_ids: list[str], source: dict | None = None) -> DGD:
+        """Build from the published bulkDGD v1 state dicts (shapes checked, errors name keys)."""
+        _require(decoder, "decoder", ["main.0.weight", "main.0.bias", "nb._layer_means.weight",
+                                      "nb._layer_means.bias", "nb._log_r"])
+        _require(gmm, "GMM", ["_weights", "_means", "_log_var"])
+        hidden_keys = sorted(
+            (k for k in decoder if k.startswith("main.") and k.endswith(".weight")),
+            key=lambda k: int(k.split(".")[1]),
+        )
+        weights = [decoder[k] for k in hidden_keys]
+        latent_dim = weights[0].shape[1]
+        hidden = tuple(w.shape[0] for w in weights)
+        for a, b, key in zip(weights[:-1], weights[1:], hidden_keys[1:]):
+            if b.shape[1] != a.shape[0]:
+                raise InputError(f"decoder {key} has shape {tuple(b.shape)}; expected [*, {a.shape[0]}]")
+        out_w = decoder["nb._layer_means.weight"]
+        n_genes = out_w.shape[0]
+        if out_w.shape[1] != hidden[-1]:
+            raise InputError(
+                f"decoder nb._layer_means.weight has shape {tuple(out_w.shape)}; expected [G, {hidden[-1]}]"
+            )
+        log_r = decoder["nb._log_r"].reshape(-1)
+        if log_r.numel() != n_genes or decoder["nb._layer_means.bias"].numel() != n_genes:
+            raise InputError(f"decoder: nb._log_r / nb._layer_means.bias do not have {n_genes} genes")
+        if len(gene_ids) != n_genes:
+            raise InputError(f"gene list has {len(gene_ids)} genes but the decoder outputs {n_genes}")
+        k, d = gmm["_means"].shape
+        if d != latent_dim:
+            raise InputError(f"GMM _means has shape {(k, d)} but the decoder takes a {latent_dim}-d latent")
+        if tuple(gmm["_log_var"].shape) != (k, d) or gmm["_weights"].numel() != k:
+            raise InputError(f"GMM _log_var must be [{k}, {d}] and _weights [{k}]")
+        config = replace(DGDConfig(), latent_dim=latent_dim, hidden=hidden,
+                         gmm=replace(GMMConfig(), n_components=k))
+        module = DGDModule(config, n_genes)
+        state = {}
+        for i, key in enumerate(hidden_keys):
+            index = key.split(".")[1]
+            state[f"decoder.hidden.{2 * i}.weight"] = decoder[key]
+            state[f"decoder.hidden.{2 * i}.bias"] = decoder[f"main.{index}.bias"]
+        state["decoder.output.weight"] = out_w
+        state["decoder.output.bias"] = decoder["nb._layer_means.bias"]
+        state["log_r"] = log_r
+        state["gmm.means"] = gmm["_means"]
+        state["gmm.log_var"] = gmm["_log_var"]
+        state["gmm.logits"] = gmm["_weights"].reshape(-1)
+        module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+        genes = pd.DataFrame({"gene_id": gene_ids, "gene_name": [""] * n_genes})
+        return cls(module, genes, {"source": source or {"format": "bulkdgd-v1"}})
+
+
+def _require(state: dict, what: str, keys: list[str]) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise InputError(f"bulkDGD {what} file lacks key(s) {missing}; found {sorted(state)[:12]}")
+
+
+def load_torch_state(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """Load a PyTorch state dict safely (`weights_only=True`): tensors only, no code."""
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(
+            f"{what} {path} cannot be loaded as tensors only ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); nofone never unpickles arbitrary objects"
+        ) from exc
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise InputError(f"{what} {path} is not a state dict of tensors")
+    return state
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

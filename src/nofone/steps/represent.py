@@ -1,0 +1,108 @@
+"""`nofone represent`: closest-normal representations of every sample, streamed chunk by chunk."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from nofone import __version__
+from nofone.inference.represent import SearchConfig, find_representations
+from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.dataset import Dataset, GeneAlignment
+from nofone.progress import progress
+from nofone.steps.common import load_model, model_fingerprint, resolve_device
+
+REPRESENTATIONS = "representations.parquet"
+
+
+def representation_schema(latent_dim: int, n_components: int, metadata: dict) -> pa.Schema:
+    return pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("latent", pa.list_(pa.float32(), latent_dim)),
+            ("scale", pa.float64()),
+            ("scaling", pa.string()),
+            ("component", pa.int32()),
+            ("component_probability", pa.float32()),
+            ("responsibilities", pa.list_(pa.float32(), n_components)),
+            ("nll", pa.float64()),
+            ("nll_per_gene", pa.float64()),
+            ("latent_nll", pa.float64()),
+            ("n_measured", pa.int32()),
+        ],
+        metadata={k.encode(): json.dumps(v).encode() for k, v in metadata.items()},
+    )
+
+
+def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConfig,
+              sample_ids: list[str] | None = None, chunk_size: int = 32, device: str = "auto") -> dict:
+    """Find representations for the selected samples of a dataset and write them."""
+    device = resolve_device(device)
+    model = load_model(model_dir, device)
+    data = Dataset(input_dir)
+    alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
+    ids = sample_ids or data.sample_ids
+    metadata = {
+        "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
+        "model_fingerprint": model_fingerprint(model_dir), "model_type": model.model_type,
+        "search": search.__dict__, "missing_model_genes": alignment.n_missing,
+    }
+    started = time.perf_counter()
+    with staged_outdir(outdir) as stage:
+        schema = representation_schema(model.config.latent_dim, model.n_components, metadata)
+        with pq.ParquetWriter(stage / REPRESENTATIONS, schema) as writer, \
+                progress("finding representations", len(ids)) as advance:
+            for chunk in data.iter_chunks(chunk_size, sample_ids=ids):
+                chunk = alignment.align(chunk)
+                counts = torch.as_tensor(chunk.counts, device=device)
+                measured = None if chunk.measured is None else torch.as_tensor(chunk.measured, device=device)
+                result = find_representations(model, counts, measured, search)
+                writer.write_table(_table(chunk.sample_ids, result, search, schema))
+                advance(len(chunk), nll_per_gene=float((result.count_nll / result.n_measured).mean()))
+        summary = {**metadata, "n_samples": len(ids), "seconds": round(time.perf_counter() - started, 2),
+                   "device": device, "missing_model_gene_ids": alignment.missing[:1000]}
+        write_json_atomic(stage / "represent_report.json", summary)
+    return summary
+
+
+def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema) -> pa.Table:
+    resp = result.responsibilities.detach().cpu().numpy().astype(np.float32)
+    latent = result.latent.detach().cpu().numpy().astype(np.float32)
+    n_measured = result.n_measured.cpu().numpy()
+    nll = result.count_nll.cpu().numpy()
+    component = resp.argmax(1)
+    return pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(latent.ravel()), latent.shape[1]),
+            pa.array(result.scale.cpu().numpy()),
+            pa.array([search.scaling] * len(ids)),
+            pa.array(component.astype(np.int32)),
+            pa.array(resp[np.arange(len(ids)), component]),
+            pa.FixedSizeListArray.from_arrays(pa.array(resp.ravel()), resp.shape[1]),
+            pa.array(nll),
+            pa.array(nll / n_measured),
+            pa.array(result.latent_nll.cpu().numpy()),
+            pa.array(n_measured.astype(np.int32)),
+        ],
+        schema=schema,
+    )
+
+
+def read_representations(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metadata and columns (latent as a [N, D] array) of a representations file."""
+    table = pq.read_table(path)
+    meta = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items()
+            if k.decode() != "ARROW:schema"}
+    latent = table.column("latent").combine_chunks()
+    columns = {name: table.column(name).to_numpy() for name in table.column_names
+               if name not in {"latent", "responsibilities"}}
+    columns["latent"] = latent.flatten().to_numpy().reshape(len(table), -1)
+    columns["sample_id"] = np.asarray(table.column("sample_id").to_pylist(), dtype=object)
+    return meta, columns

@@ -1,0 +1,156 @@
+"""`nofone run` and `nofone demo`: every step on one machine, in one output folder.
+
+    ingest -> filter -> train (or --model) -> represent -> de -> summary
+
+Samples represented and tested are all samples the model did not train on: the cases, plus
+the normals held out from training, which serve as a negative control (a well-calibrated model
+calls almost no genes in them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from nofone import __version__
+from nofone.errors import InputError
+from nofone.inference.represent import SearchConfig
+from nofone.io.atomic import write_json_atomic
+from nofone.io.dataset import Dataset
+from nofone.io.ingest import IngestOptions, ingest
+from nofone.models.dgd.config import DGDConfig
+from nofone.steps.de import differential_expression
+from nofone.steps.filter import filter_dataset
+from nofone.steps.represent import represent
+from nofone.steps.train import TRAIN_REPRESENTATIONS, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    model: Path | None = None
+    config: DGDConfig = field(default_factory=DGDConfig)
+    ingest: IngestOptions = field(default_factory=IngestOptions)
+    filter_genes: bool = True
+    group: list[str] = field(default_factory=lambda: ["tissue"])
+    protein_coding: bool = False
+    condition_column: str = "condition"
+    normal_value: str = "normal"
+    search: SearchConfig = field(default_factory=SearchConfig)
+    test: str = "equal-tail-midp"
+    q_threshold: float = 0.01
+    lfc_threshold: float = 1.0
+    device: str = "auto"
+    resume: bool = False
+
+
+def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
+    """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    ingest_options = options.ingest
+    if options.model is not None:
+        ingest_options.genes = Path(options.model) / "genes.tsv"
+    log.info("1/5 ingest")
+    ingest(samplesheet, outdir / "data", ingest_options)
+    data_dir = outdir / "data"
+    model_dir = Path(options.model) if options.model else outdir / "model"
+    if options.model is None:
+        if options.filter_genes:
+            log.info("2/5 filter (edgeR filterByExpr on the normal samples)")
+            samples = Dataset(data_dir).samples
+            group = [g for g in options.group if g in samples.columns]
+            filter_dataset(data_dir, outdir / "filtered", group=group, protein_coding=options.protein_coding,
+                           annotation=options.ingest.annotation, condition=options.normal_value,
+                           condition_column=options.condition_column)
+            data_dir = outdir / "filtered"
+        log.info("3/5 train")
+        train(data_dir, model_dir, options.config, condition_column=options.condition_column,
+              normal_value=options.normal_value, device=options.device, resume=options.resume)
+    data = Dataset(data_dir)
+    trained_on = _training_samples(model_dir)
+    targets = [s for s in data.sample_ids if s not in trained_on]
+    if not targets:
+        raise InputError("every sample was used to train the model: nothing left to test")
+    log.info("4/5 represent %d samples", len(targets))
+    represent(model_dir, data_dir, outdir / "representations", options.search, targets, device=options.device)
+    log.info("5/5 differential expression")
+    summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de",
+                                      test=options.test, q_threshold=options.q_threshold,
+                                      lfc_threshold=options.lfc_threshold, device=options.device)
+    report = _run_summary(summary, data, model_dir, options)
+    write_json_atomic(outdir / "run_summary.json", report)
+    return report
+
+
+def _training_samples(model_dir: Path) -> set[str]:
+    path = Path(model_dir) / TRAIN_REPRESENTATIONS
+    if not path.is_file():
+        return set()
+    table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
+    return set(table.loc[table["split"] == "train", "sample_id"])
+
+
+def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options: RunOptions) -> dict:
+    meta = data.samples.set_index("sample_id")
+    table = summary.copy()
+    column = options.condition_column
+    table["group"] = meta.loc[table["sample_id"], column].astype(str).to_numpy() if column in meta else "all"
+    heldout = _heldout_samples(model_dir)
+    table.loc[table["sample_id"].isin(heldout), "group"] = f"held-out {options.normal_value}"
+    per_group = {
+        group: {"samples": len(rows), "mean_de_genes": float(rows["n_de"].mean()),
+                "mean_up": float(rows["n_up"].mean()), "mean_down": float(rows["n_down"].mean())}
+        for group, rows in table.groupby("group")
+    }
+    return {
+        "nofone_version": __version__,
+        "model": str(model_dir),
+        "calls": f"q < {options.q_threshold} and |log2FC| > {options.lfc_threshold}",
+        "groups": per_group,
+        "samples": json.loads(table.to_json(orient="records")),
+    }
+
+
+def _heldout_samples(model_dir: Path) -> set[str]:
+    path = Path(model_dir) / TRAIN_REPRESENTATIONS
+    if not path.is_file():
+        return set()
+    table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
+    return set(table.loc[table["split"] == "test", "sample_id"])
+
+
+def score_against_truth(de_file: Path, truth_file: Path, sample_ids: list[str], q: float, lfc: float) -> dict:
+    """Recall and observed FDR of calls (q < `q`, |log2FC| > `lfc`) against planted DE genes."""
+    truth = pd.read_csv(truth_file, sep="\t")
+    table = pq.read_table(de_file, columns=["sample_id", "gene_id", "q_value", "log2_fold_change"]).to_pandas()
+    table = table[table["sample_id"].isin(sample_ids)]
+    called = table[(table["q_value"] < q) & (table["log2_fold_change"].abs() > lfc)]
+    planted = truth[truth["sample_id"].isin(sample_ids)]
+    big = planted[planted["log2_fold_change"].abs() >= 1]
+    key = lambda df: set(zip(df["sample_id"], df["gene_id"]))  # noqa: E731
+    called_set, planted_set, big_set = key(called), key(planted), key(big)
+    true_calls = called_set & planted_set
+    direction_ok = 0
+    truth_lfc = dict(zip(zip(planted["sample_id"], planted["gene_id"]), planted["log2_fold_change"]))
+    for _, row in called.iterrows():
+        k = (row["sample_id"], row["gene_id"])
+        if k in truth_lfc and np.sign(truth_lfc[k]) == np.sign(row["log2_fold_change"]):
+            direction_ok += 1
+    return {
+        "samples": len(sample_ids),
+        "planted": len(planted_set),
+        "planted_abs_lfc_ge_1": len(big_set),
+        "called": len(called_set),
+        "true_calls": len(true_calls),
+        "recall_abs_lfc_ge_1": len(called_set & big_set) / max(1, len(big_set)),
+        "observed_fdr": 1 - len(true_calls) / max(1, len(called_set)),
+        "direction_correct": direction_ok / max(1, len(true_calls)),
+    }

@@ -1,0 +1,129 @@
+"""`nofone train`: fit a model of normal expression to the normal samples of a dataset."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from nofone.io.atomic import staged_outdir
+from nofone.io.dataset import Dataset
+from nofone.io.split import stratified_split
+from nofone.models.dgd.config import DGDConfig
+from nofone.models.dgd.model import DGD
+from nofone.models.dgd.train import TrainingData, component_purity, epochs_to_steps, train_dgd
+from nofone.models.nb import nb_log_prob
+from nofone.models.scaling import scaling_factor
+from nofone.progress import progress
+from nofone.steps.common import resolve_device
+
+log = logging.getLogger(__name__)
+HISTORY = "history.tsv"
+TRAIN_REPRESENTATIONS = "training_representations.parquet"
+
+
+def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column: str = "condition",
+          normal_value: str = "normal", stratify: str | None = "tissue", device: str = "auto",
+          resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False) -> dict:
+    """Train a DGD on the normal samples of `input_dir` and write the model to `outdir`."""
+    device = resolve_device(device)
+    data = Dataset(input_dir)
+    samples = data.samples
+    if stratify and stratify not in samples.columns:
+        log.warning("no '%s' column: the test split is not stratified", stratify)
+        stratify = None
+    split = stratified_split(samples, config.training.test_fraction, config.training.seed, stratify,
+                             condition_column, normal_value)
+    split = split[split["split"] != "excluded"].reset_index(drop=True)
+    ids = split["sample_id"].tolist()
+    chunk = data.read(ids)
+    tissue = None
+    if stratify:
+        tissue = samples.set_index("sample_id").loc[ids, stratify].astype(str).to_numpy()
+    training = TrainingData(ids, chunk.counts, split["split"].to_numpy(), tissue, chunk.measured)
+    n_train = int((training.split == "train").sum())
+    steps = epochs_to_steps(n_train, config.training.batch_size, config.training.epochs)
+    log.info("training on %d samples (%d held out), %d genes, %d decoder steps, device %s",
+             n_train, len(ids) - n_train, data.n_genes, steps, device)
+    if steps < 1000:
+        log.warning("only %d decoder optimiser steps (%d samples, batch %d, %d epochs): a small cohort "
+                    "needs a smaller batch or more epochs to train well", steps, n_train,
+                    config.training.batch_size, config.training.epochs)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(outdir) / "checkpoints"
+    started = time.perf_counter()
+    with progress("training", config.training.epochs) as advance:
+        def on_epoch(record: dict) -> None:
+            info = {"loss": record["loss_train"]}
+            if "loss_test" in record:
+                info["test"] = record["loss_test"]
+            info["comps"] = record["components_used"]
+            advance(1, **info)
+        result = train_dgd(training, config, device=device, checkpoint_dir=checkpoint_dir, resume=resume,
+                           on_epoch=on_epoch)
+    seconds = time.perf_counter() - started
+    model = DGD(result.module, data.genes[["gene_id", "gene_name"]].fillna(""))
+    table = _representation_table(model, training, result.latent)
+    history = pd.DataFrame(result.history)
+    final = result.history[-1]
+    summary = {
+        "n_train": n_train, "n_test": len(ids) - n_train, "n_genes": data.n_genes,
+        "epochs": config.training.epochs, "decoder_steps": steps, "seconds": round(seconds, 1),
+        "device": device, "resumed_from_epoch": result.resumed_from,
+        "final_loss_train": final["loss_train"], "final_loss_test": final.get("loss_test"),
+        "components_used": final["components_used"],
+        "largest_component_fraction": final["largest_component_fraction"],
+        "tissue_purity_train": final.get("tissue_purity"),
+        "tissue_purity_test": _purity(table, "test") if tissue is not None else None,
+        "dispersion_range": [final["dispersion_q05"], final["dispersion_q95"]],
+        "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
+    }
+    if final["largest_component_fraction"] > 0.9 and model.n_components > 1:
+        log.warning("%.0f%% of training samples sit in one mixture component: the GMM may have "
+                    "collapsed", 100 * final["largest_component_fraction"])
+    with staged_outdir(outdir) as stage:
+        history.to_csv(stage / HISTORY, sep="\t", index=False)
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), stage / TRAIN_REPRESENTATIONS)
+        model.save(stage, {"training": summary})
+    if not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return summary
+
+
+def _purity(table: pd.DataFrame, part: str) -> float | None:
+    rows = table[table["split"] == part]
+    if rows.empty:
+        return None
+    return component_purity(rows["component"].to_numpy(), rows["tissue"].astype(str).to_numpy())
+
+
+@torch.no_grad()
+def _representation_table(model: DGD, data: TrainingData, latent: np.ndarray) -> pd.DataFrame:
+    """Final latent, component and likelihoods of every training and held-out sample."""
+    z = torch.as_tensor(latent, dtype=torch.float32)
+    resp = model.responsibilities(z).numpy()
+    x = torch.as_tensor(data.counts, dtype=torch.float64)
+    measured = None if data.measured is None else torch.as_tensor(data.measured)
+    relative = model.relative_means(z).double()
+    scale = scaling_factor(x, relative, measured, "mean")
+    ll = nb_log_prob(x, relative * scale[:, None], model.dispersion)
+    if measured is not None:
+        ll = ll * measured
+    n_measured = x.shape[1] if measured is None else measured.sum(-1).numpy()
+    nll = -ll.sum(-1).numpy()
+    table = pd.DataFrame({
+        "sample_id": data.sample_ids, "split": data.split,
+        "tissue": data.tissue if data.tissue is not None else None,
+        "component": resp.argmax(1).astype(np.int32),
+        "component_probability": resp.max(1),
+        "nll": nll, "nll_per_gene": nll / n_measured,
+        "latent_nll": -model.latent_log_prob(z).double().numpy(),
+    })
+    table["latent"] = list(latent.astype(np.float32))
+    return table

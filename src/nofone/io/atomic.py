@@ -27,14 +27,21 @@ def staged_outdir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
     left alone; files it produces are replaced atomically one by one.
     """
     outdir = Path(outdir).absolute()
+    created = [p for p in reversed(outdir.parents) if not p.exists()]
     outdir.parent.mkdir(parents=True, exist_ok=True)
     stage = outdir.parent / f".{outdir.name}.partial-{uuid.uuid4().hex[:8]}"
     stage.mkdir()
+    published = False
     try:
         yield stage
         _publish(stage, outdir)
+        published = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if not published:
+            for parent in reversed(created):  # deepest first; only if still empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
 
 def _publish(stage: Path, outdir: Path) -> None:
@@ -46,14 +53,17 @@ def _publish(stage: Path, outdir: Path) -> None:
         raise NotADirectoryError(f"output path {outdir} exists and is not a folder")
     for item in sorted(stage.iterdir()):
         target = outdir / item.name
-        if target.is_dir() and not item.is_dir():
-            shutil.rmtree(target)
-        elif item.is_dir() and target.exists():
-            if target.is_dir():
-                shutil.rmtree(target)
+        if target.is_dir() or (item.is_dir() and target.exists()):
+            # move the old one aside first: at every moment the old or the new version exists
+            old = outdir / f".{item.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(item, target)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
             else:
-                target.unlink()
-        os.replace(item, target)
+                old.unlink(missing_ok=True)
+        else:
+            os.replace(item, target)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -72,10 +82,17 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide and not thread-safe
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:

@@ -124,6 +124,11 @@ def _column_for(layout: Layout, row: SampleRow) -> str:
     wanted = row.column or row.sample
     if wanted in values:
         return wanted
+    if wanted in layout.columns:
+        raise InputError(
+            f"count file {layout.path}: column {wanted!r} (sample {row.sample!r}, sample sheet line {row.line}) "
+            f"was read as a gene column ({layout.format} layout); rename it or set the sheet's 'format' column"
+        )
     if row.column is None and len(values) == 1:
         return values[0]
     stems = {_stem(v): v for v in values}

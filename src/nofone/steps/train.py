@@ -81,7 +81,9 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column:
         "largest_component_fraction": final["largest_component_fraction"],
         "tissue_purity_train": final.get("tissue_purity"),
         "tissue_purity_test": _purity(table, "test") if tissue is not None else None,
-        "dispersion_range": [final["dispersion_q05"], final["dispersion_q95"]],
+        "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
+        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+        "dispersion_calibration": result.calibration,
         "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
     }
     if final["largest_component_fraction"] > 0.9 and model.n_components > 1:

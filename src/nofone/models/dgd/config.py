@@ -31,6 +31,9 @@ class TrainingConfig:
     lr_gmm: float = 1e-2
     lr_dispersion: float = 1e-2
     weight_decay: float = 0.0  # decoupled (AdamW) decay of the decoder weights
+    # Gaussian noise (sd) added to the representations in the decoder's training passes: keeps
+    # the decoder smooth around each sample, so new samples near them decode well.
+    latent_noise: float = 0.0
     betas: tuple[float, float] = (0.5, 0.9)
     test_fraction: float = 0.1
     seed: int = 0
@@ -45,6 +48,10 @@ class TrainingConfig:
     eval_every: int = 5
     eval_steps: int = 30
     patience: int = 4
+    # Dispersions fitted to the training samples are optimistic: the decoder has fitted their
+    # noise. After training, log r is recalibrated as a + b * log r to maximise the likelihood
+    # of the held-out samples (2 parameters: robust with a few dozen samples).
+    calibrate_dispersion: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from nofone.models.checkpoint import (
 )
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
+from nofone.models.nb import nb_log_prob
 from nofone.models.scaling import scaling_factor
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class TrainResult:
     resumed_from: int | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
+    calibration: dict | None = None
 
 
 class _State:
@@ -193,7 +195,8 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     stopped = state.bad_evaluations >= t.patience if early else False
     while state.epoch < t.epochs and not stopped:
         started = time.perf_counter()
-        record = _run_epoch(state, x_dev, scale_dev, m_dev, train_rows, test_rows, n_train, t.batch_size)
+        record = _run_epoch(state, x_dev, scale_dev, m_dev, train_rows, test_rows, n_train, t.batch_size,
+                            t.latent_noise)
         state.epoch += 1
         record |= _diagnostics(state, data.tissue, train_idx)
         if early and (state.epoch % t.eval_every == 0 or state.epoch == t.epochs):
@@ -219,16 +222,25 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
         state.restore_best()
         log.info("restored the epoch with the best held-out NLL: %d (%.4f per gene)", state.best_epoch,
                  state.best_nll)
+    calibration = None
+    if t.calibrate_dispersion and len(test_idx):
+        _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
+        calibration = calibrate_dispersion(module, x_dev[test_rows], state.z_test.detach(), scale_dev[test_rows],
+                                           None if m_dev is None else m_dev[test_rows])
+        log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f)",
+                 len(test_idx), calibration["a"], calibration["b"], calibration["nll_before"],
+                 calibration["nll_after"])
     module.eval()
     latent = torch.empty(len(data.sample_ids), config.latent_dim)
     latent[train_idx] = z_train.detach().cpu()
     latent[test_idx] = z_test.detach().cpu()
     return TrainResult(module.cpu(), latent.numpy(), state.history, resumed_from,
-                       state.best_epoch if early else None, stopped)
+                       state.best_epoch if early else None, stopped, calibration)
 
 
 def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,
-               train_rows: torch.Tensor, test_rows: torch.Tensor, n_train: int, batch_size: int) -> dict:
+               train_rows: torch.Tensor, test_rows: torch.Tensor, n_train: int, batch_size: int,
+               noise: float = 0.0) -> dict:
     module, opt = state.module, state.optimizers
     order = torch.randperm(len(train_rows), generator=state.generator)
     opt["z_train"].zero_grad()
@@ -239,7 +251,10 @@ def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: to
         for name in ("decoder", "dispersion", "gmm"):
             opt[name].zero_grad()
         z = state.z_train[local.to(state.z_train.device)]
-        nb = module.count_log_prob(x[rows], z, scale[rows], None if measured is None else measured[rows])
+        z_decoded = z
+        if noise > 0:
+            z_decoded = z + noise * torch.randn(z.shape, generator=state.generator).to(z.device)
+        nb = module.count_log_prob(x[rows], z_decoded, scale[rows], None if measured is None else measured[rows])
         latent = module.gmm.log_prob(z)
         prior = module.gmm.prior_log_prob() * (len(local) / n_train)
         loss = -(nb.sum() + latent.sum().double() + prior.double())
@@ -298,6 +313,38 @@ def _evaluate_heldout(state: _State, x, scale, measured, test_rows, t) -> float:
         nb = module.count_log_prob(x[test_rows], state.z_test, scale[test_rows], m)
     n_values = float(m.sum()) if m is not None else nb.numel() * x.shape[1]
     return float(-nb.sum() / n_values)
+
+
+def calibrate_dispersion(module: DGDModule, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
+                         measured: torch.Tensor | None) -> dict:
+    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood."""
+    with torch.no_grad():
+        mean = (module.decoder(z) * scale.unsqueeze(-1)).double()
+        log_r = module.log_r.detach().double()
+    n_values = float(measured.sum()) if measured is not None else float(x.numel())
+
+    def nll(params: torch.Tensor) -> torch.Tensor:
+        ll = nb_log_prob(x, mean, torch.exp(params[0] + params[1] * log_r))
+        return -(ll * measured).sum() / n_values if measured is not None else -ll.sum() / n_values
+
+    params = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    before = float(nll(params))
+    optimizer = torch.optim.LBFGS([params], lr=1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nll(params)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    a, b = (float(v) for v in params.detach())
+    after = float(nll(params.detach()))
+    if not (np.isfinite(after) and after <= before):
+        return {"a": 0.0, "b": 1.0, "nll_before": before, "nll_after": before, "applied": False}
+    with torch.no_grad():
+        module.log_r.copy_((a + b * module.log_r.double()).to(module.log_r.dtype))
+    return {"a": a, "b": b, "nll_before": before, "nll_after": after, "applied": True}
 
 
 @torch.no_grad()

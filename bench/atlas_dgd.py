@@ -1,0 +1,149 @@
+"""The DGD on the real normal atlas (../shared/data/normal_atlas), end to end, with its figures.
+
+    .venv/bin/python bench/atlas_dgd.py [--out bench/out/atlas] [--config small] [--epochs N]
+
+Protocol (issue "The DGD"): all 22 normal files and the rectal tumours ingested with symbols
+mapped to Ensembl and RSEM counts rounded; 15% of each tissue's normals held out and never
+seen by training (training holds out a further 10% of the rest for early stopping); genes
+filtered by edgeR filterByExpr on the training normals (group tissue) and to protein-coding;
+the model trained on 2 CPU threads; held-out normals and tumours represented and tested.
+Printed: training time, DE genes per held-out normal (q < 0.01, |log2FC| > 1) with the
+up:down ratio next to the paper's and R DESeq2's figures, tumour assignment to colon/rectum
+components, and the AUROC of the per-gene NLL (tumours vs held-out normals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NOFONE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def atlas_sheet(path: Path) -> Path:
+    rows = ["sample,counts,condition,tissue,source"]
+    for f in sorted((DATA / "normal_atlas").glob("*-rsem-count-*.txt.gz")):
+        tissue, _, _, source = f.name.split(".")[0].split("-", 3)
+        condition = "tumour" if source == "tcga-t" else "normal"
+        with gzip.open(f, "rt") as handle:
+            samples = handle.readline().rstrip("\n").split("\t")[2:]
+        rows += [f"{s},{f},{condition},{tissue},{source}" for s in samples]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    from scipy.stats import mannwhitneyu
+
+    u = mannwhitneyu(positive, negative, alternative="two-sided").statistic
+    return float(u / (len(positive) * len(negative)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "atlas")
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heldout-fraction", type=float, default=0.15)
+    args = parser.parse_args()
+    if not (DATA / "normal_atlas").is_dir():
+        sys.exit(f"the normal atlas is not at {DATA / 'normal_atlas'}")
+    torch.set_num_threads(2)
+    from nofone.inference.represent import SearchConfig
+    from nofone.io.dataset import Dataset, copy_subset
+    from nofone.io.ingest import IngestOptions, ingest
+    from nofone.io.split import stratified_split
+    from nofone.models.dgd.config import load_config
+    from nofone.steps.de import differential_expression
+    from nofone.steps.filter import filter_dataset
+    from nofone.steps.represent import represent
+    from nofone.steps.train import train
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    annotation = DATA / "annotation" / "ensembl_grch38_gene_symbol_biotype_unique.tsv.gz"
+    timings = {}
+    t = time.perf_counter()
+    ingest(atlas_sheet(out / "atlas.csv"), out / "data", IngestOptions(round_counts=True, annotation=annotation))
+    timings["ingest_s"] = time.perf_counter() - t
+    data = Dataset(out / "data")
+    split = stratified_split(data.samples, args.heldout_fraction, args.seed)
+    heldout = split.loc[split["split"] == "test", "sample_id"].tolist()
+    tumours = data.samples.loc[data.samples["condition"] == "tumour", "sample_id"].tolist()
+    training_ids = split.loc[split["split"] == "train", "sample_id"].tolist()
+    (out / "train_raw").mkdir(exist_ok=True)
+    copy_subset(data, out / "train_raw", sample_ids=training_ids)
+    filter_dataset(out / "train_raw", out / "train", group=["tissue"], protein_coding=True, annotation=annotation)
+    genes = Dataset(out / "train").gene_ids
+    keep = np.flatnonzero(np.isin(data.gene_ids, genes))
+    (out / "eval").mkdir(exist_ok=True)
+    copy_subset(data, out / "eval", gene_index=keep, sample_ids=heldout + tumours)
+    config = load_config(args.config, {"training.epochs": args.epochs, "training.seed": args.seed})
+    t = time.perf_counter()
+    summary = train(out / "train", out / "model", config, device="cpu")
+    timings["train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    represent(out / "model", out / "eval", out / "reps", SearchConfig(), device="cpu")
+    timings["represent_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    de = differential_expression(out / "model", out / "reps", out / "eval", out / "de", device="cpu", write_tsv=False)
+    timings["de_s"] = time.perf_counter() - t
+
+    normals = de[de["sample_id"].isin(heldout)]
+    tumour_rows = de[de["sample_id"].isin(tumours)]
+    training_reps = pq.read_table(out / "model" / "training_representations.parquet").to_pandas()
+    majority = (training_reps[training_reps["split"] == "train"].groupby("component")["tissue"]
+                .agg(lambda s: s.value_counts().index[0]))
+    reps = pq.read_table(out / "reps" / "representations.parquet").to_pandas().set_index("sample_id")
+    tumour_tissue = reps.loc[tumours, "component"].map(majority)
+    heldout_tissue = reps.loc[heldout, "component"].map(majority)
+    truth = data.samples.set_index("sample_id").loc[heldout, "tissue"]
+    colorectal = tumour_tissue.isin(["coad", "read"]).mean()
+    result = {
+        "n_train_normals": summary["n_train"], "n_early_stopping_normals": summary["n_test"],
+        "n_heldout_normals": len(heldout), "n_tumours": len(tumours), "n_genes": summary["n_genes"],
+        "config": args.config, "epochs_run": len(pd.read_csv(out / "model" / "history.tsv", sep="\t")),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "degs_per_heldout_normal": float(normals["n_de"].mean()),
+        "degs_per_heldout_normal_median": float(normals["n_de"].median()),
+        "up_down_heldout": [int(normals["n_up"].sum()), int(normals["n_down"].sum())],
+        "degs_per_tumour": float(tumour_rows["n_de"].mean()),
+        "up_down_tumour": [int(tumour_rows["n_up"].sum()), int(tumour_rows["n_down"].sum())],
+        "tumours_in_colorectal_components": float(colorectal),
+        "tumour_component_tissues": tumour_tissue.value_counts().to_dict(),
+        "heldout_normal_component_matches_tissue": float((heldout_tissue.to_numpy() == truth.to_numpy()).mean()),
+        "nll_per_gene_auroc_tumour_vs_heldout": auroc(reps.loc[tumours, "nll_per_gene"].to_numpy(),
+                                                      reps.loc[heldout, "nll_per_gene"].to_numpy()),
+        "latent_nll_auroc_tumour_vs_heldout": auroc(reps.loc[tumours, "latent_nll"].to_numpy(),
+                                                    reps.loc[heldout, "latent_nll"].to_numpy()),
+        "training": {k: summary[k] for k in ("components_used", "largest_component_fraction",
+                                             "tissue_purity_train", "tissue_purity_test", "dispersion_range")},
+    }
+    (out / "atlas_result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    print()
+    print(f"{'':42s}{'nofone DGD':>14s}{'paper DGD':>12s}{'R DESeq2 (20-40 ctrl)':>24s}{'bulkdgd 2.0.1':>16s}")
+    print(f"{'DE genes per held-out normal':42s}{result['degs_per_heldout_normal']:14.2f}{4.25:12.2f}{8:24.0f}{60:16.0f}")
+    up, down = result["up_down_heldout"]
+    print(f"{'up : down calls on held-out normals':42s}{f'{up}:{down}':>14s}{'':>12s}{'':>24s}{'22873:2':>16s}")
+    print(f"{'NLL AUROC tumour vs held-out normal':42s}{result['nll_per_gene_auroc_tumour_vs_heldout']:14.3f}{'':>12s}{'':>24s}{0.97:16.2f}")
+    print(f"{'tumours in colon/rectum components':42s}{colorectal:14.1%}")
+    print(f"{'training time (2 CPU threads)':42s}{timings['train_s'] / 60:13.1f}m")
+
+
+if __name__ == "__main__":
+    main()

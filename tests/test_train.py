@@ -1,0 +1,121 @@
+"""Training: determinism, a killed run resumed to the same end, early stopping, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import write
+
+from nofone.errors import InputError
+from nofone.io.artifact import read_artifact
+from nofone.io.ingest import IngestOptions, ingest
+from nofone.models.dgd.config import load_config
+from nofone.models.dgd.model import DGD
+from nofone.simulate import SimulationConfig, simulate
+from nofone.steps.train import train
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    simulate(root / "sim", SimulationConfig(tissues=3, samples_per_tissue=20, genes=1500, cases=2, seed=3))
+    ingest(root / "sim" / "samplesheet.csv", root / "data", IngestOptions())
+    return root / "data"
+
+
+def _config(tmp_path, **training):
+    settings = {"latent_dim": 4, "hidden": [16, 32], "gmm": {"n_components": 3},
+                "training": {"epochs": 30, "batch_size": 16, "checkpoint_every": 1, "eval_every": 3} | training}
+    return write(tmp_path / "config.json", json.dumps(settings))
+
+
+def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path):
+    config = load_config(str(_config(tmp_path, epochs=8, early_stopping=False)))
+    a = train(small_data, tmp_path / "a", config, device="cpu")
+    b = train(small_data, tmp_path / "b", config, device="cpu")
+    assert a["final_loss_train"] == b["final_loss_train"]
+    wa, wb = DGD.load(tmp_path / "a").module.state_dict(), DGD.load(tmp_path / "b").module.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert files == {"config.json", "weights.safetensors", "genes.tsv", "checksums.sha256", "history.tsv",
+                     "training_representations.parquet"}
+    history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
+    assert list(history["epoch"]) == list(range(1, 9))
+    assert {"loss_train", "loss_test", "components_used", "tissue_purity", "dispersion_median"} <= set(history)
+    reps = pq.read_table(tmp_path / "a" / "training_representations.parquet").to_pandas()
+    assert set(reps["split"]) == {"train", "test"} and len(reps) == 60  # normals only
+    assert len(reps["latent"].iloc[0]) == 4
+    info = read_artifact(tmp_path / "a").config
+    assert info["model_type"] == "dgd" and info["training"]["n_train"] + info["training"]["n_test"] == 60
+    assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
+    config = _config(tmp_path, epochs=40, early_stopping=True, patience=100)
+    base = [sys.executable, "-m", "nofone", "-q", "train", "--input", str(small_data), "--config", str(config),
+            "--device", "cpu"]
+    subprocess.run([*base, "--outdir", str(tmp_path / "whole")], check=True, capture_output=True)
+    env = dict(os.environ, NOFONE_PROGRESS="0")
+    proc = subprocess.Popen([*base, "--outdir", str(tmp_path / "killed"), "--keep-checkpoints"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (checkpoints / "epoch-000007").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (tmp_path / "killed" / "weights.safetensors").exists(), "a killed run must not leave a model"
+    resumed = subprocess.run([*base, "--outdir", str(tmp_path / "killed"), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = pd.read_csv(tmp_path / "whole" / "history.tsv", sep="\t")
+    again = pd.read_csv(tmp_path / "killed" / "history.tsv", sep="\t")
+    pd.testing.assert_frame_equal(whole.drop(columns="seconds"), again.drop(columns="seconds"))
+    wa = DGD.load(tmp_path / "whole").module.state_dict()
+    wb = DGD.load(tmp_path / "killed").module.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(small_data, tmp_path):
+    config = load_config(str(_config(tmp_path, epochs=3)))
+    train(small_data, tmp_path / "m", config, device="cpu", keep_checkpoints=True)
+    other = load_config(str(_config(tmp_path, epochs=3, lr_decoder=0.5)))
+    with pytest.raises(InputError, match="made with other data or another config"):
+        train(small_data, tmp_path / "m", other, device="cpu", resume=True)
+
+
+def test_early_stopping_restores_the_best_heldout_epoch(small_data, tmp_path):
+    config = load_config(str(_config(tmp_path, epochs=300, patience=3, lr_decoder=0.01)))
+    summary = train(small_data, tmp_path / "m", config, device="cpu")
+    history = pd.read_csv(tmp_path / "m" / "history.tsv", sep="\t")
+    evaluated = history.dropna(subset=["heldout_nll_per_gene"])
+    best = evaluated.loc[evaluated["heldout_nll_per_gene"].idxmin()]
+    assert len(history) < 300, "a fast learning rate on 54 samples must overfit and stop early"
+    assert len(history) == best["epoch"] + 3 * 3  # patience 3 evaluations, every 3 epochs
+    assert summary["n_train"] == 54
+
+
+def test_no_normal_samples_is_a_clear_error(small_data, tmp_path):
+    config = load_config(str(_config(tmp_path, epochs=2)))
+    with pytest.raises(InputError, match="no normal samples"):
+        train(small_data, tmp_path / "m", config, normal_value="healthy", device="cpu")
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").glob("*.safetensors"))
+
+
+def test_purity_of_tissue_components(small_data, tmp_path):
+    config = load_config(str(_config(tmp_path, epochs=60)))
+    summary = train(small_data, tmp_path / "m", config, device="cpu")
+    assert summary["tissue_purity_train"] >= 0.9
+    assert summary["largest_component_fraction"] < 0.6
+    r = DGD.load(tmp_path / "m").dispersion.numpy()
+    assert np.quantile(r, 0.95) / np.quantile(r, 0.05) > 2, "dispersions must move away from their start"

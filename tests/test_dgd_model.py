@@ -42,9 +42,9 @@ def test_gmm_density_and_priors():
         gmm.logits.normal_()
     z = torch.randn(7, 3)
     w = torch.softmax(gmm.logits, 0).detach().numpy()
-    expected = np.log(sum(
-        w[k] * stats.multivariate_normal(gmm.means[k].detach().numpy(), np.diag(np.exp(gmm.log_var[k].detach().numpy())))
-        .pdf(z.numpy()) for k in range(4)))
+    means, variances = gmm.means.detach().numpy(), np.exp(gmm.log_var.detach().numpy())
+    expected = np.log(sum(w[k] * stats.multivariate_normal(means[k], np.diag(variances[k])).pdf(z.numpy())
+                          for k in range(4)))
     np.testing.assert_allclose(gmm.log_prob(z).detach().numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(gmm.responsibilities(z).sum(-1).detach().numpy(), 1.0, rtol=1e-6)
     # prior: Dirichlet(5) density at uniform weights, softball ~ uniform inside the ball
@@ -72,7 +72,7 @@ def test_configs_presets_json_and_errors(tmp_path):
         load_config(str(write(tmp_path / "bad.json", '{"latnt_dim": 5}')))
     with pytest.raises(InputError, match="neither a preset"):
         load_config("huge")
-    with pytest.raises(InputError, match="training.init"):
+    with pytest.raises(InputError, match=r"training\.init"):
         load_config("small", {"training.init": "random"})
     with pytest.raises(InputError, match="not valid JSON"):
         load_config(str(write(tmp_path / "broken.json", "{")))

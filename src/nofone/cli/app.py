@@ -9,6 +9,7 @@ from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
 from nofone.cli import ingest as ingest_cmd
 from nofone.cli import run as run_cmd
+from nofone.cli import scatter as scatter_cmd
 from nofone.cli import simulate as simulate_cmd
 from nofone.cli import split as split_cmd
 from nofone.cli import train as train_cmd
@@ -43,7 +44,7 @@ def main_callback(
         progress.set_enabled(False)
 
 
-for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd):
+for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd):
     module.register(app)
 
 

@@ -63,7 +63,7 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
                 counts = torch.as_tensor(chunk.counts, device=device)
                 measured = None if chunk.measured is None else torch.as_tensor(chunk.measured, device=device)
                 result = find_representations(model, counts, measured, search)
-                writer.write_table(_table(chunk.sample_ids, result, search, schema))
+                writer.write_table(_table(chunk.sample_ids, result, search, schema, len(model.gene_ids)))
                 advance(len(chunk), nll_per_gene=float((result.count_nll / result.n_measured).mean()))
         summary = {**metadata, "n_samples": len(ids), "seconds": round(time.perf_counter() - started, 2),
                    "device": device, "missing_model_gene_ids": alignment.missing[:1000]}
@@ -71,7 +71,7 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
     return summary
 
 
-def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema) -> pa.Table:
+def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema, n_genes: int) -> pa.Table:
     resp = result.responsibilities.detach().cpu().numpy().astype(np.float32)
     latent = result.latent.detach().cpu().numpy().astype(np.float32)
     n_measured = result.n_measured.cpu().numpy()
@@ -82,7 +82,7 @@ def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema) -> p
             pa.array(ids, pa.string()),
             pa.FixedSizeListArray.from_arrays(pa.array(latent.ravel()), latent.shape[1]),
             pa.array(result.scale.cpu().numpy()),
-            pa.array([search.scaling] * len(ids)),
+            pa.array([_scaling_used(search.scaling, int(n), n_genes) for n in n_measured]),
             pa.array(component.astype(np.int32)),
             pa.array(resp[np.arange(len(ids)), component]),
             pa.FixedSizeListArray.from_arrays(pa.array(resp.ravel()), resp.shape[1]),
@@ -93,6 +93,11 @@ def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema) -> p
         ],
         schema=schema,
     )
+
+
+def _scaling_used(method: str, n_measured: int, n_genes: int) -> str:
+    """`mean` becomes `measured` for samples that lack some model genes (see models/scaling.py)."""
+    return "measured" if method == "mean" and n_measured < n_genes else method
 
 
 def read_representations(path: Path) -> tuple[dict, dict[str, np.ndarray]]:

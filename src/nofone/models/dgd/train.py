@@ -328,7 +328,7 @@ def calibrate_dispersion(module: DGDModule, x: torch.Tensor, z: torch.Tensor, sc
         return -(ll * measured).sum() / n_values if measured is not None else -ll.sum() / n_values
 
     params = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
-    before = float(nll(params))
+    before = float(nll(params.detach()))
     optimizer = torch.optim.LBFGS([params], lr=1, max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

@@ -1,0 +1,38 @@
+// Per-gene exact tests of the samples of one chunk against their closest normal's NB.
+process NOFONE_DE {
+    tag "${meta.id}"
+    label 'process_low'
+    conda "${projectDir}/containers/environment.yml"
+    container "${params.container}"
+
+    input:
+    tuple val(meta), path(representations)
+    path model, stageAs: 'model'
+    path data,  stageAs: 'dataset'
+
+    output:
+    tuple val(meta), path("de_${meta.id}"), emit: de
+    path 'versions.yml',                     emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    nofone de --model ${model} --representations ${representations} --input ${data} --outdir de_${meta.id} ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p de_${meta.id}/samples
+    touch de_${meta.id}/de.parquet de_${meta.id}/summary.tsv de_${meta.id}/de_report.json
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,38 @@
+// Merge the per-chunk outputs of REPRESENT (reps_chunk_*) and DE (de_chunk_*) into the cohort's:
+// representations.parquet, de.parquet, summary.tsv, samples/<id>.tsv, gather_report.json.
+// `parts` arrives sorted by folder name, so chunks are merged in order.
+process NOFONE_GATHER {
+    tag 'cohort'
+    label 'process_low'
+    conda "${projectDir}/containers/environment.yml"
+    container "${params.container}"
+
+    input:
+    path parts
+
+    output:
+    path 'cohort',       emit: cohort
+    path 'versions.yml', emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    nofone gather ${parts} --outdir cohort ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p cohort/samples
+    touch cohort/representations.parquet cohort/de.parquet cohort/summary.tsv cohort/gather_report.json
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+}

@@ -1,0 +1,38 @@
+// Simulated normal atlas, held-out normals and cases with planted DE: the input of the test
+// profile (`--simulate`), so that it needs no downloads. Writes simulated/samplesheet.csv with
+// count paths relative to that folder.
+process NOFONE_SIMULATE {
+    tag 'simulated'
+    label 'process_single'
+    conda "${projectDir}/containers/environment.yml"
+    container "${params.container}"
+
+    output:
+    path 'simulated',    emit: simulated
+    path 'versions.yml', emit: versions
+
+    script:
+    def args = task.ext.args ?: ''
+    """
+    nofone simulate --outdir simulated ${args}
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    mkdir -p simulated/counts
+    touch simulated/counts/normals.tsv simulated/counts/case001.tsv simulated/truth.tsv
+    echo 'sample,counts,condition,tissue' > simulated/samplesheet.csv
+    echo 'stub_normal,counts/normals.tsv,normal,t1' >> simulated/samplesheet.csv
+    echo 'case001,counts/case001.tsv,case,t1' >> simulated/samplesheet.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        nofone: \$(nofone --version | sed 's/^nofone //')
+    END_VERSIONS
+    """
+}

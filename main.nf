@@ -20,10 +20,11 @@ workflow {
     checkPlatform()
 
     ch_versions = Channel.empty()
+    ch_samplesheet = Channel.empty()
     if (params.input) {
         // Every row: a safe, unique sample id and a count file that exists (errors name the row)
         samplesheetToList(params.input, "${projectDir}/assets/schema_input.json")
-        ch_samplesheet = Channel.value(file(params.input, checkIfExists: true))
+        ch_samplesheet = Channel.of(file(params.input, checkIfExists: true))
     }
     else if (params.simulate) {
         NOFONE_SIMULATE()

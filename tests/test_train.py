@@ -70,7 +70,7 @@ def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and not (checkpoints / "epoch-000007").exists():
+    while time.time() < deadline and not list(checkpoints.glob("run-*/epoch-000007")):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -86,12 +86,14 @@ def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(small_data, tmp_path):
+def test_resume_ignores_checkpoints_of_other_settings(small_data, tmp_path):
     config = load_config(str(_config(tmp_path, epochs=3)))
     train(small_data, tmp_path / "m", config, device="cpu", keep_checkpoints=True)
     other = load_config(str(_config(tmp_path, epochs=3, lr_decoder=0.5)))
-    with pytest.raises(InputError, match="made with other data or another config"):
-        train(small_data, tmp_path / "m", other, device="cpu", resume=True)
+    summary = train(small_data, tmp_path / "m2", other, device="cpu", resume=True,
+                    checkpoint_dir=tmp_path / "m" / "checkpoints")
+    assert summary["resumed_from_epoch"] is None  # started fresh, did not continue the other run
+    assert len(list((tmp_path / "m" / "checkpoints").glob("run-*"))) == 1, "the other run's checkpoints stay"
 
 
 def test_early_stopping_restores_the_best_heldout_epoch(small_data, tmp_path):

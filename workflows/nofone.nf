@@ -34,6 +34,8 @@ workflow NOFONE {
     NOFONE_INGEST(SAMPLESHEET_STAGE.out.samplesheet, SAMPLESHEET_STAGE.out.counts, model_genes, annotation)
     ch_versions = ch_versions.mix(NOFONE_INGEST.out.versions)
 
+    ch_data  = Channel.empty()
+    ch_model = Channel.empty()
     if (params.model) {
         // An existing model folder (from `nofone train` or `nofone import-bulkdgd`): the data
         // were ingested against its genes; no filter, no training.

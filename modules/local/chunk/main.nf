@@ -3,7 +3,7 @@
 process NOFONE_CHUNK {
     tag 'cohort'
     label 'process_single'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -17,7 +17,7 @@ process NOFONE_CHUNK {
     script:
     def args = task.ext.args ?: ''
     """
-    nofone chunk --input ${data} --outdir chunks --exclude-training ${model} ${args}
+    nofone --threads ${task.cpus} chunk --input ${data} --outdir chunks --exclude-training ${model} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -2,7 +2,7 @@
 process NOFONE_DE {
     tag "${meta.id}"
     label 'process_low'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -17,7 +17,7 @@ process NOFONE_DE {
     script:
     def args = task.ext.args ?: ''
     """
-    nofone de --model ${model} --representations ${representations} --input ${data} --outdir de_${meta.id} ${args}
+    nofone --threads ${task.cpus} de --model ${model} --representations ${representations} --input ${data} --outdir de_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

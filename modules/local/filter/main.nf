@@ -3,7 +3,7 @@
 process NOFONE_FILTER {
     tag 'cohort'
     label 'process_low'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -20,7 +20,7 @@ process NOFONE_FILTER {
     def group_arg = groups ? "--group ${groups}" : ''
     def annotation_arg = annotation ? "--annotation ${annotation}" : ''
     """
-    nofone filter --input ${data} --outdir filtered ${group_arg} ${annotation_arg} ${args}
+    nofone --threads ${task.cpus} filter --input ${data} --outdir filtered ${group_arg} ${annotation_arg} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -4,7 +4,7 @@
 process NOFONE_GATHER {
     tag 'cohort'
     label 'process_low'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -17,7 +17,7 @@ process NOFONE_GATHER {
     script:
     def args = task.ext.args ?: ''
     """
-    nofone gather ${parts} --outdir cohort ${args}
+    nofone --threads ${task.cpus} gather ${parts} --outdir cohort ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

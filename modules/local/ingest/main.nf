@@ -4,7 +4,7 @@
 process NOFONE_INGEST {
     tag 'cohort'
     label 'process_medium'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -22,7 +22,7 @@ process NOFONE_INGEST {
     def genes_arg = genes ? "--genes ${genes}" : ''
     def annotation_arg = annotation ? "--annotation ${annotation}" : ''
     """
-    nofone ingest --samplesheet ${samplesheet} --outdir data ${genes_arg} ${annotation_arg} ${args}
+    nofone --threads ${task.cpus} ingest --samplesheet ${samplesheet} --outdir data ${genes_arg} ${annotation_arg} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -2,7 +2,7 @@
 process NOFONE_REPRESENT {
     tag "${meta.id}"
     label 'process_gpu'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -17,7 +17,7 @@ process NOFONE_REPRESENT {
     script:
     def args = task.ext.args ?: ''
     """
-    nofone represent --model ${model} --input ${data} --samples-file ${samples_file} --outdir reps_${meta.id} ${args}
+    nofone --threads ${task.cpus} represent --model ${model} --input ${data} --samples-file ${samples_file} --outdir reps_${meta.id} ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -4,7 +4,7 @@
 process NOFONE_SIMULATE {
     tag 'simulated'
     label 'process_single'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     output:
@@ -14,7 +14,7 @@ process NOFONE_SIMULATE {
     script:
     def args = task.ext.args ?: ''
     """
-    nofone simulate --outdir simulated ${args}
+    nofone --threads ${task.cpus} simulate --outdir simulated ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -5,7 +5,7 @@
 process NOFONE_TRAIN {
     tag 'cohort'
     label 'process_gpu'
-    conda "${projectDir}/containers/environment.yml"
+    conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
@@ -20,7 +20,7 @@ process NOFONE_TRAIN {
     def args = task.ext.args ?: ''
     def config_arg = config_json ? "--config ${config_json}" : ''
     """
-    nofone train --input ${data} --outdir model ${config_arg} --checkpoint-dir ${params.checkpoint_dir}/${workflow.sessionId} --resume ${args}
+    nofone --threads ${task.cpus} train --input ${data} --outdir model ${config_arg} --checkpoint-dir ${params.checkpoint_dir}/${workflow.sessionId} --resume ${args}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

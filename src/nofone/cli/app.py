@@ -38,10 +38,25 @@ def main_callback(
                                  help="Print the version and exit."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv: debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
+    threads: int | None = typer.Option(None, "--threads", min=1, envvar="NOFONE_THREADS",
+                                       help="CPU threads for torch and BLAS (default: all cores; a cluster task passes its cpus)."),
 ) -> None:
     setup_logging(verbose, quiet)
     if quiet:
         progress.set_enabled(False)
+    if threads:
+        set_threads(threads)
+
+
+def set_threads(n: int) -> None:
+    """Limit torch's and the BLAS libraries' threads (an HPC job must not use cores it was not given)."""
+    import os
+
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
 
 
 for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd):

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
+from nofone.choices import DEFAULT_CHUNK_SIZE
 from nofone.cli.common import echo, handle_errors
-from nofone.io.dataset import DEFAULT_CHUNK_SIZE
-from nofone.stats.filter_by_expr import FilterParams
-from nofone.steps.filter import filter_dataset
 
 
 @handle_errors
@@ -30,6 +28,9 @@ def filter_command(
 
     Example: nofone filter --input data/ --outdir filtered/ --group tissue --protein-coding
     """
+    from nofone.stats.filter_by_expr import FilterParams
+    from nofone.steps.filter import filter_dataset
+
     summary = filter_dataset(input, outdir, group=group, protein_coding=protein_coding,
                              annotation=annotation, condition=condition, chunk_size=chunk_size,
                              params=FilterParams(min_count, min_total_count, large_n, min_prop))

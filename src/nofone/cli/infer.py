@@ -6,14 +6,9 @@ from pathlib import Path
 
 import typer
 
+from nofone.choices import SCALINGS, TESTS
+from nofone.choices import SEARCH_METHODS as METHODS
 from nofone.cli.common import echo, handle_errors
-from nofone.inference.represent import METHODS, SearchConfig
-from nofone.io.dataset import Dataset
-from nofone.models.scaling import SCALINGS
-from nofone.stats.nb_tests import TESTS
-from nofone.steps.common import select_samples
-from nofone.steps.de import differential_expression
-from nofone.steps.represent import represent
 
 
 @handle_errors
@@ -38,6 +33,11 @@ def represent_command(
     """
     if scaling not in SCALINGS:
         raise typer.BadParameter(f"use one of {', '.join(SCALINGS)}", param_hint="--scaling")
+    from nofone.inference.represent import SearchConfig
+    from nofone.io.dataset import Dataset
+    from nofone.steps.common import select_samples
+    from nofone.steps.represent import represent
+
     ids = select_samples(Dataset(input), samples, samples_file, condition)
     search = SearchConfig(method=method, steps_first=steps_first, steps_second=steps_second,
                           keep_candidates=keep_candidates or None, scaling=scaling)
@@ -63,6 +63,8 @@ def de_command(
 
     Example: nofone de --model model/ --representations reps/ --input data/ --outdir de/
     """
+    from nofone.steps.de import differential_expression
+
     summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
                                       q_threshold=q_threshold, lfc_threshold=lfc_threshold, write_tsv=tsv,
                                       chunk_size=chunk_size, device=device)

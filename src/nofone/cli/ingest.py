@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
+from nofone.choices import DEFAULT_CHUNK_SIZE, FORMATS, STRANDEDNESS
 from nofone.cli.common import echo, handle_errors
-from nofone.io.dataset import DEFAULT_CHUNK_SIZE
-from nofone.io.ingest import IngestOptions, ingest
-from nofone.io.readers import FORMATS, STRANDEDNESS
 
 
 @handle_errors
@@ -28,6 +26,8 @@ def ingest_command(
 
     Example: nofone ingest --samplesheet samplesheet.csv --outdir data/ --round-counts
     """
+    from nofone.io.ingest import IngestOptions, ingest
+
     options = IngestOptions(format=format, strandedness=strandedness, round_counts=round_counts,
                             duplicates=duplicates, annotation=annotation, genes=genes,
                             chunk_size=chunk_size)

@@ -11,14 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nofone.choices import PRESETS, TESTS
 from nofone.cli.common import handle_errors
-from nofone.inference.represent import SearchConfig
-from nofone.io.atomic import write_json_atomic
-from nofone.io.ingest import IngestOptions
-from nofone.models.dgd.config import PRESETS, load_config
-from nofone.simulate import SimulationConfig, simulate
-from nofone.stats.nb_tests import TESTS
-from nofone.steps.run import RunOptions, run, score_against_truth
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -50,6 +44,11 @@ def run_command(
 
     Example: nofone run --samplesheet samplesheet.csv --outdir results/ --round-counts
     """
+    from nofone.inference.represent import SearchConfig
+    from nofone.io.ingest import IngestOptions
+    from nofone.models.dgd.config import load_config
+    from nofone.steps.run import RunOptions, run
+
     options = RunOptions(
         model=model, config=load_config(config, {"training.epochs": epochs, "training.seed": seed}),
         ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
@@ -71,6 +70,12 @@ def demo_command(
 
     Example: nofone demo --outdir demo/
     """
+    from nofone.io.atomic import write_json_atomic
+    from nofone.io.ingest import IngestOptions
+    from nofone.models.dgd.config import load_config
+    from nofone.simulate import SimulationConfig, simulate
+    from nofone.steps.run import RunOptions, run, score_against_truth
+
     started = time.perf_counter()
     outdir = Path(outdir)
     sim = outdir / "simulation"

@@ -7,10 +7,6 @@ from pathlib import Path
 import typer
 
 from nofone.cli.common import echo, handle_errors
-from nofone.io.dataset import Dataset
-from nofone.steps.common import select_samples
-from nofone.steps.scatter import gather, write_chunks
-from nofone.steps.train import TRAIN_REPRESENTATIONS
 
 
 @handle_errors
@@ -25,6 +21,11 @@ def chunk_command(
 
     Example: nofone chunk --input data/ --outdir chunks/ --chunk-size 32 --exclude-training model/
     """
+    from nofone.io.dataset import Dataset
+    from nofone.steps.common import select_samples
+    from nofone.steps.scatter import write_chunks
+    from nofone.steps.train import TRAIN_REPRESENTATIONS
+
     data = Dataset(input)
     ids = select_samples(data, condition=condition)
     if exclude_training is not None:
@@ -35,6 +36,10 @@ def chunk_command(
             table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
             trained = set(table.loc[table["split"] == "train", "sample_id"])
             ids = [s for s in ids if s not in trained]
+    if not ids:
+        from nofone.errors import InputError
+
+        raise InputError(f"{input}: every sample was used to train the model: nothing left to test")
     files = write_chunks(ids, outdir, chunk_size)
     echo(f"{len(ids)} samples in {len(files)} chunks -> {outdir}")
 
@@ -48,6 +53,8 @@ def gather_command(
 
     Example: nofone gather de_chunk1/ de_chunk2/ --outdir de/
     """
+    from nofone.steps.scatter import gather
+
     counts = gather(list(parts), outdir)
     echo(f"gathered {counts['representations']} representations and {counts['de_samples']} DE samples -> {outdir}")
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
+from nofone.choices import DEFAULT_CHUNK_SIZE
 from nofone.cli.common import echo, handle_errors
-from nofone.io.atomic import staged_outdir
-from nofone.io.dataset import DEFAULT_CHUNK_SIZE, Dataset, copy_subset
-from nofone.io.split import stratified_split
 
 
 @handle_errors
@@ -27,6 +25,10 @@ def split_command(
 
     Example: nofone split --input data/ --outdir split/ --test-fraction 0.15 --seed 1
     """
+    from nofone.io.atomic import staged_outdir
+    from nofone.io.dataset import Dataset, copy_subset
+    from nofone.io.split import stratified_split
+
     data = Dataset(input)
     table = stratified_split(data.samples, test_fraction, seed, stratify or None,
                              condition_column, normal_value)

@@ -6,12 +6,8 @@ from pathlib import Path
 
 import typer
 
+from nofone.choices import PRESETS
 from nofone.cli.common import echo, handle_errors
-from nofone.io.atomic import staged_outdir
-from nofone.io.gene_ids import read_gene_list
-from nofone.models.dgd.config import PRESETS, load_config
-from nofone.models.dgd.model import DGD, load_torch_state
-from nofone.steps.train import train
 
 
 @handle_errors
@@ -34,6 +30,9 @@ def train_command(
 
     Example: nofone train --input data/ --outdir model/ --config small --epochs 200
     """
+    from nofone.models.dgd.config import load_config
+    from nofone.steps.train import train
+
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size, "training.seed": seed}
     settings = load_config(config, overrides)
     summary = train(input, outdir, settings, condition_column=condition_column, normal_value=normal_value,
@@ -56,6 +55,10 @@ def import_bulkdgd_command(
 
     Example: nofone import-bulkdgd --decoder dec.pth --gmm gmm_v1.pth --genes genes_v1.txt --outdir bulkdgd_v1/
     """
+    from nofone.io.atomic import staged_outdir
+    from nofone.io.gene_ids import read_gene_list
+    from nofone.models.dgd.model import DGD, load_torch_state
+
     model = DGD.from_bulkdgd_v1(
         load_torch_state(decoder, "decoder"), load_torch_state(gmm, "GMM"), read_gene_list(genes),
         source={"format": "bulkdgd-v1", "decoder": str(decoder), "gmm": str(gmm), "genes": str(genes)},

@@ -21,10 +21,11 @@ from typing import Protocol
 
 import torch
 
+from nofone.choices import SEARCH_METHODS
 from nofone.models.nb import nb_log_prob
 from nofone.models.scaling import scaling_factor
 
-METHODS = ("two_opt", "one_opt")
+METHODS = SEARCH_METHODS
 
 
 class LatentModel(Protocol):

@@ -25,12 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nofone import __version__
+from nofone.choices import DEFAULT_CHUNK_SIZE
 from nofone.errors import InputError
 
 COUNTS_FILE = "counts.parquet"
 GENES_FILE = "genes.parquet"
 SAMPLES_FILE = "samples.parquet"
-DEFAULT_CHUNK_SIZE = 256
 GENE_COLUMNS = ("gene_id", "gene_name", "biotype")
 
 

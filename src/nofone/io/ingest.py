@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nofone import __version__
+from nofone.choices import DUPLICATE_POLICIES
 from nofone.errors import InputError
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import COUNTS_FILE, DEFAULT_CHUNK_SIZE, CountChunk, CountWriter, write_tables
@@ -32,7 +33,6 @@ from nofone.io.samplesheet import SampleRow, read_samplesheet
 from nofone.io.spool import GeneMajorTable, SampleMajorTable, Spool
 from nofone.progress import progress
 
-DUPLICATE_POLICIES = ("sum", "drop", "error")
 REPORT_FILE = "ingest_report.json"
 
 

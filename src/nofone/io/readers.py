@@ -33,14 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from nofone.choices import FORMATS, STRANDEDNESS
 from nofone.errors import InputError
 from nofone.io.gene_ids import id_kind
 
-FORMATS = (
-    "auto", "two-column", "htseq", "featurecounts", "star", "salmon", "nfcore", "gct", "matrix",
-    "samples-by-genes",
-)
-STRANDEDNESS = ("unstranded", "forward", "reverse")
 #: Leading columns of a matrix that describe genes. The id-like ones feed gene-id mapping.
 ID_COLUMN_NAMES = {
     "gene_id", "geneid", "gene", "genes", "ensgene", "ensembl_gene_id", "ensembl_id", "gene_name",

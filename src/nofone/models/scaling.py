@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-SCALINGS = ("mean", "median", "measured")
+from nofone.choices import SCALINGS
+
 _MIN_GENES_FOR_MEDIAN = 20
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -93,8 +94,10 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column:
         history.to_csv(stage / HISTORY, sep="\t", index=False)
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), stage / TRAIN_REPRESENTATIONS)
         model.save(stage, {"training": summary})
-    if not keep_checkpoints:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if not keep_checkpoints and result.checkpoint_dir is not None:
+        shutil.rmtree(result.checkpoint_dir, ignore_errors=True)  # only this run's: the folder may be shared
+        with contextlib.suppress(OSError):
+            checkpoint_dir.rmdir()
     return summary
 
 

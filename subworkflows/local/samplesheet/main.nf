@@ -46,7 +46,7 @@ def stageSampleSheet(sheet) {
     def files = []
     def lines = [columns.collect { column -> csvField(column) }.join(',')]
     rows.each { row ->
-        def path = resolveCountsPath(row.counts as String, sheet, row.sample as String)
+        def path = resolveCountsPath(row.counts, sheet, row.sample)
         def key = path.toUriString()
         if (!numbers.containsKey(key)) {
             files << path
@@ -61,7 +61,7 @@ def stageSampleSheet(sheet) {
     return [csv: lines.join('\n') + '\n', files: files, columns: columns]
 }
 
-def resolveCountsPath(String value, sheet, String sample) {
+def resolveCountsPath(value, sheet, sample) {
     if (!value) {
         error("Sample sheet ${sheet}: empty 'counts' for sample ${sample}")
     }
@@ -87,7 +87,7 @@ def csvField(value) {
     return text
 }
 
-def filterGroups(String groups, List columns) {
+def filterGroups(groups, columns) {
     def wanted = (groups ?: '').tokenize(',').collect { group -> group.trim() }.findAll { group -> group }
     def present = wanted.findAll { group -> group in columns }
     if (present.size() < wanted.size()) {

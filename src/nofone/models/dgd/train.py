@@ -67,6 +67,7 @@ class TrainResult:
     best_epoch: int | None = None
     stopped_early: bool = False
     calibration: dict | None = None
+    checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
 class _State:
@@ -163,9 +164,16 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     state = _State(module, z_train, z_test, config)
     fingerprint = data.fingerprint()
     config_json = json.dumps(config.to_dict(), sort_keys=True)
+    if checkpoint_dir is not None:
+        # one sub-folder per (data, config): a resumed run finds only checkpoints it can continue,
+        # and a run with other settings starts fresh instead of failing
+        key = hashlib.sha256((fingerprint + config_json).encode()).hexdigest()[:12]
+        checkpoint_dir = Path(checkpoint_dir) / f"run-{key}"
 
     resumed_from = None
     latest = latest_checkpoint(checkpoint_dir) if (checkpoint_dir and resume) else None
+    if resume and latest is None:
+        log.info("no checkpoint for these data and settings in %s: starting from scratch", checkpoint_dir)
     if latest is not None:
         tensors, meta = load_checkpoint(latest)
         if meta.get("fingerprint") != fingerprint or meta.get("config") != config_json:
@@ -235,7 +243,7 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     latent[train_idx] = z_train.detach().cpu()
     latent[test_idx] = z_test.detach().cpu()
     return TrainResult(module.cpu(), latent.numpy(), state.history, resumed_from,
-                       state.best_epoch if early else None, stopped, calibration)
+                       state.best_epoch if early else None, stopped, calibration, checkpoint_dir)
 
 
 def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,

@@ -1,0 +1,850 @@
+"""The Nextflow pipeline, tested without Nextflow.
+
+No Nextflow binary can run here, so these tests carry the proof instead (see DESIGN.md,
+"Testing here"). tests/nextflow/nfgroovy.py reads the modules and configs; the tests then
+
+- render every module's `script:` and `stub:` block as Nextflow would (test values for inputs,
+  params, task and workflow; the ext.args that conf/modules.config and the test profile give
+  each process; Nextflow's staging names for input files), run them with bash in a task folder
+  with bin/ first on PATH against the real CLI, chained on a tiny simulated cohort
+  (SIMULATE -> INGEST -> FILTER -> TRAIN -> CHUNK -> REPRESENT -> DE -> GATHER), and check that
+  every declared output exists;
+- parse each rendered `nofone` command line with the CLI's own option parser, for many
+  combinations of params;
+- check params (used = declared in nextflow.config = described in nextflow_schema.json), the
+  sample-sheet schema (with nf-schema's keywords emulated), labels, containers, GPU scoping,
+  retries, profiles, includes and channel names;
+- run the Groovy syntax check on every Nextflow file when `groovy` is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import jsonschema
+import pyarrow.parquet as pq
+import pytest
+
+import nofone
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = REPO / "modules" / "local"
+SYNTAX_CHECK = Path(os.environ.get("NF_SYNTAX_CHECK", REPO.parent / "shared" / "tools" / "nf_syntax_check.groovy"))
+JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
+
+_spec = importlib.util.spec_from_file_location("nfgroovy", REPO / "tests" / "nextflow" / "nfgroovy.py")
+nfg = sys.modules.setdefault("nfgroovy", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(nfg)
+
+EXPECTED = {
+    "NOFONE_SIMULATE": "simulate", "NOFONE_INGEST": "ingest", "NOFONE_FILTER": "filter",
+    "NOFONE_TRAIN": "train", "NOFONE_CHUNK": "chunk", "NOFONE_REPRESENT": "represent",
+    "NOFONE_DE": "de", "NOFONE_GATHER": "gather",
+}
+GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT"}
+LABELS = ("process_single", "process_low", "process_medium", "process_high", "process_gpu")
+SESSION = "4b8c0c57-0b1e-4c5e-9d3b-nofone-test"
+NF_FILES = sorted([REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/**/*.nf"),
+                   *MODULES.glob("*/main.nf")])
+CONFIG_FILES = sorted([REPO / "nextflow.config", *REPO.glob("conf/*.config")])
+NF_TEST_FILES = sorted([*REPO.glob("tests/*.nf.test"), *REPO.glob("tests/modules/*.nf.test"),
+                        *REPO.glob("tests/nextflow/*.config")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def load_processes() -> dict[str, nfg.Process]:
+    processes = {}
+    for path in sorted(MODULES.glob("*/main.nf")):
+        found = nfg.parse_processes(path)
+        assert len(found) == 1, f"{path}: one process per module file, found {[p.name for p in found]}"
+        processes[found[0].name] = found[0]
+    return processes
+
+
+PROCESSES = load_processes()
+
+
+def config(profiles: tuple[str, ...] = ()) -> list[nfg.Setting]:
+    return nfg.read_config(REPO / "nextflow.config", profiles)
+
+
+def labels_of(process: nfg.Process) -> list[str]:
+    return process.directive_values("label", {})
+
+
+def params_for(profiles: tuple[str, ...] = (), launch_dir: Path = REPO, **overrides) -> dict:
+    """Every param's value as Nextflow would have it (dynamic defaults get a test value)."""
+    scope = {"launchDir": str(launch_dir), "projectDir": str(REPO)}
+    values = {}
+    for name, setting in nfg.config_params(config(profiles)).items():
+        try:
+            values[name] = nfg.evaluate(setting.node, scope)
+        except nfg.GroovyError:
+            values[name] = f"dynamic-{name}"  # e.g. trace_report_suffix: the launch time
+    values.update(overrides)
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one task the way Nextflow would
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    name: str
+    dir: Path
+    script: str
+    outputs: dict[str, list[Path]]
+
+
+def task_scope(name: str, params: dict, profiles: tuple[str, ...], attempt: int = 1) -> dict:
+    process = PROCESSES[name]
+    scope = {
+        "params": params,
+        "task": {"process": f"NOFONE:{name}", "attempt": attempt, "cpus": 2, "ext": {}, "index": 1},
+        "workflow": {"sessionId": SESSION, "containerEngine": None, "launchDir": params.get("_launch_dir")},
+        "projectDir": str(REPO),
+        "moduleDir": str(process.path.parent),
+    }
+    setting = nfg.process_setting(config(profiles), "ext.args", name, labels_of(process))
+    if setting is not None:
+        scope["task"]["ext"]["args"] = nfg.value_of(setting.node, scope)
+    return scope
+
+
+def stage_inputs(process: nfg.Process, inputs: list, scope: dict, task_dir: Path | None) -> None:
+    """Bind input values in `scope` and, with a task folder, link the files as Nextflow stages
+    them (stageAs patterns expanded, e.g. 'inputs/*/*' -> inputs/<n>/<file name>)."""
+    assert len(inputs) == len(process.inputs), f"{process.name}: {len(process.inputs)} inputs expected"
+    for declaration, value in zip(process.inputs, inputs):
+        values = list(value) if declaration.qualifier == "tuple" else [value]
+        assert len(values) == len(declaration.elements)
+        for element, item in zip(declaration.elements, values):
+            if element.qualifier == "val":
+                scope[element.name] = item
+                continue
+            assert element.qualifier == "path", f"{process.name}: unsupported input {element.qualifier}"
+            files = [] if item in (None, []) else (list(item) if isinstance(item, (list, tuple)) else [item])
+            pattern = element.options.get("stageAs")
+            names = nfg.expand_stage_names(nfg.evaluate(pattern, scope) if pattern else None,
+                                           [Path(f).name for f in files])
+            assert len(set(names)) == len(names), f"{process.name}: staged names collide: {names}"
+            if task_dir is not None:
+                for source, staged in zip(files, names):
+                    target = task_dir / staged
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.symlink_to(Path(source).resolve())
+            scope[element.name] = nfg.PathList(names)
+
+
+def cli_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{REPO / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["NOFONE_PROGRESS"] = "0"
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def run_task(name: str, inputs: list, workdir: Path, params: dict, *, stub: bool = False,
+             profiles: tuple[str, ...] = ("test",), attempt: int = 1) -> Task:
+    process = PROCESSES[name]
+    task_dir = Path(tempfile.mkdtemp(prefix=f"{name.lower()}-", dir=workdir))
+    scope = task_scope(name, params, profiles, attempt)
+    stage_inputs(process, inputs, scope, task_dir)
+    staged = {p.relative_to(task_dir) for p in task_dir.rglob("*") if p.is_symlink()}
+    block = process.stub if stub else process.script
+    script = nfg.render(block, scope)
+    (task_dir / ".command.sh").write_text(script)
+    result = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=task_dir, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    mode = "stub" if stub else "script"
+    assert result.returncode == 0, (f"{name} ({mode}) exited {result.returncode}\n--- script\n{script}"
+                                    f"--- stderr\n{result.stderr[-3000:]}")
+    outputs: dict[str, list[Path]] = {}
+    for declaration in process.outputs:
+        found: list[Path] = []
+        for element in declaration.elements:
+            if element.qualifier != "path":
+                continue
+            pattern = nfg.evaluate(element.node, scope)
+            if any(ch in pattern for ch in "*?[{"):
+                matches = sorted(p for p in task_dir.glob(pattern) if p.relative_to(task_dir) not in staged)
+            else:
+                matches = [task_dir / pattern] if (task_dir / pattern).exists() else []
+            assert matches or declaration.optional, (
+                f"{name} ({mode}): declared output '{pattern}' (emit: {declaration.emit}) was not created\n"
+                f"--- script\n{script}--- files\n{sorted(str(p.relative_to(task_dir)) for p in task_dir.rglob('*'))}")
+            found.extend(matches)
+        outputs[declaration.emit] = found
+    versions = (task_dir / "versions.yml").read_text()
+    assert versions == f'"NOFONE:{name}":\n    nofone: {nofone.__version__}\n', versions
+    return Task(name, task_dir, script, outputs)
+
+
+def in_parallel(calls) -> list:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(*call) for call in calls]
+        return [f.result() for f in futures]
+
+
+def stage_samplesheet(sheet: Path, launch_dir: Path) -> tuple[str, list[Path], list[str]]:
+    """Python mirror of stageSampleSheet() in subworkflows/local/samplesheet/main.nf: the
+    rewritten sheet (counts -> inputs/<n>/<file name>), the distinct files in number order, and
+    the sheet's columns."""
+    delimiter = "\t" if sheet.name.lower().endswith(".tsv") else ","
+    with open(sheet, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        rows = [{k: (v or "").strip() for k, v in row.items()} for row in reader]
+        columns = list(reader.fieldnames)
+    numbers: dict[str, int] = {}
+    files: list[Path] = []
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        value = row["counts"]
+        if value.startswith("/") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+            path = Path(value)
+        elif (launch_dir / value).exists():
+            path = launch_dir / value
+        else:
+            path = sheet.parent / value
+        assert path.exists(), path
+        if str(path) not in numbers:
+            files.append(path)
+            numbers[str(path)] = len(files)
+        staged = f"inputs/{numbers[str(path)]}/{path.name}"
+        writer.writerow([staged if c == "counts" else row[c] for c in columns])
+    return out.getvalue(), files, columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules against the real CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def test_module_scripts_run_chained_against_the_cli(tmp_path):
+    """-profile test, task by task: every script runs and creates every declared output."""
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    params = params_for(("test",), launch, checkpoint_dir=str(tmp_path / "checkpoints"),
+                        outdir=str(tmp_path / "results"))
+    params["_launch_dir"] = str(launch)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    simulated = run_task("NOFONE_SIMULATE", [], work, params).outputs["simulated"][0]
+
+    # SIMULATE's own sheet: count paths relative to the sheet's folder
+    _, sim_files, _ = stage_samplesheet(simulated / "samplesheet.csv", launch)
+    assert all(f.is_relative_to(simulated) for f in sim_files)
+
+    # A sheet that needs the staging: one matrix shared by 28 rows (absolute path), two case
+    # files with the same name (relative to the launch directory), and an extra metadata column
+    # whose value holds a comma
+    sheet_dir = launch / "sheets"
+    sheet_dir.mkdir()
+    for target, case in ((launch / "cases_a" / "sample.tsv", "case001"),
+                         (launch / "more" / "cases_b" / "sample.tsv", "case002")):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(simulated / "counts" / "cases" / f"{case}.tsv", target)
+    with open(simulated / "samplesheet.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["counts"] = {"case001": "cases_a/sample.tsv", "case002": "more/cases_b/sample.tsv"}.get(
+            row["sample"], str((simulated / row["counts"]).resolve()))
+        row["site"] = "Oslo, Norway" if row["sample"] == "case002" else "Bergen"
+    sheet = sheet_dir / "samplesheet.csv"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys()])
+        writer.writeheader()
+        writer.writerows(rows)
+    assert not validate_sheet(sheet_rows(sheet), launch), "the test sheet itself must be valid"
+
+    text, files, columns = stage_samplesheet(sheet, launch)
+    assert [f.name for f in files] == ["normals.tsv.gz", "sample.tsv", "sample.tsv"]
+    assert "inputs/2/sample.tsv" in text and "inputs/3/sample.tsv" in text and '"Oslo, Norway"' in text
+    rewritten = tmp_path / "collect" / "samplesheet.csv"
+    rewritten.parent.mkdir()
+    rewritten.write_text(text)
+
+    ingest = run_task("NOFONE_INGEST", [rewritten, files, [], []], work, params)
+    data = ingest.outputs["data"][0]
+    samples = pq.read_table(data / "samples.parquet").to_pandas().set_index("sample_id")
+    assert len(samples) == len(rows) and samples.loc["case002", "site"] == "Oslo, Norway"
+    counts = pq.read_table(data / "counts.parquet").to_pandas().set_index("sample_id")["counts"]
+    for case in ("case001", "case002"):  # each case read from its own file, not its namesake's
+        expected = sum(int(line.split("\t")[1]) for line in
+                       (simulated / "counts" / "cases" / f"{case}.tsv").read_text().splitlines()[1:])
+        assert int(sum(counts[case])) == expected
+
+    group = "tissue" if "tissue" in columns else ""
+    filtered = run_task("NOFONE_FILTER", [data, group, []], work, params).outputs["data"][0]
+    config_json = Path(params["train_config_json"])  # the test profile's tiny model, 3 epochs
+    train = run_task("NOFONE_TRAIN", [filtered, config_json], work, params)
+    model = train.outputs["model"][0]
+    checkpoints = f"--checkpoint-dir {params['checkpoint_dir']}/{SESSION} --resume"
+    assert f"--config train_config/{config_json.name} {checkpoints}" in train.script
+    assert json.loads((model / "config.json").read_text())  # a model folder
+
+    chunks = run_task("NOFONE_CHUNK", [filtered, model], work, params).outputs["chunks"]
+    assert len(chunks) >= 2, "the test profile's chunk_size must scatter over several tasks"
+    tested = [s for c in chunks for s in c.read_text().split()]
+    assert {"case001", "case002"} <= set(tested)
+
+    reps = in_parallel([(run_task, "NOFONE_REPRESENT", [({"id": c.stem}, c), model, filtered], work, params)
+                        for c in chunks])
+    des = in_parallel([(run_task, "NOFONE_DE", [({"id": c.stem}, r.outputs["representations"][0]), model, filtered],
+                        work, params) for c, r in zip(chunks, reps)])
+    parts = sorted([r.outputs["representations"][0] for r in reps] + [d.outputs["de"][0] for d in des],
+                   key=lambda p: p.name)
+    cohort = run_task("NOFONE_GATHER", [parts], work, params).outputs["cohort"][0]
+
+    summary = (cohort / "summary.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in summary[1:]) == sorted(tested)
+    assert pq.ParquetFile(cohort / "representations.parquet").metadata.num_rows == len(tested)
+    assert sorted(p.stem for p in (cohort / "samples").glob("*.tsv")) == sorted(tested)
+
+
+def _dummy_inputs(process: nfg.Process, root: Path) -> list:
+    """Placeholder inputs for a stub run: files with the declared names, two for list inputs."""
+    values = []
+    for declaration in process.inputs:
+        items = []
+        for element in declaration.elements:
+            if element.qualifier == "val":
+                items.append({"id": "chunk_0001"} if element.name == "meta" else "tissue")
+                continue
+            folder = root / process.name / element.name
+            first = folder / "a" / f"{element.name}.txt"
+            # two files of the same name where Nextflow keeps names apart (stageAs 'x/*/*'), two
+            # names (as reps_chunk_0001, de_chunk_0001) where it does not
+            second = folder / "b" / (f"{element.name}.txt" if element.name != "parts" else f"{element.name}_2.txt")
+            for f in (first, second):
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text("placeholder\n")
+            stage_as = element.options.get("stageAs")
+            many = "*/*" in (nfg.evaluate(stage_as, {}) if stage_as else "") or element.name == "parts"
+            items.append([first, second] if many else first)
+        values.append(tuple(items) if declaration.qualifier == "tuple" else items[0])
+    return values
+
+
+def test_module_stubs_create_every_declared_output(tmp_path):
+    params = params_for(("test",), tmp_path, checkpoint_dir=str(tmp_path / "checkpoints"))
+    params["_launch_dir"] = str(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    inputs = {name: _dummy_inputs(process, tmp_path / "inputs") for name, process in PROCESSES.items()}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        tasks = list(pool.map(lambda name: run_task(name, inputs[name], work, params, stub=True), inputs))
+    assert {t.name for t in tasks} == set(EXPECTED)
+    for task in tasks:
+        runs_step = re.search(rf"nofone (--threads \S+ )?{EXPECTED[task.name]}\b", task.script)
+        assert not runs_step, f"{task.name}: a stub must not run the step"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every rendered command line against the CLI's own parser
+# ---------------------------------------------------------------------------------------------
+
+VARIANTS = [
+    ((), {}),
+    (("test",), {}),
+    ((), {"round_counts": True, "protein_coding": True, "train_config_json": "cfg.json", "epochs": 7,
+          "represent_method": "one_opt", "de_test": "density", "q_threshold": 0.05, "lfc_threshold": 0.5,
+          "normal_value": "healthy", "chunk_size": 3}),
+    ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz"}),
+]
+
+
+def _cli_commands():
+    from typer.main import get_command
+
+    from nofone.cli.app import app
+
+    return get_command(app).commands
+
+
+def _nofone_lines(script: str) -> list[str]:
+    return [line.strip() for line in script.splitlines() if line.strip().startswith("nofone ")]
+
+
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_rendered_command_lines_parse(name, variant):
+    profiles, overrides = VARIANTS[variant]
+    process = PROCESSES[name]
+    commands = _cli_commands()
+    for attempt in (1, 2):
+        for optional_files in (False, True):
+            params = params_for(profiles, **overrides)
+            params["_launch_dir"] = "/launch"
+            scope = task_scope(name, params, profiles, attempt)
+            inputs = _dummy_inputs_dry(process, optional_files)
+            stage_inputs(process, inputs, scope, None)
+            for block, label in ((process.script, "script"), (process.stub, "stub")):
+                script = nfg.render(block, scope)
+                lines = _nofone_lines(script)
+                if label == "stub":
+                    assert not lines, f"{name}: the stub runs {lines}"
+                    continue
+                assert len(lines) == 1, f"{name}: one nofone command per script, found {lines}"
+                words = shlex.split(lines[0])
+                assert words[1:3] == ["--threads", str(scope["task"]["cpus"])], "each task passes its cpus"
+                words = [words[0], *words[3:]]
+                assert words[1] == EXPECTED[name]
+                command = commands[words[1]]
+                try:
+                    command.make_context(words[1], words[2:], resilient_parsing=False)
+                except Exception as exc:  # click.UsageError and friends
+                    pytest.fail(f"{name} ({profiles}, {overrides}, attempt {attempt}): {lines[0]!r} "
+                                f"is not a valid command line: {exc}")
+
+
+def _dummy_inputs_dry(process: nfg.Process, optional_files: bool) -> list:
+    values = []
+    for declaration in process.inputs:
+        items = []
+        for element in declaration.elements:
+            if element.qualifier == "val":
+                groups = "tissue,batch" if optional_files else ""
+                items.append({"id": "chunk_0003"} if element.name == "meta" else groups)
+            elif element.name in ("genes", "annotation", "config_json"):
+                items.append([Path(f"/x/{element.name}.tsv")] if optional_files else [])
+            elif element.name == "counts":
+                items.append([Path("/a/ReadsPerGene.out.tab"), Path("/b/ReadsPerGene.out.tab")])
+            elif element.name == "parts":
+                items.append([Path("/w/1/de_chunk_0001"), Path("/w/2/reps_chunk_0001")])
+            else:
+                items.append(Path(f"/x/{element.name}"))
+        values.append(tuple(items) if declaration.qualifier == "tuple" else items[0])
+    return values
+
+
+def test_every_script_passes_ext_args():
+    for name, process in PROCESSES.items():
+        scope = task_scope(name, params_for(), ())
+        scope["task"]["ext"]["args"] = "--EXT-ARGS-SENTINEL"
+        stage_inputs(process, _dummy_inputs_dry(process, False), scope, None)
+        lines = _nofone_lines(nfg.render(process.script, scope))
+        assert lines[0].endswith("--EXT-ARGS-SENTINEL"), f"{name}: $args must end the nofone command line"
+
+
+# ---------------------------------------------------------------------------------------------
+# Process conventions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_process_per_step_named_after_its_folder():
+    assert set(PROCESSES) == set(EXPECTED)
+    for name, process in PROCESSES.items():
+        assert process.path.parent.name == EXPECTED[name], f"{name} lives in {process.path}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_process_directives_and_outputs(name):
+    process = PROCESSES[name]
+    labels = labels_of(process)
+    assert len(labels) == 1 and labels[0] in LABELS, f"{name}: exactly one resource label, has {labels}"
+    scope = {"params": params_for(), "meta": {"id": "chunk_0001"}}
+    tags = process.directive_values("tag", scope)
+    assert len(tags) == 1 and tags[0], f"{name}: a tag"
+    if any(d.qualifier == "tuple" for d in process.inputs):
+        assert tags[0] == "chunk_0001", f"{name}: per-chunk processes are tagged with the chunk id"
+    else:
+        assert tags[0] in ("cohort", "simulated")
+    containers = process.directive_values("container", scope)
+    assert containers == [params_for()["container"]], f"{name}: container from params.container"
+    assert re.search(r":\d+\.\d+\.\d+", containers[0]), "a versioned container tag"
+    conda = process.directive_values("conda", {"moduleDir": str(process.path.parent)})
+    assert len(conda) == 1 and Path(conda[0]).resolve() == REPO / "containers" / "environment.yml"
+    assert process.stub is not None, f"{name}: a stub: block"
+    emits = [d.emit for d in process.outputs]
+    assert all(emits) and len(set(emits)) == len(emits), f"{name}: every output has a unique emit: name"
+    versions = [d for d in process.outputs if d.emit == "versions"]
+    assert versions and nfg.evaluate(versions[0].elements[0].node, {}) == "versions.yml"
+
+
+def test_gpu_processes_are_train_and_represent():
+    assert {n for n, p in PROCESSES.items() if "process_gpu" in labels_of(p)} == GPU_PROCESSES
+
+
+def test_resources_grow_with_each_attempt_and_retries_follow_exit_codes():
+    settings = config()
+    for label in LABELS:
+        for directive in ("cpus", "memory", "time"):
+            setting = nfg.process_setting(settings, directive, "ANY", [label])
+            assert setting is not None and ("withLabel", label) in setting.selectors, f"{label}: {directive}"
+            first, second = (nfg.value_of(setting.node, {"task": {"attempt": a}}) for a in (1, 2))
+            amount = lambda v: v.amount if isinstance(v, nfg.Unit) else v  # noqa: E731
+            if not (label == "process_single" and directive == "cpus"):
+                assert amount(second) > amount(first), f"{label}: {directive} must grow with task.attempt"
+    strategy = nfg.process_setting(settings, "errorStrategy", "ANY", ["process_low"])
+    decide = lambda code: nfg.value_of(strategy.node, {"task": {"exitStatus": code}})  # noqa: E731
+    assert all(decide(code) == "retry" for code in [*range(130, 146), 75])
+    assert all(decide(code) == "finish" for code in (1, 2, 127, 129, 146, 255))
+    assert nfg.value_of(nfg.process_setting(settings, "maxRetries", "ANY", []).node, {}) == 2
+
+
+def test_gpu_settings_apply_to_gpu_processes_only():
+    gpu = nfg.read_config(REPO / "conf" / "gpu.config")
+    for setting in gpu:
+        if setting.name.startswith("process."):
+            assert setting.selectors == (("withLabel", "process_gpu"),), setting
+    options = next(s for s in gpu if s.name == "process.containerOptions")
+    engine = lambda e: nfg.value_of(options.node, {"workflow": {"containerEngine": e}})  # noqa: E731
+    assert engine("docker") == "--gpus all"
+    assert engine("singularity") == engine("apptainer") == "--nv"
+    assert engine(None) is None
+    assert nfg.value_of(next(s for s in gpu if s.name == "process.accelerator").node, {}) == 1
+    params = params_for(("gpu",))
+    container = next(s for s in gpu if s.name == "process.container")
+    assert nfg.value_of(container.node, {"params": params}) == params["container_gpu"]
+    assert params["use_gpu"] is True and params_for()["use_gpu"] is False
+
+
+def test_slurm_and_awsbatch_profiles():
+    slurm = nfg.read_config(REPO / "conf" / "slurm.config")
+    assert nfg.value_of(next(s for s in slurm if s.name == "process.executor").node, {}) == "slurm"
+    assert nfg.value_of(next(s for s in slurm if s.name == "process.cache").node, {}) == "lenient"
+    options = [s for s in slurm if s.name == "process.clusterOptions"]
+    assert len(options) == 1 and options[0].selectors == (("withLabel", "process_gpu"),)
+    assert nfg.value_of(options[0].node, {"params": params_for(("slurm", "gpu"))}) == "--gres=gpu:1"
+    assert nfg.value_of(options[0].node, {"params": params_for(("slurm",))}) is None
+
+    aws = {s.name: s for s in nfg.read_config(REPO / "conf" / "awsbatch.config") if not s.selectors}
+    params = params_for(awsqueue="Q", awsregion="R")
+    assert nfg.value_of(aws["process.executor"].node, {}) == "awsbatch"
+    for name, param in (("process.queue", "awsqueue"), ("aws.region", "awsregion"), ("aws.batch.cliPath", "awscli")):
+        assert nfg.value_of(aws[name].node, {"params": params}) == params[param]
+
+
+def test_profiles_and_run_records():
+    profiles = set(re.findall(r"(?m)^    (\w+)\s*\{", _profiles_block()))
+    assert {"test", "docker", "singularity", "apptainer", "conda", "slurm", "gpu", "awsbatch", "debug"} <= profiles
+    settings = {s.name: s for s in config()}
+    for record in ("trace", "timeline", "report", "dag"):
+        assert nfg.evaluate(settings[f"{record}.enabled"].node, {}) is True
+        scope = {"params": {"outdir": "OUT", "trace_report_suffix": "SFX"}}
+        path = nfg.evaluate(settings[f"{record}.file"].node, scope)
+        assert path.startswith("OUT/pipeline_info/") and "SFX" in path, path
+    test = {s.name: s for s in config(("test",))}
+    limits = nfg.evaluate(test["process.resourceLimits"].node, {})
+    assert limits["cpus"] == 2 and limits["memory"].amount == 6 * 1024**3 and limits["time"].amount == 3_600_000
+    assert params_for(("test",))["simulate"] is True and params_for(("test",))["input"] is None
+
+
+def _profiles_block() -> str:
+    text = nfg.strip_comments((REPO / "nextflow.config").read_text())
+    start = text.index("profiles {")
+    return text[start:nfg.brace_end(text, text.index("{", start))]
+
+
+def test_manifest_and_plugin():
+    settings = {s.name: s for s in config()}
+    assert nfg.evaluate(settings["manifest.version"].node, {}) == nofone.__version__
+    assert nfg.evaluate(settings["manifest.name"].node, {}) == "nofone"
+    assert nfg.evaluate(settings["manifest.nextflowVersion"].node, {}) == "!>=24.04.0"
+    assert re.fullmatch(r"nf-schema@2\.\d+\.\d+", nfg.evaluate(settings["plugins.id"].node, {}))
+    assert nfg.evaluate(settings["process.shell"].node, {}) == ["/bin/bash", "-euo", "pipefail"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Params: used, declared, described
+# ---------------------------------------------------------------------------------------------
+
+
+def _used_params() -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {}
+    for path in [*NF_FILES, *CONFIG_FILES]:
+        for name in re.findall(r"\bparams\.([A-Za-z_]\w*)", nfg.strip_comments(path.read_text())):
+            used.setdefault(name, set()).add(str(path.relative_to(REPO)))
+    return used
+
+
+def _schema_params() -> dict[str, dict]:
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    found = dict(schema.get("properties", {}))
+    for group in schema.get("$defs", {}).values():
+        found.update(group.get("properties", {}))
+    return found
+
+
+def test_every_param_is_used_declared_and_described():
+    declared = set(nfg.config_params(nfg.read_config(REPO / "nextflow.config")))
+    used = _used_params()
+    described = set(_schema_params())
+    assert set(used) - declared == set(), {n: used[n] for n in set(used) - declared}
+    assert declared - set(used) == set(), "declared in nextflow.config but never used"
+    assert declared == described, {"not in the schema": declared - described, "not declared": described - declared}
+    for profile in ("test", "gpu", "slurm", "awsbatch", "docker"):
+        assert set(nfg.config_params(config((profile,)))) == declared, f"-profile {profile} adds params"
+
+
+def test_schema_matches_the_config_defaults():
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert [ref["$ref"] for ref in schema["allOf"]] == [f"#/$defs/{k}" for k in schema["$defs"]]
+    defaults = params_for()
+    for name, spec in _schema_params().items():
+        assert spec.get("type") and spec.get("description"), name
+        value = defaults[name]
+        if value is None or str(value).startswith("dynamic-") or name == "checkpoint_dir":
+            assert "default" not in spec, f"{name}: no default in the schema when the config has none"
+            continue
+        assert spec.get("default") == value, f"{name}: schema default {spec.get('default')!r} != config {value!r}"
+        kind = {bool: "boolean", int: "integer", float: "number", str: "string"}[type(value)]
+        assert spec["type"] == kind or (kind == "integer" and spec["type"] == "number"), name
+        if "enum" in spec:
+            assert value in spec["enum"], name
+    # the params themselves validate against the schema (a stand-in for validateParameters())
+    values = {k: v for k, v in defaults.items() if v is not None and not str(v).startswith("dynamic-")}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(values))
+    assert not errors, [e.message for e in errors]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sample-sheet schema
+# ---------------------------------------------------------------------------------------------
+
+SHEET_SCHEMA = json.loads((REPO / "assets" / "schema_input.json").read_text())
+
+
+def sheet_rows(path: Path) -> list[dict]:
+    """Rows as nf-schema sees them: empty cells are absent."""
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if v not in (None, "")} for row in csv.DictReader(handle)]
+
+
+def validate_sheet(rows: list[dict], base: Path) -> list[str]:
+    """jsonschema for the standard keywords; nf-schema's own (uniqueEntries, exists) emulated;
+    its annotations (errorMessage, meta, format: file-path) are ignored by jsonschema."""
+    errors = [e.message for e in jsonschema.Draft202012Validator(SHEET_SCHEMA).iter_errors(rows)]
+    keys = SHEET_SCHEMA.get("uniqueEntries", [])
+    seen = set()
+    for row in rows:
+        key = tuple(row.get(k) for k in keys)
+        if key in seen:
+            errors.append(f"duplicate {keys}: {key}")
+        seen.add(key)
+    for row in rows:
+        for column, spec in SHEET_SCHEMA["items"]["properties"].items():
+            if spec.get("exists") and column in row and not re.match(r"^[a-z0-9]+://", row[column]):
+                path = Path(row[column]) if row[column].startswith("/") else base / row[column]
+                if not path.exists():
+                    errors.append(f"{column} {row[column]} does not exist")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def simulated_sheet(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / "sim"
+    args = nfg.evaluate(nfg.process_setting(config(("test",)), "ext.args", "NOFONE_SIMULATE", []).node, {})
+    subprocess.run(["nofone", "simulate", "--outdir", str(out), *shlex.split(args)], env=cli_env(), check=True,
+                   capture_output=True)
+    return out / "samplesheet.csv"
+
+
+def test_simulated_sheet_is_valid(simulated_sheet):
+    rows = sheet_rows(simulated_sheet)
+    assert len(rows) > 10
+    assert validate_sheet(rows, simulated_sheet.parent) == []
+
+
+def _bad(rows, **change):
+    first = dict(rows[0])
+    first.update(change)
+    return [first, *rows[1:]]
+
+
+@pytest.mark.parametrize("case", [
+    "duplicate", "semicolon", "dollar", "space", "leading-dash", "too-long", "empty-id", "no-counts-column",
+    "no-sample-column", "bad-strandedness", "bad-format", "missing-file",
+])
+def test_malformed_sheets_are_rejected(simulated_sheet, case):
+    rows = sheet_rows(simulated_sheet)
+    bad = {
+        "duplicate": lambda: [*rows, dict(rows[0])],
+        "semicolon": lambda: _bad(rows, sample="a;rm -rf x"),
+        "dollar": lambda: _bad(rows, sample="$(reboot)"),
+        "space": lambda: _bad(rows, sample="two words"),
+        "leading-dash": lambda: _bad(rows, sample="-rf"),
+        "too-long": lambda: _bad(rows, sample="s" * 129),
+        "empty-id": lambda: _bad(rows, sample=""),
+        "no-counts-column": lambda: [{k: v for k, v in r.items() if k != "counts"} for r in rows],
+        "no-sample-column": lambda: [{k: v for k, v in r.items() if k != "sample"} for r in rows],
+        "bad-strandedness": lambda: _bad(rows, strandedness="yes"),
+        "bad-format": lambda: _bad(rows, format="excel"),
+        "missing-file": lambda: _bad(rows, counts="counts/nowhere.tsv"),
+    }[case]()
+    assert validate_sheet(bad, simulated_sheet.parent), f"{case}: accepted"
+
+
+def test_sheet_schema_agrees_with_the_cli():
+    from nofone.io.readers import FORMATS, STRANDEDNESS
+    from nofone.io.samplesheet import REQUIRED_COLUMNS, SAMPLE_ID_PATTERN
+
+    properties = SHEET_SCHEMA["items"]["properties"]
+    assert properties["sample"]["pattern"] == SAMPLE_ID_PATTERN.pattern
+    assert tuple(properties["format"]["enum"]) == FORMATS
+    assert tuple(properties["strandedness"]["enum"]) == STRANDEDNESS
+    assert tuple(SHEET_SCHEMA["items"]["required"]) == REQUIRED_COLUMNS
+    assert SHEET_SCHEMA["uniqueEntries"] == ["sample"]
+    assert properties["counts"]["format"] == "file-path" and properties["counts"]["exists"] is True
+    assert SHEET_SCHEMA["items"].get("additionalProperties", True) is True, "further columns are allowed"
+    assert list(properties)[:2] == ["sample", "counts"]
+    nf = _schema_params()["input"]
+    assert nf["schema"] == "assets/schema_input.json" and nf["format"] == "file-path" and nf["exists"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring: includes, channel names, call arity, Groovy syntax
+# ---------------------------------------------------------------------------------------------
+
+
+def _definitions(path: Path) -> set[str]:
+    text = nfg.strip_comments(path.read_text())
+    return set(re.findall(r"(?m)^\s*(?:process|workflow|def)\s+([A-Za-z_]\w*)", text))
+
+
+def test_includes_resolve_and_every_module_is_used():
+    included = set()
+    for path in NF_FILES:
+        text = nfg.strip_comments(path.read_text())
+        for names, source in re.findall(r"include\s*\{([^}]*)\}\s*from\s*'([^']+)'", text):
+            if source.startswith("plugin/"):
+                assert source == "plugin/nf-schema"
+                continue
+            target = (path.parent / source).resolve()
+            target = target if target.suffix == ".nf" else target.with_suffix(".nf")
+            assert target.is_file(), f"{path}: include from '{source}'"
+            for name in re.split(r"[;\s]+", names.strip()):
+                assert name in _definitions(target), f"{path}: {name} is not defined in {target}"
+                included.add(name)
+    assert set(EXPECTED) <= included, f"modules never included: {set(EXPECTED) - included}"
+
+
+def _calls(text: str, name: str) -> list[list[str]]:
+    """Top-level comma-separated arguments of every `name(...)` call."""
+    calls = []
+    for m in re.finditer(rf"\b{name}\s*\(", text):
+        depth, j, start, args = 0, m.end() - 1, m.end(), []
+        while True:
+            c = text[j]
+            if c in "([{":
+                depth += 1
+            elif c in ")]}":
+                depth -= 1
+                if depth == 0:
+                    args.append(text[start:j])
+                    break
+            elif c == "," and depth == 1:
+                args.append(text[start:j])
+                start = j + 1
+            j += 1
+        calls.append([a for a in (a.strip() for a in args) if a])
+    return calls
+
+
+def test_channel_names_and_call_arity_match_the_processes():
+    text = "\n".join(nfg.strip_comments(p.read_text()) for p in (REPO / "main.nf", REPO / "workflows" / "nofone.nf"))
+    for name, process in PROCESSES.items():
+        calls = _calls(text, name)
+        assert calls, f"{name} is never called"
+        for args in calls:
+            assert len(args) == len(process.inputs), f"{name}({', '.join(args)}): {len(process.inputs)} inputs"
+        emits = {d.emit for d in process.outputs}
+        for emit in re.findall(rf"\b{name}\.out\.(\w+)", text):
+            assert emit in emits, f"{name}.out.{emit}: no such emit ({sorted(emits)})"
+    staging = nfg.strip_comments((REPO / "subworkflows" / "local" / "samplesheet" / "main.nf").read_text())
+    emitted = set(re.findall(r"(?m)^\s*(\w+)\s*=", staging.split("emit:")[1].split("}")[0]))
+    for emit in re.findall(r"\bSAMPLESHEET_STAGE\.out\.(\w+)", text):
+        assert emit in emitted, f"SAMPLESHEET_STAGE.out.{emit}"
+
+
+def test_groovy_syntax_of_every_nextflow_file():
+    groovy = shutil.which("groovy")
+    if groovy is None or not SYNTAX_CHECK.is_file():
+        pytest.skip("groovy not installed (Debian: apt-get install -y groovy) or the syntax checker "
+                    f"{SYNTAX_CHECK} is absent")
+    env = dict(os.environ)
+    if "JAVA_HOME" not in env and Path(JAVA_HOME).is_dir():
+        env["JAVA_HOME"] = JAVA_HOME
+    files = [*NF_FILES, *CONFIG_FILES, *NF_TEST_FILES]
+    result = subprocess.run([groovy, str(SYNTAX_CHECK), *map(str, files)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(files)} passed, 0 failed" in result.stdout
+
+
+def test_groovy_syntax_check_catches_errors(tmp_path):
+    groovy = shutil.which("groovy")
+    if groovy is None or not SYNTAX_CHECK.is_file():
+        pytest.skip("groovy not installed (Debian: apt-get install -y groovy)")
+    broken = tmp_path / "broken.nf"
+    broken.write_text((MODULES / "de" / "main.nf").read_text().replace("output:", "output: {", 1))
+    env = dict(os.environ)
+    env.setdefault("JAVA_HOME", JAVA_HOME)
+    result = subprocess.run([groovy, str(SYNTAX_CHECK), str(broken)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "0 passed, 1 failed" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Containers and nf-test files
+# ---------------------------------------------------------------------------------------------
+
+
+def test_container_recipes_pin_the_pipeline_version():
+    version = nofone.__version__
+    params = params_for()
+    assert params["container"].endswith(f":{version}")
+    assert params["container_gpu"].endswith(f":{version}-cuda")
+    containers = REPO / "containers"
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        text = (containers / name).read_text()
+        assert f"ARG NOFONE_VERSION={version}" in text, name
+        assert "ARG TORCH_VERSION=2.13.0" in text, name
+        assert 'test "$(nofone --version)" = "nofone ${NOFONE_VERSION}"' in text, name
+        assert (containers / f"{name}.dockerignore").is_file(), name
+    assert "--index-url https://download.pytorch.org/whl/cpu" in (containers / "Dockerfile").read_text()
+    assert (containers / "Dockerfile").read_text().count("FROM python:3.11-slim") == 1
+    assert "FROM ${CUDA_IMAGE}" in (containers / "Dockerfile.cuda").read_text()
+    definition = (containers / "nofone.def").read_text()
+    assert definition.startswith("Bootstrap: docker\nFrom: python:3.11-slim\n")
+    assert f'test "$(nofone --version)" = "nofone {version}"' in definition
+    environment = (containers / "environment.yml").read_text()
+    assert f"nofone=={version}" in environment and "torch==2.13.0" in environment
+
+
+def test_every_process_has_an_nf_test():
+    for name, step in EXPECTED.items():
+        path = REPO / "tests" / "modules" / f"{step}.nf.test"
+        assert path.is_file(), f"{name}: {path} missing"
+        text = path.read_text()
+        assert f'process "{name}"' in text and f'script "../../modules/local/{step}/main.nf"' in text
+        assert 'options "-stub"' in text, f"{path}: a stub test"
+        inputs = set(re.findall(r"input\[(\d+)\]", text.split('options "-stub"')[1].split("test(")[0]))
+        assert inputs == {str(i) for i in range(len(PROCESSES[name].inputs))}, f"{path}: inputs"
+    pipeline = (REPO / "tests" / "main.nf.test").read_text()
+    assert 'script "../main.nf"' in pipeline and 'profile "test"' in pipeline and 'options "-stub"' in pipeline

@@ -98,7 +98,7 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
     summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de",
-                                      q_threshold=0.05, lfc_threshold=0.0, device="cpu")
+                                      q_threshold=0.05, lfc_threshold=0.0, model_error=False, device="cpu")
     de = pq.read_table(tmp_path / "de" / DE_FILE).to_pandas()
     testable = de[de["normal_mean"] >= 20]
     ks = stats.kstest(testable["p_value"], "uniform")
@@ -108,6 +108,12 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     assert (tmp_path / "de" / "samples" / "s0.tsv").is_file()
     assert set(de.columns) == {"sample_id", "gene_id", "gene_name", "count", "normal_mean", "dispersion",
                                "log2_fold_change", "p_value", "q_value", "can_call_down"}
+    # the per-sample model-error widening leaves a perfectly modelled sample (almost always) alone
+    summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
+                                      q_threshold=0.05, lfc_threshold=0.0, device="cpu")
+    assert (summary["model_error_sd"] == 0).mean() >= 0.9
+    widened = pq.read_table(tmp_path / "de2" / DE_FILE).to_pandas()
+    assert (widened["p_value"] < 0.05).mean() <= (de["p_value"] < 0.05).mean() + 1e-12
 
 
 def test_density_rule_matches_bulkdgd_exact_rule_with_identical_weights(saved_model, tmp_path):

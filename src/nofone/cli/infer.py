@@ -55,6 +55,7 @@ def de_command(
     scaling: str | None = typer.Option(None, help=f"Recompute scaling factors ({', '.join(SCALINGS)}); default: as in represent."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
+    model_error: bool = typer.Option(True, "--model-error/--no-model-error", help="Test against the NB with each sample's own estimated model error on the mean (equal-tail test only; see stats/model_error.py). Off: the plain NB test."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -66,7 +67,8 @@ def de_command(
     from nofone.steps.de import differential_expression
 
     summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
-                                      q_threshold=q_threshold, lfc_threshold=lfc_threshold, write_tsv=tsv,
+                                      q_threshold=q_threshold, lfc_threshold=lfc_threshold,
+                                      model_error=model_error, write_tsv=tsv,
                                       chunk_size=chunk_size, device=device)
     echo(f"tested {len(summary)} samples: median {int(summary['n_de'].median())} DE genes per sample "
          f"(q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")

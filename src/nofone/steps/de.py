@@ -22,6 +22,7 @@ from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.io.samplesheet import validate_sample_id
 from nofone.models.scaling import SCALINGS, scaling_factor
 from nofone.progress import progress
+from nofone.stats.model_error import equal_tail_midp_lognormal, min_pvalue_down_lognormal, sample_model_error
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import TESTS, can_call_down, log2_fold_change
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
@@ -40,7 +41,8 @@ DE_SCHEMA = pa.schema([
 def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path, *,
                             test: str = "equal-tail-midp", scaling: str | None = None,
                             q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-                            write_tsv: bool = True, chunk_size: int = 64, device: str = "auto") -> pd.DataFrame:
+                            model_error: bool = True, write_tsv: bool = True, chunk_size: int = 64,
+                            device: str = "auto") -> pd.DataFrame:
     """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv)."""
     if test not in TESTS:
         raise InputError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
@@ -89,10 +91,17 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
                 mean = (relative * scale.unsqueeze(-1)).cpu().numpy()
             x = chunk.counts
             measured = chunk.measured_mask()
-            p = np.where(measured, TESTS[test](x, mean, r), np.nan)
+            widen = model_error and test == "equal-tail-midp"
+            s2 = sample_model_error(x, mean, r, measured) if widen else np.zeros(len(x))
+            if widen and (s2 > 0).any():
+                p = equal_tail_midp_lognormal(x, mean, r, s2)
+                down_ok = min_pvalue_down_lognormal(mean, r, s2) < q_threshold
+            else:
+                p = TESTS[test](x, mean, r)
+                down_ok = can_call_down(mean, r, q_threshold, test)
+            p = np.where(measured, p, np.nan)
             q = bh_adjust(p, axis=1)
             lfc = log2_fold_change(x, mean)
-            down_ok = can_call_down(mean, r, q_threshold, test)
             for i, sample in enumerate(chunk.sample_ids):
                 keep = measured[i]
                 table = pd.DataFrame({
@@ -105,13 +114,15 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
                 if write_tsv:
                     table.drop(columns="sample_id").to_csv(stage / "samples" / f"{sample}.tsv", sep="\t",
                                                           index=False, float_format="%.6g")
-                summaries.append(_summary(sample, table, q_threshold, lfc_threshold, reps, row_of[sample]))
+                summaries.append(_summary(sample, table, q_threshold, lfc_threshold, reps, row_of[sample]) |
+                                 {"model_error_sd": float(np.sqrt(s2[i]))})
             advance(len(chunk))
         summary = pd.DataFrame(summaries)
         summary.to_csv(stage / SUMMARY_FILE, sep="\t", index=False)
         write_json_atomic(stage / "de_report.json", {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
             "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
+            "model_error": model_error,
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),
             "missing_model_genes": alignment.n_missing, "seconds": round(time.perf_counter() - started, 2),
         })

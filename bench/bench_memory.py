@@ -28,6 +28,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
+os.environ.setdefault("NOFONE_PROGRESS", "0")
 
 import argparse
 import json

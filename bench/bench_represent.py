@@ -313,6 +313,18 @@ def micro_timings(model: DGD, reference: BulkDGDProcedure, counts: torch.Tensor,
     return timings
 
 
+def faithfulness(model: DGD, reference: BulkDGDProcedure, counts: torch.Tensor) -> dict:
+    """Do both implementations take the same path? one_opt after 30 and 60 steps, one sample."""
+    out = {}
+    for steps in (30, 60):
+        theirs = reference.one_opt(counts, epochs=steps)
+        ours = find_representations(model, counts, None,
+                                    SearchConfig(method="one_opt", steps_first=steps, steps_second=0)).latent
+        out[f"max_abs_dz_{steps}"] = float((theirs - ours).abs().max())
+        out[f"loss_diff_{steps}"] = float((final_loss(model, counts, ours) - final_loss(model, counts, theirs))[0])
+    return out
+
+
 def run_ours(model: DGD, counts: torch.Tensor, config: SearchConfig, chunk: int) -> tuple[float, torch.Tensor]:
     """Seconds for all samples (chunks of `chunk`) and the latent points found."""
     latents = []
@@ -325,8 +337,10 @@ def run_ours(model: DGD, counts: torch.Tensor, config: SearchConfig, chunk: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8, help="samples searched by every method")
-    parser.add_argument("--chunk", type=int, default=8, help="samples per find_representations call")
+    parser.add_argument("--samples", type=int, default=16, help="samples searched by nofone")
+    parser.add_argument("--reference-samples", type=int, default=8,
+                        help="the first this many are also searched by bulkDGD's procedure (losses compared on them)")
+    parser.add_argument("--chunk", type=int, default=16, help="samples per find_representations call (CLI default)")
     parser.add_argument("--batch-size", type=int, default=8, help="bulkDGD data-loader batch size")
     parser.add_argument("--gain", type=float, default=10.0, help="multiplier of the first/last layer weights")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each micro-timing")
@@ -349,76 +363,95 @@ def main() -> None:
     # warm-up of our code path (first-call allocations), not timed
     find_representations(model, counts[:1], None, SearchConfig(steps_first=1, steps_second=1))
 
+    k = min(args.reference_samples, args.samples)
     rows: dict[str, dict] = {}
-    ours = {
-        "nofone two_opt (keep_candidates=8)": SearchConfig(),
-        "nofone two_opt (all 45 starts)": SearchConfig(keep_candidates=None),
-        "nofone one_opt": SearchConfig(method="one_opt"),
-    }
+    ours = [
+        ("nofone two_opt (keep_candidates=8)", SearchConfig(), args.chunk),
+        ("nofone two_opt (all 45 starts)", SearchConfig(keep_candidates=None), args.chunk),
+        ("nofone one_opt", SearchConfig(method="one_opt"), args.chunk),
+    ]
+    if args.chunk != 8:
+        ours.insert(1, ("nofone two_opt (keep_candidates=8), chunk 8", SearchConfig(), 8))
     latents: dict[str, torch.Tensor] = {}
     if not args.skip_bulkdgd:
         for name, fn in (("bulkDGD two_opt", reference.two_opt), ("bulkDGD one_opt", reference.one_opt)):
             start = time.perf_counter()
-            latents[name] = fn(counts)
-            rows[name] = {"seconds": time.perf_counter() - start}
-    for name, config in ours.items():
-        seconds, latents[name] = run_ours(model, counts, config, args.chunk)
-        rows[name] = {"seconds": seconds}
+            latents[name] = fn(counts[:k])
+            rows[name] = {"seconds": time.perf_counter() - start, "samples": k}
+    for name, config, chunk in ours:
+        seconds, latents[name] = run_ours(model, counts, config, chunk)
+        rows[name] = {"seconds": seconds, "samples": args.samples, "chunk": chunk}
 
-    losses = {name: final_loss(model, counts, z) for name, z in latents.items()}
+    # losses on the samples every method searched
+    losses = {name: final_loss(model, counts[:k], z[:k]) for name, z in latents.items()}
     for name, row in rows.items():
-        row["s_per_sample"] = row["seconds"] / args.samples
+        row["s_per_sample"] = row["seconds"] / row["samples"]
         row["mean_final_loss"] = float(losses[name].mean())
         row["final_loss"] = losses[name].tolist()
         against = "bulkDGD one_opt" if "one_opt" in name else "bulkDGD two_opt"
         if against in losses and not name.startswith("bulkDGD"):
             diff = losses[name] - losses[against]
             row["compared_with"] = against
+            row["loss_diff"] = diff.tolist()
             row["loss_diff_mean"] = float(diff.mean())
-            row["loss_diff_max"] = float(diff.max())
+            row["loss_diff_median"] = float(np.median(diff))
             row["fraction_not_worse"] = float(np.mean(losses[name] <= losses[against] * (1 + 1e-6)))
-            row["speedup_vs_same_method"] = rows[against]["seconds"] / row["seconds"]
+            row["speedup_vs_same_method"] = rows[against]["s_per_sample"] / row["s_per_sample"]
         if "bulkDGD two_opt" in rows:
-            row["speedup_vs_bulkdgd_two_opt"] = rows["bulkDGD two_opt"]["seconds"] / row["seconds"]
+            row["speedup_vs_bulkdgd_two_opt"] = rows["bulkDGD two_opt"]["s_per_sample"] / row["s_per_sample"]
+    faithful = {} if args.skip_bulkdgd else faithfulness(model, reference, counts[:1])
 
     print(
         f"Representation search at paper size: 50 -> 500 -> 8000 -> {N_GENES:,} genes, "
         f"{model.n_components} components; {args.samples} samples drawn from the model "
+        f"(bulkDGD's procedure on the first {k}, where the losses are compared) "
         f"(components {sorted(set(components.tolist()))}); torch threads {torch.get_num_threads()}, "
         f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs visible"
     )
     print(f"GMM: {gmm_source}; decoder: torch default init x gain {args.gain:g} on the first and last"
           f" layers (between-component sd of log mean {spread:.3f}); r = 2")
-    print(f"nofone in chunks of {args.chunk} samples; bulkDGD data-loader batch {args.batch_size}")
+    print(f"nofone in chunks of {args.chunk} samples (the CLI default is 16); bulkDGD data-loader batch"
+          f" {args.batch_size} (its representation default)")
     print()
     print(f"micro-timings for {micro['n_latents']} latents (median of {args.repeats}):"
           f"{'':<14}{'here':>8} {'issue':>8}")
     for key, label, quoted in (
         ("forward_decoder_s", "decoder forward (no graph)", ISSUE["forward_360_s"]),
         ("forward_decoder_and_nb_loss_s", "decoder forward + NB loss, graph kept", None),
-        ("backward_latents_only_s", "backward to the latents only", ISSUE["backward_latents_s"]),
+        ("backward_latents_only_s", "backward to the latents only (NB loss + decoder)", ISSUE["backward_latents_s"]),
         ("backward_with_weight_grads_s", "backward with weight gradients (bulkDGD)", ISSUE["backward_with_weights_s"]),
     ):
         shown = f"{quoted:>7.1f}s" if quoted is not None else f"{'':>8}"
         print(f"  {label:<61}{micro[key]:>7.2f}s {shown}")
     print()
-    header = (f"{'method':<36} {'s/sample':>9} {'x vs bulkDGD':>12} {'x vs same':>10} {'mean final loss':>16}"
-              f" {'loss diff vs bulkDGD':>21} {'not worse':>10}")
+    header = (f"{'method':<46} {'s/sample':>9} {'x vs bulkDGD':>12} {'x vs same':>10} {'mean final loss':>16}"
+              f" {'loss diff: mean':>16} {'median':>8} {'not worse':>10}")
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         speed = f"{row['speedup_vs_bulkdgd_two_opt']:.1f}x" if "speedup_vs_bulkdgd_two_opt" in row else "-"
         same = f"{row['speedup_vs_same_method']:.1f}x" if "speedup_vs_same_method" in row else "-"
-        diff = (f"{row['loss_diff_mean']:+.3f} ({row['compared_with'].split()[1]})"
-                if "loss_diff_mean" in row else "-")
-        frac = f"{row['fraction_not_worse']:.0%}" if "fraction_not_worse" in row else "-"
-        print(f"{name:<36} {row['s_per_sample']:>9.2f} {speed:>12} {same:>10} {row['mean_final_loss']:>16.3f}"
-              f" {diff:>21} {frac:>10}")
+        if "loss_diff_mean" in row:
+            diff = f"{row['loss_diff_mean']:+.3f}"
+            median = f"{row['loss_diff_median']:+.3f}"
+            frac = f"{row['fraction_not_worse']:.0%}"
+        else:
+            diff = median = frac = "-"
+        print(f"{name:<46} {row['s_per_sample']:>9.2f} {speed:>12} {same:>10} {row['mean_final_loss']:>16.3f}"
+              f" {diff:>16} {median:>8} {frac:>10}")
     print()
     print(f"issue (bulkDGD v1, paper size, 2 threads): two_opt {ISSUE['bulkdgd_two_opt_s_per_sample']} s per sample,"
           f" one_opt {ISSUE['bulkdgd_one_opt_s_per_sample']} s per sample")
-    print("final loss = count NLL + latent NLL (no constants), every method's latent points scored by the"
-          " same float64 function; 'not worse' = share of samples with ours <= theirs x (1 + 1e-6)")
+    print("x vs bulkDGD: speed-up against bulkDGD two_opt; x vs same: against bulkDGD's run of the same method.")
+    print("final loss = count NLL + latent NLL in nats (no constants), every method's latent points scored by the"
+          " same float64 function; loss diff = ours - bulkDGD's same method, per sample; 'not worse' = share of"
+          " samples with ours <= theirs x (1 + 1e-6)")
+    if faithful:
+        print(f"same optimisation? one_opt on sample 1, max |z_bulkDGD - z_nofone| after 30 steps"
+              f" {faithful['max_abs_dz_30']:.1e} (loss diff {faithful['loss_diff_30']:+.3f}), after 60 steps"
+              f" {faithful['max_abs_dz_60']:.1e} (loss diff {faithful['loss_diff_60']:+.3f}): the paths agree until"
+              " Adam (lr 0.01) oscillates around the optimum, whose phase float32/float64 rounding decides; final"
+              " differences of this size are that oscillation, not a better or worse search")
     key = "nofone two_opt (keep_candidates=8)"
     if "speedup_vs_bulkdgd_two_opt" in rows[key]:
         ok = rows[key]["speedup_vs_bulkdgd_two_opt"] >= 4 and rows[key]["loss_diff_mean"] <= 1e-6 * abs(
@@ -432,6 +465,7 @@ def main() -> None:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "gmm": gmm_source, "between_component_sd_log_mean": spread, "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(), "issue": ISSUE, "micro_timings": micro, "methods": rows,
+        "faithfulness": faithful,
     }, indent=2))
     print(f"figures written to {path}")
 

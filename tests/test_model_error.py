@@ -65,7 +65,7 @@ def test_log_symmetric_errors_give_balanced_up_and_down_calls(genes):
 
 
 def test_down_calls_flag_and_few_genes(genes):
-    _, mean, r = genes
+    _, _, r = genes
     low = np.full((1, 5), 2.0)
     assert (min_pvalue_down_lognormal(low, r[:5], np.array([0.1])) > 0.01).all()
     assert sample_model_error(np.ones((1, 10)), np.ones((1, 10)), np.ones(10)).tolist() == [0.0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from nofone import __version__, progress
+from nofone.cli import deseq2 as deseq2_cmd
+from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
 from nofone.cli import ingest as ingest_cmd
@@ -59,7 +61,8 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd):
+for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd,
+               evaluate_cmd, deseq2_cmd):
     module.register(app)
 
 

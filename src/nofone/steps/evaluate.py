@@ -1,0 +1,316 @@
+"""`nofone evaluate`: the paper's comparisons on the user's own data, model against DESeq2.
+
+Over the output folder of `nofone run` (data, model, representations, de):
+
+- negative control (Fig. 4B): held-out normals tested against the model, and with DESeq2 against
+  all same-tissue training normals and against `n_random` random ones (`repeats` times): DE
+  genes per sample at several q thresholds, and the up:down balance;
+- spike-ins: planted changes (binomial thinning) in held-out normals, found by each method:
+  precision, recall and observed FDR against the nominal q;
+- enrichment of user gene sets among each case's calls (the paper's enrichment score);
+- tissue x component association, assignment of new samples to their tissue, and the AUROC of
+  the out-of-distribution scores (count NLL, latent NLL) against held-out normals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from nofone import __version__
+from nofone.errors import InputError
+from nofone.evaluate.metrics import (
+    assignment_accuracy,
+    association_matrix,
+    auroc,
+    component_tissue,
+    count_calls,
+    enrichment_scores,
+    read_gene_sets,
+    summarise_calls,
+    thin_spike_ins,
+)
+from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, Dataset, write_tables
+from nofone.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateOptions:
+    q_thresholds: tuple[float, ...] = (0.01, 0.05, 0.1)
+    lfc_threshold: float = 1.0
+    normal_value: str = "normal"
+    negative_conditions: tuple[str, ...] = ()
+    max_negative: int = 20
+    deseq2: bool = True
+    n_random_controls: int = 5
+    repeats: int = 20
+    spike_ins: bool = True
+    spike_fraction: float = 0.05
+    spike_lfcs: tuple[float, ...] = (1.0, 2.0)
+    spike_min_mean: float = 10.0
+    gene_sets: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunFolder:
+    """Where `nofone run` put its outputs."""
+
+    root: Path
+    data: Path
+    model: Path
+    representations: Path
+    de: Path
+
+    @classmethod
+    def find(cls, root: Path) -> RunFolder:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"run folder {root} does not exist")
+        data = root / "filtered" if (root / "filtered" / COUNTS_FILE).is_file() else root / "data"
+        folder = cls(root, data, root / "model", root / "representations", root / "de")
+        for part in ("data", "model", "representations", "de"):
+            if not getattr(folder, part).is_dir():
+                raise InputError(f"run folder {root} has no {getattr(folder, part).name}/ (made by `nofone run`?)")
+        return folder
+
+
+def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
+    """Run every evaluation the inputs allow and write the tables; returns the summary."""
+    run = RunFolder.find(run_dir)
+    started = time.perf_counter()
+    data = Dataset(run.data)
+    samples = data.samples.set_index("sample_id")
+    training = pq.read_table(run.model / "training_representations.parquet").to_pandas()
+    train_ids = training.loc[training["split"] == "train", "sample_id"].tolist()
+    de = pq.read_table(run.de / "de.parquet").to_pandas()
+    tested = list(dict.fromkeys(de["sample_id"]))
+    condition = samples["condition"].astype(str) if "condition" in samples else pd.Series("", index=samples.index)
+    negatives_all = [s for s in tested if condition.get(s) in {options.normal_value, *options.negative_conditions}]
+    rng = np.random.default_rng(options.seed)
+    negatives = sorted(rng.choice(negatives_all, size=min(options.max_negative, len(negatives_all)),
+                                  replace=False).tolist()) if negatives_all else []
+    cases = [s for s in tested if s not in set(negatives_all)]
+    tissue = samples["tissue"].astype(str) if "tissue" in samples else None
+    summary: dict = {"nofone_version": __version__, "run": str(run.root), "options": asdict(options),
+                     "n_negative_controls": len(negatives), "n_cases": len(cases)}
+    with staged_outdir(outdir) as stage:
+        if negatives:
+            table = _negative_control(run, data, de, negatives, train_ids, tissue, options, rng)
+            table.to_csv(stage / "negative_control.tsv", sep="\t", index=False)
+            short = summarise_calls(table, ["method", "controls", "q_threshold"])
+            short.to_csv(stage / "negative_control_summary.tsv", sep="\t", index=False)
+            summary["negative_control"] = json.loads(short.to_json(orient="records"))
+            if options.spike_ins:
+                spikes = _spike_ins(run, data, negatives, train_ids, tissue, options, rng, stage)
+                spikes.to_csv(stage / "spike_ins.tsv", sep="\t", index=False)
+                short = _summarise_spikes(spikes)
+                short.to_csv(stage / "spike_ins_summary.tsv", sep="\t", index=False)
+                summary["spike_ins"] = json.loads(short.to_json(orient="records"))
+        else:
+            log.warning("no held-out normal among the tested samples: no negative control or spike-ins")
+        if options.gene_sets and cases:
+            sets = read_gene_sets(options.gene_sets)
+            scores = [enrichment_scores(de[de["sample_id"].isin(cases)], sets, options.q_thresholds[0],
+                                        options.lfc_threshold).assign(method="model")]
+            if options.deseq2:
+                deseq = _deseq2_calls(data, cases, train_ids, tissue, options, rng, n_random=None, repeats=1)
+                scores.append(enrichment_scores(deseq, sets, options.q_thresholds[0], options.lfc_threshold)
+                              .assign(method="deseq2"))
+            table = pd.concat(scores, ignore_index=True)
+            table.to_csv(stage / "enrichment.tsv", sep="\t", index=False)
+            short = table.groupby(["method", "gene_set"]).agg(
+                n_samples=("sample_id", "size"), mean_enrichment_score=("enrichment_score", "mean"),
+                mean_n_de=("n_de", "mean")).reset_index()
+            short.to_csv(stage / "enrichment_summary.tsv", sep="\t", index=False)
+            summary["enrichment"] = json.loads(short.to_json(orient="records"))
+        summary |= _latent_evaluation(run, training, tested, condition, tissue, set(negatives_all), stage)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        write_json_atomic(stage / "evaluation.json", summary)
+    return summary
+
+
+# -- negative control ----------------------------------------------------------------------------
+
+
+def _negative_control(run: RunFolder, data: Dataset, de: pd.DataFrame, negatives: list[str], train_ids: list[str],
+                      tissue: pd.Series | None, options: EvaluateOptions, rng: np.random.Generator) -> pd.DataFrame:
+    model = count_calls(de[de["sample_id"].isin(negatives)], options.q_thresholds, options.lfc_threshold)
+    tables = [model.assign(method="model", controls="model", repeat=0)]
+    if options.deseq2:
+        all_controls = _deseq2_calls(data, negatives, train_ids, tissue, options, rng, n_random=None, repeats=1)
+        tables.append(count_calls(all_controls, options.q_thresholds, options.lfc_threshold, ["sample_id", "repeat"])
+                      .assign(method="deseq2", controls="all same-tissue"))
+        if options.n_random_controls and options.repeats:
+            random = _deseq2_calls(data, negatives, train_ids, tissue, options, rng,
+                                   n_random=options.n_random_controls, repeats=options.repeats)
+            tables.append(count_calls(random, options.q_thresholds, options.lfc_threshold, ["sample_id", "repeat"])
+                          .assign(method="deseq2", controls=f"{options.n_random_controls} random"))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _controls_for(sample: str, train_ids: list[str], tissue: pd.Series | None) -> list[str]:
+    """Training normals of the sample's tissue (at least 2), else all training normals."""
+    if tissue is not None and sample in tissue.index:
+        same = [s for s in train_ids if tissue.get(s) == tissue[sample]]
+        if len(same) >= 2:
+            return same
+    return list(train_ids)
+
+
+def _deseq2_calls(data: Dataset, targets: list[str], train_ids: list[str], tissue: pd.Series | None,
+                  options: EvaluateOptions, rng: np.random.Generator, n_random: int | None, repeats: int,
+                  counts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """DESeq2 N-of-one for each target sample against its controls: a de-like long table."""
+    from nofone.baselines.deseq2 import n_of_one
+
+    needed = set(targets) | set(train_ids)
+    if counts is None:
+        chunk = data.read([s for s in data.sample_ids if s in needed])
+        counts = pd.DataFrame(chunk.counts, index=chunk.sample_ids, columns=data.gene_ids)
+    names = data.genes.set_index("gene_id")["gene_name"]
+    rows = []
+    label = "all controls" if n_random is None else f"{n_random} random controls x {repeats}"
+    with progress(f"DESeq2 ({label})", len(targets) * repeats) as advance:
+        for sample in targets:
+            pool = _controls_for(sample, train_ids, tissue)
+            for repeat in range(repeats):
+                controls = pool if n_random is None else sorted(rng.choice(pool, size=min(n_random, len(pool)),
+                                                                           replace=False).tolist())
+                result = n_of_one(counts.loc[sample], counts.loc[controls])
+                rows.append(pd.DataFrame({
+                    "sample_id": sample, "repeat": repeat, "gene_id": result.index,
+                    "gene_name": names.reindex(result.index).to_numpy(),
+                    "log2_fold_change": result["log2FoldChange"].to_numpy(),
+                    "q_value": result["padj"].to_numpy(), "n_controls": len(controls),
+                }))
+                advance()
+    return pd.concat(rows, ignore_index=True)
+
+
+# -- spike-ins -----------------------------------------------------------------------------------
+
+
+def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: list[str], tissue: pd.Series | None,
+               options: EvaluateOptions, rng: np.random.Generator, stage: Path) -> pd.DataFrame:
+    """Plant changes in held-out normals, let each method find them, score the calls."""
+    from nofone.inference.represent import SearchConfig
+    from nofone.steps.de import differential_expression
+    from nofone.steps.represent import represent
+
+    chunk = data.read(negatives)
+    de = pq.read_table(run.de / "de.parquet", columns=["sample_id", "gene_id", "normal_mean"]).to_pandas()
+    means = de.pivot(index="sample_id", columns="gene_id", values="normal_mean").reindex(
+        index=negatives, columns=data.gene_ids)
+    spiked_ids, spiked_counts, truth = [], [], []
+    for lfc in options.spike_lfcs:
+        for i, sample in enumerate(negatives):
+            eligible = np.flatnonzero(means.loc[sample].to_numpy() >= options.spike_min_mean)
+            n = max(1, int(round(options.spike_fraction * len(eligible))))
+            genes = rng.choice(eligible, size=min(n, len(eligible)), replace=False)
+            effect = np.zeros(data.n_genes)
+            effect[genes] = lfc * rng.choice([-1.0, 1.0], size=len(genes))
+            new_id = f"{sample}.spike{lfc:g}"
+            spiked_ids.append(new_id)
+            spiked_counts.append(thin_spike_ins(chunk.counts[i], effect, rng))
+            truth.append(pd.DataFrame({"sample_id": new_id, "source": sample, "spike_lfc": lfc,
+                                       "gene_id": np.asarray(data.gene_ids)[genes], "true_lfc": effect[genes]}))
+    work = stage / ".spike-work"
+    (work / "data").mkdir(parents=True)
+    with CountWriter(work / "data" / COUNTS_FILE, data.n_genes) as writer:
+        writer.write(CountChunk(spiked_ids, np.stack(spiked_counts)))
+    write_tables(work / "data", data.genes, pd.DataFrame({"sample_id": spiked_ids, "condition": "spiked"}))
+    truth = pd.concat(truth, ignore_index=True)
+    represent(run.model, work / "data", work / "reps", SearchConfig(), device=options.device)
+    differential_expression(run.model, work / "reps", work / "data", work / "de", write_tsv=False,
+                            device=options.device)
+    found = {"model": pq.read_table(work / "de" / "de.parquet").to_pandas()}
+    if options.deseq2:
+        train_chunk = data.read(train_ids)
+        counts = pd.DataFrame(np.vstack([train_chunk.counts, np.stack(spiked_counts)]),
+                              index=train_chunk.sample_ids + spiked_ids, columns=data.gene_ids)
+        source_tissue = None
+        if tissue is not None:
+            source = dict(zip(truth["sample_id"], truth["source"]))
+            source_tissue = pd.concat([tissue, pd.Series({s: tissue.get(source[s]) for s in spiked_ids})])
+        found["deseq2"] = _deseq2_calls(data, spiked_ids, train_ids, source_tissue, options, rng, n_random=None,
+                                        repeats=1, counts=counts)
+    shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    planted = set(zip(truth["sample_id"], truth["gene_id"]))
+    for method, table in found.items():
+        for q in options.q_thresholds:
+            called = table[(table["q_value"] < q)]
+            for spiked in spiked_ids:
+                lfc = float(spiked.rsplit("spike", 1)[1])
+                calls = set(zip(called.loc[called["sample_id"] == spiked, "sample_id"],
+                                called.loc[called["sample_id"] == spiked, "gene_id"]))
+                truth_here = {k for k in planted if k[0] == spiked}
+                tp = len(calls & truth_here)
+                rows.append({"method": method, "sample_id": spiked, "spike_fraction": options.spike_fraction,
+                             "spike_lfc": lfc, "nominal_q": q, "tp": tp, "fp": len(calls) - tp,
+                             "fn": len(truth_here) - tp})
+    return pd.DataFrame(rows)
+
+
+def _summarise_spikes(table: pd.DataFrame) -> pd.DataFrame:
+    grouped = table.groupby(["method", "spike_fraction", "spike_lfc", "nominal_q"])[["tp", "fp", "fn"]].sum().reset_index()
+    called = grouped["tp"] + grouped["fp"]
+    grouped["precision"] = (grouped["tp"] / called.replace(0, np.nan)).round(4)
+    grouped["recall"] = (grouped["tp"] / (grouped["tp"] + grouped["fn"])).round(4)
+    grouped["observed_fdr"] = (grouped["fp"] / called.replace(0, np.nan)).round(4)
+    return grouped
+
+
+# -- latent space --------------------------------------------------------------------------------
+
+
+def _latent_evaluation(run: RunFolder, training: pd.DataFrame, tested: list[str], condition: pd.Series,
+                       tissue: pd.Series | None, negatives: set[str], stage: Path) -> dict:
+    out: dict = {}
+    reps = pq.read_table(run.representations / "representations.parquet",
+                         columns=["sample_id", "component", "nll_per_gene", "latent_nll"]).to_pandas()
+    reps = reps[reps["sample_id"].isin(tested)]
+    group = reps["sample_id"].map(lambda s: "held-out normal" if s in negatives else condition.get(s, "tested"))
+    train = training[training["split"] == "train"]
+    if tissue is not None and train["tissue"].notna().all():
+        matrix = association_matrix(train["tissue"].astype(str), train["component"])
+        matrix.to_csv(stage / "association.tsv", sep="\t")
+        majority = component_tissue(train["tissue"].astype(str), train["component"])
+        known = reps["sample_id"].isin(tissue.index)
+        if known.any():
+            accuracy = assignment_accuracy(group[known], tissue.loc[reps.loc[known, "sample_id"]].to_numpy(),
+                                           reps.loc[known, "component"], majority)
+            accuracy.to_csv(stage / "assignment.tsv", sep="\t", index=False)
+            out["assignment"] = json.loads(accuracy[accuracy["tissue"] == "all"].to_json(orient="records"))
+    scores = pd.concat([
+        train[["sample_id", "nll_per_gene", "latent_nll"]].assign(group="training"),
+        reps[["sample_id", "nll_per_gene", "latent_nll"]].assign(group=group.to_numpy()),
+    ], ignore_index=True)
+    scores.to_csv(stage / "nll.tsv", sep="\t", index=False)
+    reference = scores[scores["group"] == "held-out normal"]
+    rows = []
+    if not reference.empty:
+        for name, table in scores.groupby("group"):
+            if name == "held-out normal":
+                continue
+            for score in ("nll_per_gene", "latent_nll"):
+                rows.append({"score": score, "group": name, "reference": "held-out normal",
+                             "auroc": auroc(table[score], reference[score])})
+    aurocs = pd.DataFrame(rows, columns=["score", "group", "reference", "auroc"])
+    aurocs.to_csv(stage / "nll_auroc.tsv", sep="\t", index=False)
+    out["nll_auroc"] = json.loads(aurocs.to_json(orient="records"))
+    return out

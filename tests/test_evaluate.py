@@ -1,0 +1,125 @@
+"""Evaluation measures and `nofone evaluate` on a small simulated run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write
+
+from nofone.errors import InputError
+from nofone.evaluate.metrics import (
+    assignment_accuracy,
+    auroc,
+    component_tissue,
+    count_calls,
+    enrichment_scores,
+    read_gene_sets,
+    summarise_calls,
+    thin_spike_ins,
+)
+
+
+def test_count_and_summarise_calls():
+    de = pd.DataFrame({
+        "sample_id": ["a"] * 4 + ["b"] * 4,
+        "q_value": [0.001, 0.02, 0.2, np.nan, 0.001, 0.001, 0.5, 0.001],
+        "log2_fold_change": [2.0, -3.0, 5.0, 9.0, -1.5, 0.5, 2.0, 1.2],
+    })
+    calls = count_calls(de, [0.01, 0.05], 1.0)
+    got = calls.set_index(["sample_id", "q_threshold"])[["n_up", "n_down", "n_de"]].to_dict("index")
+    assert got[("a", 0.01)] == {"n_up": 1, "n_down": 0, "n_de": 1}
+    assert got[("a", 0.05)] == {"n_up": 1, "n_down": 1, "n_de": 2}
+    assert got[("b", 0.01)] == {"n_up": 1, "n_down": 1, "n_de": 2}
+    summary = summarise_calls(calls.assign(method="m"), ["method", "q_threshold"])
+    row = summary[summary["q_threshold"] == 0.01].iloc[0]
+    assert row["mean_de"] == 1.5 and row["up_down_ratio"] == 2.0 and row["n_samples"] == 2
+
+
+def test_enrichment_score_is_the_papers_formula():
+    genes = [f"G{i}" for i in range(100)]
+    de = pd.DataFrame({"sample_id": "s", "gene_id": genes, "gene_name": genes,
+                       "q_value": [0.001] * 10 + [0.5] * 90, "log2_fold_change": 2.0})
+    markers = {"set": {"G0", "G1", "G2", "G50", "G51"}}
+    row = enrichment_scores(de, markers, 0.01, 1.0).iloc[0]
+    # 3 of the 10 calls are markers, 5 of the 100 genes are: (3 * 100) / (10 * 5)
+    assert row["enrichment_score"] == pytest.approx(6.0)
+    assert (row["n_de"], row["n_markers"], row["n_markers_de"]) == (10, 5, 3)
+
+
+def test_read_gene_sets(tmp_path):
+    gmt = write(tmp_path / "h.gmt", "SET_A\turl\tTP53\tEGFR\nSET_B\turl\tMYC\n")
+    plain = write(tmp_path / "drivers.txt", "gene_id\nTP53\nKRAS\n")
+    sets = read_gene_sets([gmt, plain])
+    assert sets == {"SET_A": {"TP53", "EGFR"}, "SET_B": {"MYC"}, "drivers": {"TP53", "KRAS"}}
+    with pytest.raises(InputError, match="does not exist"):
+        read_gene_sets([tmp_path / "nope.gmt"])
+    with pytest.raises(InputError, match="line 1: a GMT line"):
+        read_gene_sets([write(tmp_path / "bad.gmt", "ONLY\n")])
+
+
+def test_association_assignment_and_auroc():
+    majority = component_tissue(["lung", "lung", "liver", "liver", "liver"], [0, 0, 1, 1, 0])
+    assert majority.to_dict() == {0: "lung", 1: "liver"}
+    acc = assignment_accuracy(["case"] * 3, ["lung", "liver", "liver"], [0, 1, 0], majority)
+    assert acc.loc[acc["tissue"] == "all", "accuracy"].item() == pytest.approx(2 / 3)
+    assert auroc([3, 4, 5], [1, 2]) == 1.0 and auroc([1, 2], [3, 4, 5]) == 0.0
+
+
+def test_thinning_spike_ins_changes_ratios_by_the_asked_fold():
+    rng = np.random.default_rng(0)
+    counts = np.full((20000, 3), 1000)
+    lfc = np.array([0.0, 2.0, -1.0])
+    thinned = thin_spike_ins(counts, lfc, rng)
+    ratios = thinned.mean(axis=0) / thinned.mean(axis=0)[0]
+    np.testing.assert_allclose(np.log2(ratios), lfc, atol=0.02)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from nofone.io.ingest import IngestOptions
+    from nofone.models.dgd.config import load_config
+    from nofone.simulate import SimulationConfig, simulate
+    from nofone.steps.run import RunOptions, run
+
+    root = tmp_path_factory.mktemp("run")
+    simulate(root / "sim", SimulationConfig(tissues=2, samples_per_tissue=30, genes=500, cases=3, seed=1))
+    config = write(root / "c.json", json.dumps({"latent_dim": 4, "hidden": [16, 64], "gmm": {"n_components": 4},
+                                                "training": {"epochs": 40, "batch_size": 16}}))
+    options = RunOptions(config=load_config(str(config)), ingest=IngestOptions(annotation=root / "sim" / "genes.tsv"),
+                         device="cpu")
+    run(root / "sim" / "samplesheet.csv", root / "out", options)
+    return root
+
+
+def test_evaluate_writes_every_table(small_run, runner):
+    from nofone.cli.app import app
+
+    out = small_run / "evaluation"
+    gene_set = write(small_run / "set.txt", "\n".join(f"SIM{i}" for i in range(1, 60)))
+    result = runner.invoke(app, ["evaluate", "--run", str(small_run / "out"), "--outdir", str(out),
+                                 "--negative-condition", "heldout_normal", "--n-random-controls", "2",
+                                 "--repeats", "2", "--max-negative", "3", "--spike-lfc", "2",
+                                 "--gene-set", str(gene_set), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"negative_control_summary.tsv", "spike_ins_summary.tsv", "enrichment_summary.tsv", "assignment.tsv",
+            "nll_auroc.tsv", "association.tsv", "evaluation.json"} <= names
+    nc = pd.read_csv(out / "negative_control_summary.tsv", sep="\t")
+    assert set(nc["controls"]) == {"model", "all same-tissue", "2 random"}
+    assert set(nc["method"]) == {"model", "deseq2"} and (nc["n_samples"] > 0).all()
+    spikes = pd.read_csv(out / "spike_ins_summary.tsv", sep="\t")
+    assert set(spikes["method"]) == {"model", "deseq2"}
+    assert (spikes.loc[spikes["method"] == "model", "recall"] > 0.2).all()
+    auc = pd.read_csv(out / "nll_auroc.tsv", sep="\t")
+    assert {"case", "training"} <= set(auc["group"])
+
+
+def test_evaluate_on_a_missing_run_is_a_clear_error(tmp_path, runner):
+    from nofone.cli.app import app
+
+    result = runner.invoke(app, ["evaluate", "--run", str(tmp_path / "none"), "--outdir", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "e").exists()

@@ -219,7 +219,7 @@ def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: l
     for lfc in options.spike_lfcs:
         for i, sample in enumerate(negatives):
             eligible = np.flatnonzero(means.loc[sample].to_numpy() >= options.spike_min_mean)
-            n = max(1, int(round(options.spike_fraction * len(eligible))))
+            n = max(1, round(options.spike_fraction * len(eligible)))
             genes = rng.choice(eligible, size=min(n, len(eligible)), replace=False)
             effect = np.zeros(data.n_genes)
             effect[genes] = lfc * rng.choice([-1.0, 1.0], size=len(genes))
@@ -267,7 +267,8 @@ def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: l
 
 
 def _summarise_spikes(table: pd.DataFrame) -> pd.DataFrame:
-    grouped = table.groupby(["method", "spike_fraction", "spike_lfc", "nominal_q"])[["tp", "fp", "fn"]].sum().reset_index()
+    keys = ["method", "spike_fraction", "spike_lfc", "nominal_q"]
+    grouped = table.groupby(keys)[["tp", "fp", "fn"]].sum().reset_index()
     called = grouped["tp"] + grouped["fp"]
     grouped["precision"] = (grouped["tp"] / called.replace(0, np.nan)).round(4)
     grouped["recall"] = (grouped["tp"] / (grouped["tp"] + grouped["fn"])).round(4)

@@ -21,7 +21,7 @@ def represent_command(
     keep_candidates: int = typer.Option(8, min=0, help="two_opt: optimise only the best K starts per sample (0 = all, as bulkDGD)."),
     steps_first: int = typer.Option(10, min=0, help="Steps before choosing the best candidate."),
     steps_second: int = typer.Option(50, min=0, help="Steps after choosing it."),
-    scaling: str = typer.Option("mean", help=f"Scaling factor: {', '.join(SCALINGS)}."),
+    scaling: str | None = typer.Option(None, help=f"Scaling factor: {', '.join(SCALINGS)} (default: the model's own; DGD: mean)."),
     samples: list[str] = typer.Option([], "--sample", help="Only these samples (repeatable)."),
     samples_file: Path | None = typer.Option(None, help="Only the samples listed in this file (one id per line)."),
     condition: str | None = typer.Option(None, help="Only samples whose 'condition' is this value."),
@@ -31,7 +31,7 @@ def represent_command(
 
     Example: nofone represent --model model/ --input data/ --outdir reps/ --condition case
     """
-    if scaling not in SCALINGS:
+    if scaling is not None and scaling not in SCALINGS:
         raise typer.BadParameter(f"use one of {', '.join(SCALINGS)}", param_hint="--scaling")
     from nofone.inference.represent import SearchConfig
     from nofone.io.dataset import Dataset

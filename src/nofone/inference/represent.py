@@ -36,7 +36,9 @@ class LatentModel(Protocol):
     def dispersion(self) -> torch.Tensor: ...
     def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor: ...
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor: ...
-    def candidate_starts(self, n_samples: int) -> torch.Tensor: ...
+    def candidate_starts(self, counts: torch.Tensor) -> torch.Tensor: ...
+    @property
+    def default_scaling(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,13 @@ class SearchConfig:
     lr: float = 0.01
     betas: tuple[float, float] = (0.5, 0.9)
     keep_candidates: int | None = 8
-    scaling: str = "mean"
+    scaling: str | None = None  # None: the model's own (`model.default_scaling`)
+
+    def for_model(self, model: LatentModel, scaling: str | None) -> SearchConfig:
+        """This config with the scaling asked for, or the model's own when none is."""
+        from dataclasses import replace
+
+        return replace(self, scaling=scaling or model.default_scaling)
 
 
 @dataclass
@@ -103,9 +111,10 @@ def find_representations(model: LatentModel, counts: torch.Tensor, measured: tor
     """
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; use one of {METHODS}")
+    config = config.for_model(model, config.scaling)
     x = counts.to(torch.float64).unsqueeze(1)  # [N, 1, G]
     mask = None if measured is None or bool(measured.all()) else measured.unsqueeze(1)
-    starts = model.candidate_starts(counts.shape[0]).to(counts.device)  # [N, C, D]
+    starts = model.candidate_starts(counts).to(counts.device)  # [N, C, D]
     if config.method == "one_opt":
         best = _best(model, x, mask, starts, config).unsqueeze(1)
         best = _optimise(model, x, mask, best, config.steps_first + config.steps_second, config)

@@ -24,14 +24,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
+#: model_type in config.json -> "module:Class" with a `load(folder, device)` classmethod
+MODEL_TYPES = {"dgd": "nofone.models.dgd.model:DGD"}
+
+
 def load_model(folder: str | os.PathLike[str], device: str = "cpu"):
     """Load any nofone model artifact by its `model_type`."""
-    artifact_type = read_artifact(folder, verify=False).config.get("model_type")
-    if artifact_type == "dgd":
-        from nofone.models.dgd.model import DGD
+    import importlib
 
-        return DGD.load(folder, device)
-    raise InputError(f"model {folder}: unknown model_type {artifact_type!r}")
+    artifact_type = read_artifact(folder, verify=False).config.get("model_type")
+    if artifact_type not in MODEL_TYPES:
+        raise InputError(f"model {folder}: unknown model_type {artifact_type!r} (known: {', '.join(MODEL_TYPES)})")
+    module, name = MODEL_TYPES[artifact_type].split(":")
+    return getattr(importlib.import_module(module), name).load(folder, device)
 
 
 def model_fingerprint(folder: str | os.PathLike[str]) -> str:

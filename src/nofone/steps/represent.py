@@ -45,6 +45,7 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
     """Find representations for the selected samples of a dataset and write them."""
     device = resolve_device(device)
     model = load_model(model_dir, device)
+    search = search.for_model(model, search.scaling)  # no scaling asked for: the model's own
     data = Dataset(input_dir)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
     ids = sample_ids or data.sample_ids

@@ -65,10 +65,15 @@ class DGD:
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.gmm.responsibilities(z)
 
-    def candidate_starts(self, n_samples: int) -> torch.Tensor:
+    def candidate_starts(self, counts: torch.Tensor) -> torch.Tensor:
         """[N, K, D]: one candidate at every component mean, for every sample."""
         means = self.module.gmm.means.detach()
-        return means.unsqueeze(0).expand(n_samples, -1, -1)
+        return means.unsqueeze(0).expand(counts.shape[0], -1, -1)
+
+    @property
+    def default_scaling(self) -> str:
+        """The scaling the model was trained with (the paper's: the mean count)."""
+        return self.config.scaling
 
     # -- persistence ---------------------------------------------------------------------------
 

@@ -1,0 +1,252 @@
+"""Find and read what the report shows: the outputs of `nofone run` (or of the single steps).
+
+Nothing here fails because an output is missing: each reader returns None and the section that
+needs it says so. Paths the user named explicitly must exist (an InputError names them).
+Only pandas and pyarrow are used: the report needs no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nofone.errors import InputError
+from nofone.report.style import TRAINING, heldout_label
+
+log = logging.getLogger(__name__)
+
+# file names written by the steps (kept here so that the report does not import torch)
+MODEL_CONFIG = "config.json"
+HISTORY = "history.tsv"
+TRAIN_REPRESENTATIONS = "training_representations.parquet"
+REPRESENTATIONS = "representations.parquet"
+DE_FILE = "de.parquet"
+DE_SUMMARY = "summary.tsv"
+DE_REPORT = "de_report.json"
+SAMPLES = "samples.parquet"
+EVALUATION_FILES = ("negative_control_summary.tsv", "spike_ins_summary.tsv", "enrichment_summary.tsv",
+                    "assignment.tsv", "nll_auroc.tsv")
+
+
+@dataclass
+class ReportPaths:
+    """The folders the report reads; None where there is none."""
+
+    run: Path | None = None
+    model: Path | None = None
+    representations: Path | None = None
+    de: Path | None = None
+    data: Path | None = None
+    evaluation: Path | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {k: (str(v) if v is not None else None) for k, v in self.__dict__.items()}
+
+
+def _folder(path: Path | None, option: str) -> Path | None:
+    """An explicit option: the folder must exist (a file inside it is accepted for its folder)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_file() and option != "--run":
+        return path.parent
+    if not path.is_dir():
+        what = {"--run": "the output folder of `nofone run` or `nofone demo`",
+                "--evaluation": "the output folder of `nofone evaluate`"}.get(option, "a folder")
+        raise InputError(f"{option} {path} does not exist (expected {what})")
+    return path
+
+
+def resolve_paths(run: Path | None = None, model: Path | None = None, representations: Path | None = None,
+                  de: Path | None = None, data: Path | None = None,
+                  evaluation: Path | None = None) -> ReportPaths:
+    """Folders of a `nofone run` output, each replaceable by an explicit option."""
+    if run is None and not any((model, representations, de, data)):
+        raise InputError("give --run (the output folder of `nofone run`) or at least one of "
+                         "--model, --representations, --de, --data")
+    run = _folder(run, "--run")
+    paths = ReportPaths(run=run, model=_folder(model, "--model"),
+                        representations=_folder(representations, "--representations"),
+                        de=_folder(de, "--de"), data=_folder(data, "--data"),
+                        evaluation=_folder(evaluation, "--evaluation"))
+    if run is not None:
+        if paths.model is None:
+            paths.model = _model_of_run(run)
+        if paths.representations is None and (run / "representations").is_dir():
+            paths.representations = run / "representations"
+        if paths.de is None and (run / "de").is_dir():
+            paths.de = run / "de"
+        if paths.data is None:
+            for name in ("filtered", "data"):  # filtered/ is what represent and de read
+                if (run / name / SAMPLES).is_file():
+                    paths.data = run / name
+                    break
+    return paths
+
+
+def _model_of_run(run: Path) -> Path | None:
+    if (run / "model").is_dir():
+        return run / "model"
+    summary = run / "run_summary.json"  # `nofone run --model M` records M there
+    if summary.is_file():
+        try:
+            model = json.loads(summary.read_text()).get("model")
+        except (json.JSONDecodeError, AttributeError):
+            return None
+        if model and Path(model).is_dir():
+            return Path(model)
+    return None
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    return value if isinstance(value, dict) else None
+
+
+def _read_tsv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot be read as a TSV table ({exc})") from exc
+
+
+def _read_latent_table(path: Path, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The scalar columns of a representations file and its latent points as an [N, D] array."""
+    if not path.is_file():
+        return None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot be read as Parquet ({exc})") from exc
+    present = [c for c in columns if c in table.column_names]
+    frame = table.select(present).to_pandas()
+    latent = None
+    if "latent" in table.column_names and len(table):
+        column = table.column("latent").combine_chunks()
+        values = column.flatten().to_numpy(zero_copy_only=False)
+        latent = np.asarray(values, dtype=float).reshape(len(table), -1)
+    return frame, latent
+
+
+@dataclass
+class ReportData:
+    """Everything the sections read, each None when its file is missing."""
+
+    paths: ReportPaths
+    config: dict | None = None
+    history: pd.DataFrame | None = None
+    training: pd.DataFrame | None = None          # sample_id, split, tissue, component, nll_per_gene, ...
+    training_latent: np.ndarray | None = None
+    represented: pd.DataFrame | None = None       # sample_id, component, nll_per_gene, ... + group, tissue
+    represented_latent: np.ndarray | None = None
+    summary: pd.DataFrame | None = None           # de/summary.tsv + group, tissue
+    de_report: dict | None = None
+    samples: pd.DataFrame | None = None           # samples.parquet
+    condition_column: str = "condition"
+    normal_value: str = "normal"
+    evaluation: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def heldout(self) -> str:
+        return heldout_label(self.normal_value)
+
+    @property
+    def de_file(self) -> Path | None:
+        if self.paths.de is None or not (self.paths.de / DE_FILE).is_file():
+            return None
+        return self.paths.de / DE_FILE
+
+    @property
+    def training_info(self) -> dict:
+        return (self.config or {}).get("training") or {}
+
+    def group_of(self, sample_ids: pd.Series) -> pd.Series:
+        """Condition of each tested sample; normals the model held out get their own group."""
+        groups = pd.Series("tested", index=sample_ids.index, dtype=object)
+        if self.samples is not None and self.condition_column in self.samples.columns:
+            condition = self.samples.set_index("sample_id")[self.condition_column]
+            known = sample_ids.isin(condition.index)
+            groups[known] = condition.reindex(sample_ids[known]).fillna("unknown").astype(str).to_numpy()
+        if self.training is not None:
+            held = set(self.training.loc[self.training["split"] == "test", "sample_id"])
+            groups[sample_ids.isin(held)] = self.heldout
+        return groups
+
+    def tissue_of(self, sample_ids: pd.Series) -> pd.Series | None:
+        if self.samples is None or "tissue" not in self.samples.columns:
+            return None
+        tissue = self.samples.set_index("sample_id")["tissue"]
+        return pd.Series(tissue.reindex(sample_ids).to_numpy(), index=sample_ids.index, dtype=object)
+
+    def all_groups(self) -> list[str]:
+        groups: set[str] = set()
+        if self.training is not None and (self.training["split"] == "train").any():
+            groups.add(TRAINING)
+        for frame in (self.represented, self.summary):
+            if frame is not None:
+                groups.update(frame["group"].astype(str))
+        if self.training is not None and (self.training["split"] == "test").any():
+            groups.add(self.heldout)
+        return sorted(groups)
+
+
+def load(paths: ReportPaths) -> ReportData:
+    data = ReportData(paths)
+    if paths.model is not None:
+        data.config = _read_json(paths.model / MODEL_CONFIG)
+        data.history = _read_tsv(paths.model / HISTORY)
+        found = _read_latent_table(paths.model / TRAIN_REPRESENTATIONS,
+                                   ["sample_id", "split", "tissue", "component", "component_probability",
+                                    "nll", "nll_per_gene", "latent_nll"])
+        if found is not None:
+            data.training, data.training_latent = found
+            data.training["sample_id"] = data.training["sample_id"].astype(str)
+    condition = data.training_info.get("condition")
+    if isinstance(condition, dict) and len(condition) == 1:
+        (data.condition_column, data.normal_value), = condition.items()
+    if paths.data is not None and (paths.data / SAMPLES).is_file():
+        data.samples = pd.read_parquet(paths.data / SAMPLES)
+        data.samples["sample_id"] = data.samples["sample_id"].astype(str)
+    if paths.representations is not None:
+        found = _read_latent_table(paths.representations / REPRESENTATIONS,
+                                   ["sample_id", "component", "component_probability", "nll", "nll_per_gene",
+                                    "latent_nll", "n_measured"])
+        if found is not None:
+            data.represented, data.represented_latent = found
+            data.represented["sample_id"] = data.represented["sample_id"].astype(str)
+    if paths.de is not None:
+        data.summary = _read_tsv(paths.de / DE_SUMMARY)
+        data.de_report = _read_json(paths.de / DE_REPORT)
+        if data.summary is not None:
+            missing = {"sample_id", "n_up", "n_down"} - set(data.summary.columns)
+            if missing:
+                raise InputError(f"{paths.de / DE_SUMMARY}: columns {sorted(missing)} are missing")
+            data.summary["sample_id"] = data.summary["sample_id"].astype(str)
+            if "n_de" not in data.summary:
+                data.summary["n_de"] = data.summary["n_up"] + data.summary["n_down"]
+    for frame in (data.represented, data.summary):
+        if frame is not None:
+            frame["group"] = data.group_of(frame["sample_id"])
+            tissue = data.tissue_of(frame["sample_id"])
+            if tissue is not None:
+                frame["tissue"] = tissue
+    if paths.evaluation is not None:
+        for name in EVALUATION_FILES:
+            table = _read_tsv(paths.evaluation / name)
+            if table is not None:
+                data.evaluation[name] = table
+    return data

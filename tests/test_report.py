@@ -1,0 +1,264 @@
+"""`nofone report`: one self-contained HTML page from real `nofone run` outputs.
+
+The run is made here on a tiny simulated cohort whose gene names and one tissue contain HTML
+(`<i>SIM1</i>&`, `tis<b>02</b>`), so that escaping is tested on values that went through the
+whole pipeline. The page is also rendered in headless Chromium when it is installed (Debian:
+`apt-get install -y chromium`); the screenshot is kept in test-artifacts/report.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from nofone.errors import InputError
+from nofone.io.ingest import IngestOptions
+from nofone.models.dgd.config import load_config
+from nofone.report.build import SECTIONS, ReportOptions, auroc, build_report, report
+from nofone.report.inputs import resolve_paths
+from nofone.simulate import SimulationConfig, simulate
+from nofone.steps.run import RunOptions, run
+
+SECTION_IDS = [section_id for section_id, _ in SECTIONS]
+TISSUE = "tis<b>02</b>"
+TITLE = "Tumour board <7> & co"
+EVALUATION = {
+    "negative_control_summary.tsv": (
+        "method\tcontrols\tq_threshold\tn_samples\tmean_de\tsd_de\tmean_up\tmean_down\tup_down_ratio\n"
+        "nofone\theld-out normal\t0.01\t6\t0.5\t0.7\t0.3\t0.2\t1.5\n"
+        "nofone\theld-out normal\t0.05\t6\t1.5\t1.1\t0.8\t0.7\t1.14\n"
+        "deseq2\theld-out normal\t0.01\t6\t8.2\t3.1\t4.0\t4.2\t0.95\n"
+        "deseq2\theld-out normal\t0.05\t6\t14.0\t5.0\t7.1\t6.9\t1.03\n"),
+    "spike_ins_summary.tsv": (
+        "method\tspike_fraction\tspike_lfc\tnominal_q\tprecision\trecall\tobserved_fdr\n"
+        "nofone\t0.05\t1.5\t0.01\t0.97\t0.61\t0.03\n"
+        "deseq2\t0.05\t1.5\t0.01\t0.93\t0.55\t0.07\n"),
+    "enrichment_summary.tsv": (
+        "method\tgene_set\tn_samples\tmean_enrichment_score\tmean_n_de\n"
+        "nofone\tHALLMARK_<E2F>_TARGETS\t3\t2.4\t31\n"),
+    "assignment.tsv": "group\ttissue\tn\taccuracy\nheld-out normal\ttissue01\t2\t1.0\ncase\ttissue03\t1\t1.0\n",
+    "nll_auroc.tsv": "score\tgroup\treference\tauroc\nnll_per_gene\tcase\theld-out normal\t0.97\n",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """`nofone run` on 3 tissues x 25 normals, 400 genes, 3 cases, with HTML in names (~20 s)."""
+    root = tmp_path_factory.mktemp("report_run")
+    sim = root / "sim"
+    simulate(sim, SimulationConfig(tissues=3, samples_per_tissue=25, genes=400, cases=3, seed=1))
+    genes = pd.read_csv(sim / "genes.tsv", sep="\t")
+    genes["gene_name"] = "<i>" + genes["gene_name"] + "</i>&"
+    genes.to_csv(sim / "genes.tsv", sep="\t", index=False)
+    sheet = sim / "samplesheet.csv"
+    sheet.write_text(sheet.read_text().replace(",tissue02,", f",{TISSUE},"))
+    config = root / "config.json"
+    config.write_text(json.dumps({"latent_dim": 4, "hidden": [16, 32], "gmm": {"n_components": 4},
+                                  "training": {"epochs": 8, "batch_size": 16, "eval_every": 2,
+                                               "checkpoint_every": 100}}))
+    options = RunOptions(config=load_config(str(config)), ingest=IngestOptions(annotation=sim / "genes.tsv"),
+                         device="cpu")
+    run(sheet, root / "run", options)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def evaluation_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("evaluation")
+    for name, text in EVALUATION.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(run_dir, evaluation_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report"
+    report(run_dir, out, evaluation=evaluation_dir, options=ReportOptions(title=TITLE))
+    return out
+
+
+def _html(folder: Path) -> str:
+    return (folder / "report.html").read_text(encoding="utf-8")
+
+
+def test_every_section_is_there_with_its_tables(built, run_dir):
+    html = _html(built)
+    for section_id, title in SECTIONS:
+        assert re.search(rf'<section id="{section_id}">\s*<h2>{re.escape(title)}</h2>', html), section_id
+        assert f'href="#{section_id}"' in html  # table of contents
+    assert "not available" not in html
+    summary = json.loads((built / "report_summary.json").read_text())
+    assert all(s["available"] for s in summary["sections"].values()), summary["sections"]
+    assert summary["negative_controls"]["groups"] == ["held-out normal"]
+    assert summary["call_rule"] == "q < 0.01 and |log2 fold change| > 1"
+    assert summary["model"]["n_train"] == 69 and summary["model"]["n_test"] == 6
+    assert summary["model"]["epochs_run"] == 8 and summary["model"]["n_genes"] > 0
+    assert set(summary["nll"]) >= {"training", "held-out normal", "case"}
+    assert 0 <= summary["nll"]["case"]["auroc_vs_heldout"] <= 1
+    cases = summary["volcano"]["samples"]
+    assert 1 <= len(cases) <= 4 and all(s.startswith("case") for s in cases)
+    for path in summary["tables"]:
+        assert (built / path).is_file(), path
+    tested = pd.read_csv(run_dir / "de" / "summary.tsv", sep="\t")
+    per_sample = pd.read_csv(built / "tables" / "de_per_sample.tsv", sep="\t")
+    assert sorted(per_sample["sample_id"]) == sorted(tested["sample_id"])
+    assert set(per_sample["group"]) == {"held-out normal", "heldout_normal", "case"}
+    negative = pd.read_csv(built / "tables" / "evaluation_negative_control_summary.tsv", sep="\t")
+    assert list(negative.columns) == EVALUATION["negative_control_summary.tsv"].split("\n")[0].split("\t")
+    top = pd.read_csv(built / "tables" / "volcano_top_genes.tsv", sep="\t")
+    assert set(top["sample_id"]) == set(cases) and (top.groupby("sample_id").size() <= 20).all()
+    # the tissue x component table of the training samples: every training sample counted once
+    association = pd.read_csv(built / "tables" / "association_training.tsv", sep="\t")
+    assert association["samples"].sum() == 69 and TISSUE in set(association["tissue"])
+
+
+def test_the_page_is_self_contained(built):
+    html = _html(built)
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert "@import" not in html and "url(" not in html  # no fonts or images pulled by CSS
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert len(sources) >= 8  # training, latent, 2 heatmaps, NLL, DE genes, volcanoes, negative controls
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        png = base64.b64decode(source.split(",", 1)[1], validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+
+
+def test_values_from_data_files_are_escaped(built):
+    html = _html(built)
+    assert "<i>" not in html and "<b>02" not in html and "<7>" not in html and "<E2F>" not in html
+    assert "tis&lt;b&gt;02&lt;/b&gt;" in html  # the tissue, in tables
+    assert re.search(r"&lt;i&gt;SIM\d+&lt;/i&gt;&amp;", html)  # gene names, in the top-genes tables
+    assert "HALLMARK_&lt;E2F&gt;_TARGETS" in html  # evaluation tables
+    assert "<title>Tumour board &lt;7&gt; &amp; co</title>" in html
+    # the TSVs hold the data as it is
+    tissues = pd.read_csv(built / "tables" / "samples_per_group.tsv", sep="\t")["tissue"]
+    assert TISSUE in set(tissues)
+
+
+def test_missing_inputs_give_a_not_available_line(run_dir, tmp_path):
+    partial = tmp_path / "run"
+    shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns("de", "history.tsv"))
+    report(partial, tmp_path / "r1")
+    html = _html(tmp_path / "r1")
+    summary = json.loads((tmp_path / "r1" / "report_summary.json").read_text())
+    available = {k: v["available"] for k, v in summary["sections"].items()}
+    assert available == {"summary": True, "training": False, "latent": True, "association": True, "nll": True,
+                         "degs": False, "volcano": False, "evaluation": False}
+    assert "not available: model/history.tsv not found" in html
+    assert "not available: de/summary.tsv not found: run `nofone de`" in html
+    assert "not available: run `nofone evaluate` and pass its output folder with --evaluation" in html
+    for section_id in SECTION_IDS:
+        assert f'<section id="{section_id}">' in html
+    # the model alone: only what a model can show
+    report(None, tmp_path / "r2", model=run_dir / "model")
+    summary = json.loads((tmp_path / "r2" / "report_summary.json").read_text())
+    assert summary["sections"]["training"]["available"] and not summary["sections"]["degs"]["available"]
+    # an evaluation folder without any of its tables
+    (tmp_path / "empty_eval").mkdir()
+    report(run_dir, tmp_path / "r3", evaluation=tmp_path / "empty_eval")
+    assert "not available: none of negative_control_summary.tsv" in _html(tmp_path / "r3")
+
+
+def test_explicit_folders_as_in_the_nextflow_layout(run_dir, tmp_path):
+    cohort = tmp_path / "cohort"  # GATHER puts representations and DE results in one folder
+    cohort.mkdir()
+    for path in [run_dir / "representations" / "representations.parquet",
+                 *(run_dir / "de").glob("*.*")]:
+        shutil.copy2(path, cohort / path.name)
+    paths = resolve_paths(model=run_dir / "model", representations=cohort, de=cohort, data=run_dir / "filtered")
+    built = build_report(paths, ReportOptions(samples=["tissue01_H01"]))
+    assert "not available" in built.html  # evaluation only
+    assert [k for k, v in built.summary["sections"].items() if not v["available"]] == ["evaluation"]
+    assert built.summary["volcano"]["samples"] == ["tissue01_H01"]
+
+
+def test_unknown_volcano_sample_is_an_error(run_dir, tmp_path):
+    with pytest.raises(InputError, match="--sample 'nope' is not among the 15 samples"):
+        report(run_dir, tmp_path / "r", options=ReportOptions(samples=["nope"]))
+    assert not (tmp_path / "r").exists()
+
+
+def test_auroc_is_mann_whitney_u_over_n1_n2():
+    import numpy as np
+
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auroc(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+
+
+def test_cli(run_dir, evaluation_dir, tmp_path, runner):
+    from nofone.cli.app import app
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", "--run", str(run_dir), "--outdir", str(out), "--evaluation",
+                                 str(evaluation_dir), "--sample", "case001", "--sample", "tissue01_H01",
+                                 "--title", "My run"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and (out / "report_summary.json").is_file()
+    summary = json.loads((out / "report_summary.json").read_text())
+    assert summary["title"] == "My run" and summary["volcano"]["samples"] == ["case001", "tissue01_H01"]
+    missing = tmp_path / "no_such_run"
+    result = runner.invoke(app, ["report", "--run", str(missing), "--outdir", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and str(missing) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r2").exists()
+    result = runner.invoke(app, ["report", "--outdir", str(tmp_path / "r3")])
+    assert result.exit_code == 2 and "--run" in result.output and not (tmp_path / "r3").exists()
+    result = runner.invoke(app, ["report", "--run", str(run_dir), "--outdir", str(tmp_path / "r4"), "--sample", "x"])
+    assert result.exit_code == 2 and "'x'" in result.output and not (tmp_path / "r4").exists()
+
+
+# ------------------------------------------------------------------------------ headless Chromium
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _render(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProcess:
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-extensions", "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+               f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *mode, page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary (Debian: apt-get install -y chromium)")
+def test_renders_in_headless_chromium(built, tmp_path):
+    # the console check must be able to fail: a page with a script error is caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>console.error('boom'); notDefined();</script></body></html>")
+    assert _console_errors(_render(bad, tmp_path / "profile0", "--dump-dom").stderr)
+
+    dom = _render(built / "report.html", tmp_path / "profile1", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
+    for section_id in SECTION_IDS:
+        assert f'<section id="{section_id}">' in dom.stdout, section_id
+    assert dom.stdout.count("data:image/png;base64,") >= 8
+
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    screenshot = artifacts / "report.png"
+    screenshot.unlink(missing_ok=True)
+    shot = _render(built / "report.html", tmp_path / "profile2", "--hide-scrollbars",
+                   f"--screenshot={screenshot}", "--window-size=1200,4000")
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert not _console_errors(shot.stderr)
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 50_000

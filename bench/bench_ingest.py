@@ -1,7 +1,7 @@
 """Ingest time and peak memory: the normal atlas and a simulated 5,000 x 20,000 cohort.
 
 Run: .venv/bin/python bench/bench_ingest.py [--out bench/out] [--skip-atlas] [--skip-sim]
-     (about 5-8 minutes on a quiet 2-core machine, most of it simulating the cohort)
+     (about 2-3 minutes on a quiet 2-core machine)
 
 Issue: "the ingest time and peak memory for the whole normal atlas and for a simulated
 5,000 x 20,000 cohort". Each ingest runs as a subprocess, `nofone -q ingest ...`, under

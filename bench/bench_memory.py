@@ -11,8 +11,9 @@ For each cohort size N (default 1,000 and 10,000):
 1. `nofone.simulate.simulate`: 10 tissues x N/10 normals, 2,000 genes, no cases (one nf-core
    matrix), then `nofone.io.ingest.ingest` of its sample sheet (in this process, not measured).
 2. A random-weight DGD of the `small` preset (latent 16, hidden 128/512, 16 components; means
-   N(0, 0.5), output bias at the data's average relative expression), saved with `DGD.save`
-   (the same model, seeded, for both sizes).
+   N(0, 0.5), output bias at the average relative expression of the cohort's first 256
+   samples; seeded), saved with `DGD.save`. The ingested cohorts stay in `<out>/memory/` and
+   are reused by a rerun; the outputs of represent and de are deleted unless `--keep`.
 3. `nofone -q represent --steps-first 1 --steps-second 1 --keep-candidates 2` (a deliberately
    short search: memory, not quality, is measured; chunks of 16 samples, the default) and
    `nofone -q de --no-tsv` (chunks of 64), each as a subprocess under `/usr/bin/time -v`

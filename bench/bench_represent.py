@@ -1,7 +1,7 @@
 """Representation search cost: bulkDGD's procedure against nofone's `find_representations`.
 
 Run: .venv/bin/python bench/bench_represent.py [--samples 8] [--out bench/out]
-     (about 5 minutes on a quiet 2-core machine; 2 torch threads)
+     (about 6-8 minutes on a quiet 2-core machine; 2 torch threads)
 
 Model: a paper-size DGD (latent 50 -> 500 -> 8000 -> 16,883 genes, 45 components) with random
 weights (torch default init, seeded). The GMM is the trained bulkDGD v1 mixture
@@ -272,7 +272,7 @@ def micro_timings(model: DGD, reference: BulkDGDProcedure, counts: torch.Tensor,
     """One forward of 360 latents, backward to the latents only, backward with weight gradients."""
     n = 8
     x = counts[:n].to(torch.float64).unsqueeze(1)  # [8, 1, G]
-    z0 = model.candidate_starts(n).reshape(-1, model.config.latent_dim).clone()  # [360, 50]
+    z0 = model.candidate_starts(counts[:n]).reshape(-1, model.config.latent_dim).clone()  # [360, 50]
     scale = x.mean(-1, keepdim=True)
     r = model.dispersion
 

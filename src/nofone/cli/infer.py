@@ -55,7 +55,7 @@ def de_command(
     scaling: str | None = typer.Option(None, help=f"Recompute scaling factors ({', '.join(SCALINGS)}); default: as in represent."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
-    model_error: bool = typer.Option(True, "--model-error/--no-model-error", help="Test against the NB with each sample's own estimated model error on the mean (equal-tail test only; see stats/model_error.py). Off: the plain NB test."),
+    model_error: bool = typer.Option(False, "--model-error/--no-model-error", help="Test against the NB widened by the sample's own estimated model error on the mean (equal-tail test only; see stats/model_error.py): far fewer false calls in samples the model fits poorly, at the cost of calling only genes that stand out from the sample's overall deviation (a tumour far from every normal state keeps only its most extreme genes). Off: the paper's test."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

@@ -47,7 +47,7 @@ class IngestOptions:
     annotation: Path | None = None
     genes: Path | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    tile_bytes: int = 64 * 2**20
+    tile_bytes: int = 16 * 2**20
 
 
 @dataclass

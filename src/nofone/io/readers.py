@@ -70,6 +70,7 @@ class Layout:
     per_sample: bool = False  # one value column that belongs to whichever sample names the file
     compression: str | None = None
     extra_columns: list[str] = field(default_factory=list)  # samples-by-genes metadata columns
+    longest_line: int = 0  # bytes, of the lines sniffed: a CSV block must hold a whole row
 
 
 def compression_of(path: Path) -> str | None:
@@ -118,6 +119,12 @@ def _is_number(value: str) -> bool:
 
 def sniff(path: str | os.PathLike[str], fmt: str = "auto", strandedness: str = "unstranded") -> Layout:
     """Work out the format and layout of a count file from its first lines."""
+    layout = _sniff(Path(path), fmt, strandedness)
+    layout.longest_line = max((len(line.encode()) + 1 for line in head_lines(layout.path)), default=0)
+    return layout
+
+
+def _sniff(path: Path, fmt: str, strandedness: str) -> Layout:
     path = Path(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} for {path}; choose one of {', '.join(FORMATS)}")
@@ -235,13 +242,17 @@ def _samples_by_genes(path: Path, delimiter: str, columns: list[str], body: list
                   orientation="samples", compression=compression, extra_columns=extra)
 
 
+def block_size(layout: Layout) -> int:
+    """Bytes of CSV text parsed at a time: small (pyarrow's memory grows with it), but a block
+    must hold a whole row, so it grows for files with very long lines."""
+    longest = max(layout.longest_line, 32 * len(layout.columns))
+    return min(max(1 << 20, 8 * longest), max(4 << 20, 2 * longest))
+
+
 def _open_reader(layout: Layout, include: list[str], types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
     stream = pa.input_stream(str(layout.path), compression=layout.compression)
-    row_bytes = 32 * max(len(layout.columns), 1)
-    read_options = pacsv.ReadOptions(
-        skip_rows=layout.skip_rows, column_names=layout.columns,
-        block_size=max(1 << 20, min(1 << 26, 64 * row_bytes)),
-    )
+    read_options = pacsv.ReadOptions(skip_rows=layout.skip_rows, column_names=layout.columns,
+                                     block_size=block_size(layout))
     parse_options = pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=None)
     convert_options = pacsv.ConvertOptions(
         include_columns=include, column_types=types, null_values=_NULLS,

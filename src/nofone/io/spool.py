@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_TILE_BYTES = 64 * 2**20
+DEFAULT_TILE_BYTES = 16 * 2**20
 
 
 class Spool:
@@ -26,13 +26,13 @@ class Spool:
         self._end = 0
 
     def _append(self, array: np.ndarray) -> int:
-        data = np.ascontiguousarray(array, dtype=np.int64).tobytes()
+        data = np.ascontiguousarray(array, dtype=np.int64)  # no copy when it already is
+        view = memoryview(data).cast("B")
         offset = self._end
-        view = memoryview(data)
         written = 0
-        while written < len(data):
+        while written < len(view):
             written += os.pwrite(self._fd, view[written:], offset + written)
-        self._end += len(data)
+        self._end += len(view)
         return offset
 
     def _read(self, offset: int, n_values: int) -> np.ndarray:
@@ -84,9 +84,14 @@ class GeneMajorTable:
     def _write_tile(self) -> None:
         if not self._pending_genes:
             return
-        tile = np.concatenate(self._pending, axis=0).T  # samples x genes
+        tile = np.empty((self.n_samples, self._pending_genes), dtype=np.int64)  # samples x genes, once
+        column = 0
+        for block in self._pending:
+            tile[:, column:column + block.shape[0]] = block.T
+            column += block.shape[0]
+        self._pending = []
         self._tiles.append((self.spool._append(tile), self._pending_genes))
-        self._pending, self._pending_genes = [], 0
+        self._pending_genes = 0
 
     def finish(self) -> None:
         self._write_tile()

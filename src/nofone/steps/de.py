@@ -41,7 +41,7 @@ DE_SCHEMA = pa.schema([
 def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path, *,
                             test: str = "equal-tail-midp", scaling: str | None = None,
                             q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-                            model_error: bool = True, write_tsv: bool = True, chunk_size: int = 64,
+                            model_error: bool = False, write_tsv: bool = True, chunk_size: int = 64,
                             device: str = "auto") -> pd.DataFrame:
     """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv)."""
     if test not in TESTS:
@@ -62,7 +62,8 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
     data = Dataset(input_dir)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
     row_of = {s: i for i, s in enumerate(reps["sample_id"])}
-    unknown = [s for s in row_of if s not in set(data.sample_ids)]
+    known = set(data.sample_ids)
+    unknown = [s for s in row_of if s not in known]
     if unknown:
         raise InputError(f"{input_dir}: samples {unknown[:5]} of the representations are not in the dataset")
     for sample in row_of:
@@ -102,19 +103,23 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             p = np.where(measured, p, np.nan)
             q = bh_adjust(p, axis=1)
             lfc = log2_fold_change(x, mean)
+            # one long table and one Parquet row group per chunk (not per sample: a writer keeps
+            # every row group's metadata until it closes)
+            rows, cols = np.nonzero(measured)
+            table = pd.DataFrame({
+                "sample_id": np.asarray(chunk.sample_ids, dtype=object)[rows], "gene_id": gene_ids[cols],
+                "gene_name": gene_names[cols], "count": x[rows, cols], "normal_mean": mean[rows, cols],
+                "dispersion": r[cols], "log2_fold_change": lfc[rows, cols], "p_value": p[rows, cols],
+                "q_value": q[rows, cols], "can_call_down": down_ok[rows, cols],
+            })
+            writer.write_table(pa.Table.from_pandas(table, schema=DE_SCHEMA, preserve_index=False))
+            bounds = np.searchsorted(rows, np.arange(len(chunk) + 1))
             for i, sample in enumerate(chunk.sample_ids):
-                keep = measured[i]
-                table = pd.DataFrame({
-                    "sample_id": sample, "gene_id": gene_ids[keep], "gene_name": gene_names[keep],
-                    "count": x[i, keep], "normal_mean": mean[i, keep], "dispersion": r[keep],
-                    "log2_fold_change": lfc[i, keep], "p_value": p[i, keep], "q_value": q[i, keep],
-                    "can_call_down": down_ok[i, keep],
-                })
-                writer.write_table(pa.Table.from_pandas(table, schema=DE_SCHEMA, preserve_index=False))
+                part = table.iloc[bounds[i]:bounds[i + 1]]
                 if write_tsv:
-                    table.drop(columns="sample_id").to_csv(stage / "samples" / f"{sample}.tsv", sep="\t",
-                                                          index=False, float_format="%.6g")
-                summaries.append(_summary(sample, table, q_threshold, lfc_threshold, reps, row_of[sample]) |
+                    part.drop(columns="sample_id").to_csv(stage / "samples" / f"{sample}.tsv", sep="\t",
+                                                         index=False, float_format="%.6g")
+                summaries.append(_summary(sample, part, q_threshold, lfc_threshold, reps, row_of[sample]) |
                                  {"model_error_sd": float(np.sqrt(s2[i]))})
             advance(len(chunk))
         summary = pd.DataFrame(summaries)

@@ -9,7 +9,10 @@ the representations start from a PCA of the data with the mixture fitted to them
 every sample. `init="zeros"` restores the paper's start.
 
 `small` is a CPU-friendly size for tests, the demo and cohorts of hundreds of samples: a
-smaller decoder, fewer components, and a batch size that gives the optimiser enough steps.
+smaller decoder, a small latent (8: on the 383-sample normal atlas, latents of 4 to 32
+dimensions were tried; 8 made the fewest false calls in held-out normals while still
+placing rectal tumours in colon/rectum components), 24 components, and a batch size that
+gives the optimiser enough steps.
 """
 
 from __future__ import annotations
@@ -89,9 +92,9 @@ def _build(kind, values: dict, where: str, skip: set[str] = frozenset()):
 PRESETS: dict[str, DGDConfig] = {
     "paper": DGDConfig(),
     "small": DGDConfig(
-        latent_dim=16,
+        latent_dim=8,
         hidden=(128, 512),
-        gmm=GMMConfig(n_components=16),
+        gmm=GMMConfig(n_components=24),
         training=TrainingConfig(epochs=300, batch_size=32, lr_decoder=1e-3, checkpoint_every=25),
     ),
 }

@@ -39,6 +39,7 @@ def run_command(
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for DE calls."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
+    holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals kept out of filtering and training and tested as negative controls (for `nofone evaluate`)."),
 ) -> None:
     """Run every step on one machine: ingest, filter, train (or --model), represent, de.
 
@@ -54,7 +55,8 @@ def run_command(
         ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, q_threshold=q_threshold,
-        lfc_threshold=lfc_threshold, device=device, resume=resume,
+        lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
+        seed=seed or 0,
     )
     report = run(samplesheet, outdir, options)
     _print_groups(report)

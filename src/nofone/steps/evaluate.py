@@ -100,6 +100,10 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
     tested = list(dict.fromkeys(de["sample_id"]))
     condition = samples["condition"].astype(str) if "condition" in samples else pd.Series("", index=samples.index)
     negatives_all = [s for s in tested if condition.get(s) in {options.normal_value, *options.negative_conditions}]
+    never_trained = run.root / "heldout_normals.json"
+    if never_trained.is_file():  # `nofone run --holdout-fraction`: normals filtering and training never saw
+        held = set(json.loads(never_trained.read_text()))
+        negatives_all = [s for s in negatives_all if s in held or condition.get(s) in set(options.negative_conditions)]
     rng = np.random.default_rng(options.seed)
     negatives = sorted(rng.choice(negatives_all, size=min(options.max_negative, len(negatives_all)),
                                   replace=False).tolist()) if negatives_all else []

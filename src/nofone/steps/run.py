@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +23,10 @@ import pyarrow.parquet as pq
 from nofone import __version__
 from nofone.errors import InputError
 from nofone.inference.represent import SearchConfig
-from nofone.io.atomic import write_json_atomic
-from nofone.io.dataset import Dataset
+from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
+from nofone.io.split import stratified_split
 from nofone.models.dgd.config import DGDConfig
 from nofone.steps.de import differential_expression
 from nofone.steps.filter import filter_dataset
@@ -49,6 +52,8 @@ class RunOptions:
     lfc_threshold: float = 1.0
     device: str = "auto"
     resume: bool = False
+    holdout_fraction: float = 0.0  # normals never seen by filter or training, tested as negative controls
+    seed: int = 0
 
 
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
@@ -63,16 +68,26 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     data_dir = outdir / "data"
     model_dir = Path(options.model) if options.model else outdir / "model"
     if options.model is None:
+        train_dir = _training_subset(data_dir, outdir, options)
         if options.filter_genes:
             log.info("2/5 filter (edgeR filterByExpr on the normal samples)")
-            samples = Dataset(data_dir).samples
+            samples = Dataset(train_dir).samples
             group = [g for g in options.group if g in samples.columns]
-            filter_dataset(data_dir, outdir / "filtered", group=group, protein_coding=options.protein_coding,
+            filter_dataset(train_dir, outdir / "filtered", group=group, protein_coding=options.protein_coding,
                            annotation=options.ingest.annotation, condition=options.normal_value,
                            condition_column=options.condition_column)
+            if train_dir != data_dir:  # the held-out normals: same genes, kept for testing
+                kept = np.flatnonzero(np.isin(Dataset(data_dir).gene_ids, Dataset(outdir / "filtered").gene_ids))
+                shutil.rmtree(outdir / "training_data", ignore_errors=True)
+                os.replace(outdir / "filtered", outdir / "training_data")
+                with staged_outdir(outdir / "filtered") as stage:
+                    copy_subset(Dataset(data_dir), stage, gene_index=kept)
+                train_dir = outdir / "training_data"
+            else:
+                train_dir = outdir / "filtered"
             data_dir = outdir / "filtered"
         log.info("3/5 train")
-        train(data_dir, model_dir, options.config, condition_column=options.condition_column,
+        train(train_dir, model_dir, options.config, condition_column=options.condition_column,
               normal_value=options.normal_value, device=options.device, resume=options.resume)
     data = Dataset(data_dir)
     trained_on = _training_samples(model_dir)
@@ -90,6 +105,22 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     return report
 
 
+def _training_subset(data_dir: Path, outdir: Path, options: RunOptions) -> Path:
+    """The dataset training sees: all of it, or all but `holdout_fraction` of each tissue's normals."""
+    if options.holdout_fraction <= 0:
+        return data_dir
+    data = Dataset(data_dir)
+    stratify = "tissue" if "tissue" in data.samples.columns else None
+    split = stratified_split(data.samples, options.holdout_fraction, options.seed, stratify,
+                             options.condition_column, options.normal_value)
+    held = set(split.loc[split["split"] == "test", "sample_id"])
+    write_json_atomic(outdir / "heldout_normals.json", sorted(held))
+    log.info("holding out %d normal samples from filtering and training", len(held))
+    with staged_outdir(outdir / "training_data") as stage:
+        copy_subset(data, stage, sample_ids=[s for s in data.sample_ids if s not in held])
+    return outdir / "training_data"
+
+
 def _training_samples(model_dir: Path) -> set[str]:
     path = Path(model_dir) / TRAIN_REPRESENTATIONS
     if not path.is_file():
@@ -105,6 +136,8 @@ def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options:
     table["group"] = meta.loc[table["sample_id"], column].astype(str).to_numpy() if column in meta else "all"
     heldout = _heldout_samples(model_dir)
     table.loc[table["sample_id"].isin(heldout), "group"] = f"held-out {options.normal_value}"
+    table.loc[(table["group"] == options.normal_value) & ~table["sample_id"].isin(heldout),
+              "group"] = f"held-out {options.normal_value} (never trained on)"
     per_group = {
         group: {"samples": len(rows), "mean_de_genes": float(rows["n_de"].mean()),
                 "mean_up": float(rows["n_up"].mean()), "mean_down": float(rows["n_down"].mean())}

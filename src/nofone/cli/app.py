@@ -10,6 +10,7 @@ from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
 from nofone.cli import ingest as ingest_cmd
+from nofone.cli import report as report_cmd
 from nofone.cli import run as run_cmd
 from nofone.cli import scatter as scatter_cmd
 from nofone.cli import simulate as simulate_cmd
@@ -62,7 +63,7 @@ def set_threads(n: int) -> None:
 
 
 for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd,
-               evaluate_cmd, deseq2_cmd):
+               evaluate_cmd, deseq2_cmd, report_cmd):
     module.register(app)
 
 

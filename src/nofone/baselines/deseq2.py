@@ -500,7 +500,8 @@ def r_lowess(x: np.ndarray, y: np.ndarray, f: float = 2 / 3, iterations: int = 3
         if cmad < 1e-7 * scale:
             break
         r = np.abs(res)
-        rw = np.where(r <= 0.001 * cmad, 1.0, np.where(r <= 0.999 * cmad, (1 - (r / cmad) ** 2) ** 2, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):  # cmad = 0 when every y is equal
+            rw = np.where(r <= 0.001 * cmad, 1.0, np.where(r <= 0.999 * cmad, (1 - (r / cmad) ** 2) ** 2, 0.0))
     return ys
 
 

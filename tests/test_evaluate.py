@@ -109,12 +109,31 @@ def test_evaluate_writes_every_table(small_run, runner):
             "nll_auroc.tsv", "association.tsv", "evaluation.json"} <= names
     nc = pd.read_csv(out / "negative_control_summary.tsv", sep="\t")
     assert set(nc["controls"]) == {"model", "all same-tissue", "2 random"}
-    assert set(nc["method"]) == {"model", "deseq2"} and (nc["n_samples"] > 0).all()
+    assert set(nc["method"]) == {"dgd", "deseq2"} and (nc["n_samples"] > 0).all()
     spikes = pd.read_csv(out / "spike_ins_summary.tsv", sep="\t")
-    assert set(spikes["method"]) == {"model", "deseq2"}
-    assert (spikes.loc[spikes["method"] == "model", "recall"] > 0.2).all()
+    assert set(spikes["method"]) == {"dgd", "deseq2"}
+    assert (spikes.loc[spikes["method"] == "dgd", "recall"] > 0.2).all()
     auc = pd.read_csv(out / "nll_auroc.tsv", sep="\t")
     assert {"case", "training"} <= set(auc["group"])
+
+
+def test_evaluate_compares_a_second_model(small_run, runner):
+    from nofone.cli.app import app
+
+    out = small_run / "evaluation2"
+    result = runner.invoke(app, ["evaluate", "--run", str(small_run / "out"), "--outdir", str(out), "--no-deseq2",
+                                 "--max-negative", "3", "--spike-lfc", "2", "--device", "cpu",
+                                 "--compare-model", f"dgd_again={small_run / 'out' / 'model'}"])
+    assert result.exit_code == 0, result.output
+    nc = pd.read_csv(out / "negative_control_summary.tsv", sep="\t")
+    assert set(nc["method"]) == {"dgd", "dgd_again"}
+    mean = nc.set_index(["method", "q_threshold"])["mean_de"]
+    # the same model evaluated twice gives the same figures
+    assert mean["dgd"].tolist() == mean["dgd_again"].tolist()
+    assert set(pd.read_csv(out / "spike_ins_summary.tsv", sep="\t")["method"]) == {"dgd", "dgd_again"}
+    result = runner.invoke(app, ["evaluate", "--run", str(small_run / "out"), "--outdir", str(out / "x"),
+                                 "--compare-model", "justaname"])
+    assert result.exit_code == 2 and "NAME=MODEL_DIR" in result.output
 
 
 def test_evaluate_on_a_missing_run_is_a_clear_error(tmp_path, runner):

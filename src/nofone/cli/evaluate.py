@@ -25,6 +25,7 @@ def evaluate_command(
     spike_lfc: list[float] = typer.Option([1.0, 2.0], help="|log2 fold change| of the planted changes; repeatable."),
     q_threshold: list[float] = typer.Option([0.01, 0.05, 0.1], help="q-value thresholds; repeatable."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| for a DE call."),
+    compare_model: list[str] = typer.Option([], help="NAME=MODEL_DIR: also evaluate this model (e.g. nbvae=nbvae_model/) on the same samples; repeatable."),
     seed: int = typer.Option(0, help="Seed for sampling controls, held-out normals and spike-ins."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
@@ -33,13 +34,22 @@ def evaluate_command(
 
     Example: nofone evaluate --run results/ --outdir evaluation/ --gene-set h.all.v7.0.symbols.gmt
     """
+    from nofone.errors import InputError
     from nofone.steps.evaluate import EvaluateOptions, evaluate
+
+    compare = {}
+    for spec in compare_model:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--compare-model {spec!r}: use NAME=MODEL_DIR")
+        compare[name] = folder
 
     options = EvaluateOptions(
         q_thresholds=tuple(sorted(q_threshold)), lfc_threshold=lfc_threshold, normal_value=normal_value,
         negative_conditions=tuple(negative_condition), max_negative=max_negative, deseq2=deseq2,
         n_random_controls=n_random_controls, repeats=repeats, spike_ins=spike_ins, spike_fraction=spike_fraction,
-        spike_lfcs=tuple(spike_lfc), gene_sets=tuple(str(p) for p in gene_set), seed=seed, device=device,
+        spike_lfcs=tuple(spike_lfc), gene_sets=tuple(str(p) for p in gene_set), compare_models=compare,
+        seed=seed, device=device,
     )
     summary = evaluate(run, outdir, options)
     echo(f"evaluated {summary['n_negative_controls']} held-out normals and {summary['n_cases']} cases "

@@ -60,6 +60,7 @@ class EvaluateOptions:
     spike_lfcs: tuple[float, ...] = (1.0, 2.0)
     spike_min_mean: float = 10.0
     gene_sets: tuple[str, ...] = ()
+    compare_models: dict[str, str] = field(default_factory=dict)  # name -> model folder, beside the run's
     seed: int = 0
     device: str = "auto"
     extra: dict = field(default_factory=dict)
@@ -111,15 +112,16 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
     tissue = samples["tissue"].astype(str) if "tissue" in samples else None
     summary: dict = {"nofone_version": __version__, "run": str(run.root), "options": asdict(options),
                      "n_negative_controls": len(negatives), "n_cases": len(cases)}
+    models = {_model_name(run.model): run.model} | {name: Path(path) for name, path in options.compare_models.items()}
     with staged_outdir(outdir) as stage:
         if negatives:
-            table = _negative_control(run, data, de, negatives, train_ids, tissue, options, rng)
+            table = _negative_control(run, data, de, negatives, train_ids, tissue, options, rng, models, stage)
             table.to_csv(stage / "negative_control.tsv", sep="\t", index=False)
             short = summarise_calls(table, ["method", "controls", "q_threshold"])
             short.to_csv(stage / "negative_control_summary.tsv", sep="\t", index=False)
             summary["negative_control"] = json.loads(short.to_json(orient="records"))
             if options.spike_ins:
-                spikes = _spike_ins(run, data, negatives, train_ids, tissue, options, rng, stage)
+                spikes = _spike_ins(run, data, negatives, train_ids, tissue, options, rng, stage, models)
                 spikes.to_csv(stage / "spike_ins.tsv", sep="\t", index=False)
                 short = _summarise_spikes(spikes)
                 short.to_csv(stage / "spike_ins_summary.tsv", sep="\t", index=False)
@@ -129,7 +131,7 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
         if options.gene_sets and cases:
             sets = read_gene_sets(options.gene_sets)
             scores = [enrichment_scores(de[de["sample_id"].isin(cases)], sets, options.q_thresholds[0],
-                                        options.lfc_threshold).assign(method="model")]
+                                        options.lfc_threshold).assign(method=next(iter(models)))]
             if options.deseq2:
                 deseq = _deseq2_calls(data, cases, train_ids, tissue, options, rng, n_random=None, repeats=1)
                 scores.append(enrichment_scores(deseq, sets, options.q_thresholds[0], options.lfc_threshold)
@@ -150,10 +152,38 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
 # -- negative control ----------------------------------------------------------------------------
 
 
+def _model_name(folder: Path) -> str:
+    """A model's name in the tables: its type (dgd, nbvae)."""
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("model_type", "model")
+    except (OSError, json.JSONDecodeError):
+        return "model"
+
+
+def _model_calls(model_dir: Path, data_dir: Path, sample_ids: list[str], work: Path,
+                 options: EvaluateOptions) -> pd.DataFrame:
+    """Represent and test `sample_ids` with a model: its de table."""
+    from nofone.inference.represent import SearchConfig
+    from nofone.steps.de import differential_expression
+    from nofone.steps.represent import represent
+
+    represent(model_dir, data_dir, work / "reps", SearchConfig(), sample_ids, device=options.device)
+    differential_expression(model_dir, work / "reps", data_dir, work / "de", write_tsv=False, device=options.device)
+    table = pq.read_table(work / "de" / "de.parquet").to_pandas()
+    shutil.rmtree(work, ignore_errors=True)
+    return table
+
+
 def _negative_control(run: RunFolder, data: Dataset, de: pd.DataFrame, negatives: list[str], train_ids: list[str],
-                      tissue: pd.Series | None, options: EvaluateOptions, rng: np.random.Generator) -> pd.DataFrame:
+                      tissue: pd.Series | None, options: EvaluateOptions, rng: np.random.Generator,
+                      models: dict[str, Path], stage: Path) -> pd.DataFrame:
+    names = list(models)
     model = count_calls(de[de["sample_id"].isin(negatives)], options.q_thresholds, options.lfc_threshold)
-    tables = [model.assign(method="model", controls="model", repeat=0)]
+    tables = [model.assign(method=names[0], controls="model", repeat=0)]
+    for name in names[1:]:
+        other = _model_calls(models[name], run.data, negatives, stage / f".work-{name}", options)
+        tables.append(count_calls(other, options.q_thresholds, options.lfc_threshold)
+                      .assign(method=name, controls="model", repeat=0))
     if options.deseq2:
         all_controls = _deseq2_calls(data, negatives, train_ids, tissue, options, rng, n_random=None, repeats=1)
         tables.append(count_calls(all_controls, options.q_thresholds, options.lfc_threshold, ["sample_id", "repeat"])
@@ -209,12 +239,9 @@ def _deseq2_calls(data: Dataset, targets: list[str], train_ids: list[str], tissu
 
 
 def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: list[str], tissue: pd.Series | None,
-               options: EvaluateOptions, rng: np.random.Generator, stage: Path) -> pd.DataFrame:
+               options: EvaluateOptions, rng: np.random.Generator, stage: Path,
+               models: dict[str, Path]) -> pd.DataFrame:
     """Plant changes in held-out normals, let each method find them, score the calls."""
-    from nofone.inference.represent import SearchConfig
-    from nofone.steps.de import differential_expression
-    from nofone.steps.represent import represent
-
     chunk = data.read(negatives)
     de = pq.read_table(run.de / "de.parquet", columns=["sample_id", "gene_id", "normal_mean"]).to_pandas()
     means = de.pivot(index="sample_id", columns="gene_id", values="normal_mean").reindex(
@@ -238,10 +265,8 @@ def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: l
         writer.write(CountChunk(spiked_ids, np.stack(spiked_counts)))
     write_tables(work / "data", data.genes, pd.DataFrame({"sample_id": spiked_ids, "condition": "spiked"}))
     truth = pd.concat(truth, ignore_index=True)
-    represent(run.model, work / "data", work / "reps", SearchConfig(), device=options.device)
-    differential_expression(run.model, work / "reps", work / "data", work / "de", write_tsv=False,
-                            device=options.device)
-    found = {"model": pq.read_table(work / "de" / "de.parquet").to_pandas()}
+    found = {name: _model_calls(folder, work / "data", spiked_ids, work / f"model-{name}", options)
+             for name, folder in models.items()}
     if options.deseq2:
         train_chunk = data.read(train_ids)
         counts = pd.DataFrame(np.vstack([train_chunk.counts, np.stack(spiked_counts)]),

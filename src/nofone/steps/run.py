@@ -90,7 +90,7 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
         train(train_dir, model_dir, options.config, condition_column=options.condition_column,
               normal_value=options.normal_value, device=options.device, resume=options.resume)
     data = Dataset(data_dir)
-    trained_on = _training_samples(model_dir)
+    trained_on = _samples_of_split(model_dir, "train")
     targets = [s for s in data.sample_ids if s not in trained_on]
     if not targets:
         raise InputError("every sample was used to train the model: nothing left to test")
@@ -121,12 +121,13 @@ def _training_subset(data_dir: Path, outdir: Path, options: RunOptions) -> Path:
     return outdir / "training_data"
 
 
-def _training_samples(model_dir: Path) -> set[str]:
+def _samples_of_split(model_dir: Path, part: str) -> set[str]:
+    """The samples a model trained on (`train`) or held out for early stopping (`test`)."""
     path = Path(model_dir) / TRAIN_REPRESENTATIONS
     if not path.is_file():
         return set()
     table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
-    return set(table.loc[table["split"] == "train", "sample_id"])
+    return set(table.loc[table["split"] == part, "sample_id"])
 
 
 def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options: RunOptions) -> dict:
@@ -134,7 +135,7 @@ def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options:
     table = summary.copy()
     column = options.condition_column
     table["group"] = meta.loc[table["sample_id"], column].astype(str).to_numpy() if column in meta else "all"
-    heldout = _heldout_samples(model_dir)
+    heldout = _samples_of_split(model_dir, "test")
     table.loc[table["sample_id"].isin(heldout), "group"] = f"held-out {options.normal_value}"
     table.loc[(table["group"] == options.normal_value) & ~table["sample_id"].isin(heldout),
               "group"] = f"held-out {options.normal_value} (never trained on)"
@@ -150,14 +151,6 @@ def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options:
         "groups": per_group,
         "samples": json.loads(table.to_json(orient="records")),
     }
-
-
-def _heldout_samples(model_dir: Path) -> set[str]:
-    path = Path(model_dir) / TRAIN_REPRESENTATIONS
-    if not path.is_file():
-        return set()
-    table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
-    return set(table.loc[table["split"] == "test", "sample_id"])
 
 
 def score_against_truth(de_file: Path, truth_file: Path, sample_ids: list[str], q: float, lfc: float) -> dict:

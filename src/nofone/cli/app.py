@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from nofone import __version__, progress
+from nofone.cli import cohort_de as cohort_de_cmd
 from nofone.cli import deseq2 as deseq2_cmd
 from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
@@ -63,7 +64,7 @@ def set_threads(n: int) -> None:
 
 
 for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd,
-               evaluate_cmd, deseq2_cmd, report_cmd):
+               evaluate_cmd, deseq2_cmd, report_cmd, cohort_de_cmd):
     module.register(app)
 
 

@@ -9,12 +9,15 @@ import typer
 from nofone.choices import PRESETS
 from nofone.cli.common import echo, handle_errors
 
+MODEL_TYPES = ("dgd", "nbvae")
+
 
 @handle_errors
 def train_command(
     input: Path = typer.Option(..., "--input", "-i", help="Dataset folder (normal samples are used)."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Model folder to write."),
-    config: str = typer.Option("small", help=f"Preset ({', '.join(PRESETS)}) or a JSON file of settings."),
+    model_type: str | None = typer.Option(None, "--model-type", help=f"Model to train: {', '.join(MODEL_TYPES)} (default: the JSON config's \"model_type\", else dgd)."),
+    config: str | None = typer.Option(None, help=f"Preset (DGD: {', '.join(PRESETS)}, default small; NB-VAE: default) or a JSON file of settings."),
     epochs: int | None = typer.Option(None, min=1, help="Override the number of epochs."),
     batch_size: int | None = typer.Option(None, min=1, help="Override the batch size."),
     seed: int | None = typer.Option(None, help="Override the random seed."),
@@ -26,22 +29,52 @@ def train_command(
     normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
     stratify: str = typer.Option("tissue", help="Column to stratify the held-out split by ('' for none)."),
 ) -> None:
-    """Train the DGD on the normal samples of a dataset.
+    """Train a model of normal expression (the DGD, or an NB-VAE) on the normal samples of a dataset.
 
     Example: nofone train --input data/ --outdir model/ --config small --epochs 200
+    Example: nofone train --model-type nbvae --input data/ --outdir model/
     """
-    from nofone.models.dgd.config import load_config
+    model_type = _model_type(model_type, config)
     from nofone.steps.train import train
 
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size, "training.seed": seed}
-    settings = load_config(config, overrides)
+    if model_type == "nbvae":
+        from nofone.models.nbvae.config import load_config as load_nbvae_config
+
+        settings = load_nbvae_config(config, overrides)
+    else:
+        from nofone.models.dgd.config import load_config
+
+        settings = load_config(config or "small", overrides)
     summary = train(input, outdir, settings, condition_column=condition_column, normal_value=normal_value,
                     stratify=stratify or None, device=device, resume=resume, checkpoint_dir=checkpoint_dir,
                     keep_checkpoints=keep_checkpoints)
     test = summary["final_loss_test"]
     echo(f"trained on {summary['n_train']} samples ({summary['n_test']} held out) in {summary['seconds']} s: "
          f"loss/sample {summary['final_loss_train']:.1f}" + (f", held-out {test:.1f}" if test else "")
-         + f"; {summary['components_used']} components used -> {outdir}")
+         + (f"; {summary['components_used']} components used" if model_type == "dgd"
+            else f"; {summary['active_latent_dims']} active latent dimensions") + f" -> {outdir}")
+
+
+def _model_type(asked: str | None, config: str | None) -> str:
+    """--model-type, else the "model_type" of a JSON config file, else dgd; a conflict is an error."""
+    if asked is not None and asked not in MODEL_TYPES:
+        raise typer.BadParameter(f"use one of {', '.join(MODEL_TYPES)}", param_hint="--model-type")
+    in_file = None
+    if config and Path(config).is_file():
+        import json
+
+        try:
+            data = json.loads(Path(config).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None  # the config loader reports it
+        in_file = data.get("model_type") if isinstance(data, dict) else None
+        if in_file is not None and in_file not in MODEL_TYPES:
+            raise typer.BadParameter(f"{config}: model_type {in_file!r} is not one of {', '.join(MODEL_TYPES)}",
+                                     param_hint="--config")
+    if asked and in_file and asked != in_file:
+        raise typer.BadParameter(f"--model-type {asked} but {config} is a {in_file} config", param_hint="--model-type")
+    return asked or in_file or "dgd"
 
 
 @handle_errors

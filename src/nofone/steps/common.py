@@ -25,7 +25,7 @@ def resolve_device(device: str) -> str:
 
 
 #: model_type in config.json -> "module:Class" with a `load(folder, device)` classmethod
-MODEL_TYPES = {"dgd": "nofone.models.dgd.model:DGD"}
+MODEL_TYPES = {"dgd": "nofone.models.dgd.model:DGD", "nbvae": "nofone.models.nbvae.model:NBVAE"}
 
 
 def load_model(folder: str | os.PathLike[str], device: str = "cpu"):

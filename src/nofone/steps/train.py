@@ -1,4 +1,9 @@
-"""`nofone train`: fit a model of normal expression to the normal samples of a dataset."""
+"""`nofone train`: fit a model of normal expression to the normal samples of a dataset.
+
+The config's type picks the model: a `DGDConfig` trains the DGD, an `NBVAEConfig` the NB-VAE.
+Both write the same artifact layout (config.json with its `model_type`, weights, genes,
+checksums, history.tsv, training_representations.parquet with the same columns).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.model import DGD
 from nofone.models.dgd.train import TrainingData, component_purity, epochs_to_steps, train_dgd
 from nofone.models.nb import nb_log_prob
+from nofone.models.nbvae.config import NBVAEConfig
+from nofone.models.nbvae.model import NBVAE
+from nofone.models.nbvae.train import epochs_to_steps as nbvae_steps
+from nofone.models.nbvae.train import train_nbvae
 from nofone.models.scaling import scaling_factor
 from nofone.progress import progress
 from nofone.steps.common import resolve_device
@@ -30,10 +39,11 @@ HISTORY = "history.tsv"
 TRAIN_REPRESENTATIONS = "training_representations.parquet"
 
 
-def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column: str = "condition",
+def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, condition_column: str = "condition",
           normal_value: str = "normal", stratify: str | None = "tissue", device: str = "auto",
           resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False) -> dict:
-    """Train a DGD on the normal samples of `input_dir` and write the model to `outdir`."""
+    """Train a DGD or an NB-VAE (by the type of `config`) on the normal samples of `input_dir`
+    and write the model to `outdir`."""
     device = resolve_device(device)
     data = Dataset(input_dir)
     samples = data.samples
@@ -49,6 +59,11 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column:
     if stratify:
         tissue = samples.set_index("sample_id").loc[ids, stratify].astype(str).to_numpy()
     training = TrainingData(ids, chunk.counts, split["split"].to_numpy(), tissue, chunk.measured)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(outdir) / "checkpoints"
+    if isinstance(config, NBVAEConfig):
+        return _train_nbvae(training, data, input_dir, outdir, config, device=device, resume=resume,
+                            checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints,
+                            condition={condition_column: normal_value})
     n_train = int((training.split == "train").sum())
     steps = epochs_to_steps(n_train, config.training.batch_size, config.training.epochs)
     log.info("training on %d samples (%d held out), %d genes, %d decoder steps, device %s",
@@ -57,7 +72,6 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column:
         log.warning("only %d decoder optimiser steps (%d samples, batch %d, %d epochs): a small cohort "
                     "needs a smaller batch or more epochs to train well", steps, n_train,
                     config.training.batch_size, config.training.epochs)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(outdir) / "checkpoints"
     started = time.perf_counter()
     with progress("training", config.training.epochs) as advance:
         def on_epoch(record: dict) -> None:
@@ -86,19 +100,92 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig, *, condition_column:
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "dispersion_calibration": result.calibration,
         "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
+        "model_type": model.model_type,
     }
     if final["largest_component_fraction"] > 0.9 and model.n_components > 1:
         log.warning("%.0f%% of training samples sit in one mixture component: the GMM may have "
                     "collapsed", 100 * final["largest_component_fraction"])
+    _write(outdir, model, history, table, summary)
+    _drop_checkpoints(result.checkpoint_dir, checkpoint_dir, keep_checkpoints)
+    return summary
+
+
+def _write(outdir: Path, model, history: pd.DataFrame, table: pd.DataFrame, summary: dict) -> None:
     with staged_outdir(outdir) as stage:
         history.to_csv(stage / HISTORY, sep="\t", index=False)
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), stage / TRAIN_REPRESENTATIONS)
         model.save(stage, {"training": summary})
-    if not keep_checkpoints and result.checkpoint_dir is not None:
-        shutil.rmtree(result.checkpoint_dir, ignore_errors=True)  # only this run's: the folder may be shared
+
+
+def _drop_checkpoints(run_dir: Path | None, checkpoint_dir: Path, keep: bool) -> None:
+    if not keep and run_dir is not None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # only this run's: the folder may be shared
         with contextlib.suppress(OSError):
             checkpoint_dir.rmdir()
+
+
+def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir: Path, config: NBVAEConfig, *,
+                 device: str, resume: bool, checkpoint_dir: Path, keep_checkpoints: bool, condition: dict) -> dict:
+    """The NB-VAE branch of `train`: same split, same outputs, its own summary."""
+    t = config.training
+    n_train = int((training.split == "train").sum())
+    steps = nbvae_steps(n_train, t.batch_size, t.epochs)
+    log.info("training an NB-VAE on %d samples (%d held out), %d genes, up to %d optimiser steps, device %s",
+             n_train, len(training.sample_ids) - n_train, data.n_genes, steps, device)
+    started = time.perf_counter()
+    with progress("training", t.epochs) as advance:
+        def on_epoch(record: dict) -> None:
+            info = {"loss": record["loss_train"]}
+            if "loss_test" in record:
+                info["test"] = record["loss_test"]
+            advance(1, **info)
+        result = train_nbvae(training, config, device=device, checkpoint_dir=checkpoint_dir, resume=resume,
+                             on_epoch=on_epoch)
+    seconds = time.perf_counter() - started
+    model = NBVAE(result.module, data.genes[["gene_id", "gene_name"]].fillna(""))
+    table = nbvae_representation_table(model, training, result.latent, result.size_factors)
+    final = result.history[-1]
+    summary = {
+        "model_type": model.model_type,
+        "n_train": n_train, "n_test": len(training.sample_ids) - n_train, "n_genes": data.n_genes,
+        "epochs": t.epochs, "epochs_run": len(result.history), "optimizer_steps": steps,
+        "seconds": round(seconds, 1), "device": device, "resumed_from_epoch": result.resumed_from,
+        "final_loss_train": final["loss_train"], "final_loss_test": final.get("loss_test"),
+        "components_used": 1, "active_latent_dims": final["active_latent_dims"],
+        "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
+        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+        "dispersion_calibration": result.calibration,
+        "size_factors": {"method": result.size_factor_method,
+                         "reference_genes": model.module.size_factor_reference().n_reference_genes},
+        "input": str(Path(input_dir).resolve()), "condition": condition,
+    }
+    _write(outdir, model, pd.DataFrame(result.history), table, summary)
+    _drop_checkpoints(result.checkpoint_dir, checkpoint_dir, keep_checkpoints)
     return summary
+
+
+@torch.no_grad()
+def nbvae_representation_table(model: NBVAE, data: TrainingData, latent: np.ndarray,
+                               size_factors: np.ndarray) -> pd.DataFrame:
+    """The DGD's columns for an NB-VAE: posterior mean, one component, NLL at the training offset."""
+    z = torch.as_tensor(latent, dtype=torch.float32)
+    x = torch.as_tensor(data.counts, dtype=torch.float64)
+    measured = None if data.measured is None else torch.as_tensor(data.measured)
+    ll = nb_log_prob(x, model.relative_means(z).double() * torch.as_tensor(size_factors)[:, None], model.dispersion)
+    if measured is not None:
+        ll = ll * measured
+    n_measured = x.shape[1] if measured is None else measured.sum(-1).numpy()
+    nll = -ll.sum(-1).numpy()
+    table = pd.DataFrame({
+        "sample_id": data.sample_ids, "split": data.split,
+        "tissue": data.tissue if data.tissue is not None else None,
+        "component": np.zeros(len(latent), dtype=np.int32),
+        "component_probability": np.ones(len(latent)),
+        "nll": nll, "nll_per_gene": nll / n_measured,
+        "latent_nll": -model.latent_log_prob(z).double().numpy(),
+    })
+    table["latent"] = list(latent.astype(np.float32))
+    return table
 
 
 def _purity(table: pd.DataFrame, part: str) -> float | None:

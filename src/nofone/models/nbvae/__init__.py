@@ -1,0 +1,1 @@
+"""A negative-binomial variational autoencoder (NB-VAE): module, config, training, model."""

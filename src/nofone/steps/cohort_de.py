@@ -1,0 +1,531 @@
+"""`nofone cohort-de`: generative differential expression between two groups of a cohort.
+
+1. Genes with at least `min_total_count` counts over the cohort are kept (the rest cannot teach
+   a decoder anything and are reported, not modelled).
+2. An NB-VAE (`nofone.models.nbvae`) is trained on *every* sample of the cohort, with no
+   normal/case split and no held-out samples: it sees no labels.
+3. Each sample's decoded expression at its posterior mean, log2 rho_g(mu_i) (normalised-count
+   units), is averaged within each group and the groups subtracted: the generative log2 fold
+   change, a deterministic point estimate. With covariates (e.g. cell type), the difference is
+   taken within each cell of covariate levels that holds samples of both groups, and the cells'
+   differences are averaged with equal weights (cells lacking either group are skipped and
+   reported).
+4. Its credible interval: `samples` times, every sample's z is drawn from its posterior
+   N(mu_i, diag(sigma_i^2)) and the contrast recomputed; the 2.5% and 97.5% quantiles of the
+   draws. The interval reflects the uncertainty of where each sample sits in the latent space,
+   given the trained decoder: not the decoder's own uncertainty nor count noise, so it is
+   narrower than a frequentist confidence interval and must not be read as one (with a dozen
+   samples of 18,000 genes each, the posteriors are so tight that the interval is a few
+   thousandths of a log2 unit wide). So the table also has a replicate interval: the pooled
+   within-group variance of the decoded values (over the cells' groups, df = samples - groups)
+   gives the standard error of the same contrast, the latent variance is added, and a t
+   quantile makes `ci_low_replicates` / `ci_high_replicates` (NaN when no group has two samples).
+5. Optionally DESeq2 (pydeseq2, matched to R; `nofone.baselines.deseq2.group_contrast`) with the
+   design `~ covariates + group` on the same samples, its columns joined to the table, and the
+   agreement of the two estimates in the report; a latent plot; pathway enrichment of both
+   rankings against a local GMT (`nofone.enrichment`).
+
+Outputs in `outdir`: cohort_de.tsv, cohort_de_report.json, latent.tsv, latent.png, model/ (the
+trained NB-VAE artifact) and, with gene sets, enrichment_<method>.tsv.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from nofone import __version__
+from nofone.errors import InputError
+from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.dataset import Dataset
+from nofone.models.dgd.train import TrainingData
+from nofone.models.nbvae.config import load_config
+from nofone.models.nbvae.model import NBVAE
+from nofone.models.nbvae.train import train_nbvae
+from nofone.progress import progress
+from nofone.steps.common import resolve_device
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "cohort_de.tsv"
+REPORT_FILE = "cohort_de_report.json"
+LATENT_FILE = "latent.tsv"
+LATENT_PLOT = "latent.png"
+MODEL_DIR = "model"
+DESEQ2_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
+TOP_K = (100, 500)
+#: Training epochs with the default preset: a cohort run has no held-out samples to stop on, and
+#: a dozen samples are memorised (dispersions drifting towards Poisson) well before 600 epochs.
+COHORT_EPOCHS = 300
+#: Values decoded at once when drawing from the posteriors (draws x samples x genes).
+DRAW_BLOCK_VALUES = 20_000_000
+
+
+@dataclass
+class CohortDEOptions:
+    group: str
+    level: str
+    reference: str
+    covariates: list[str] = field(default_factory=list)
+    config: str | None = None  # NB-VAE preset or JSON file (default: the `default` preset)
+    latent_dim: int | None = None  # None: the config's (10 by default)
+    epochs: int | None = None  # None: COHORT_EPOCHS with the default preset, else the config's
+    samples: int = 200
+    seed: int = 0
+    min_total_count: int = 10
+    deseq2: bool = True
+    alpha: float = 0.05
+    color_by: str | None = None  # default: the group column
+    gene_sets: Path | None = None
+    symbol_maps: list[Path] = field(default_factory=list)
+    uppercase_symbols: bool = False
+    enrichment_method: str = "prerank"
+    permutations: int = 1000
+    device: str = "auto"
+
+
+def parse_contrast(text: str) -> tuple[str, str]:
+    """`"lactate,virgin"` -> ("lactate", "virgin")."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--contrast {text!r}: give LEVEL,REFERENCE (e.g. lactate,virgin)")
+    if parts[0] == parts[1]:
+        raise InputError(f"--contrast {text!r} compares a level with itself")
+    return parts[0], parts[1]
+
+
+def contrast_weights(group: Sequence[str], cells: Sequence[str], level: str, reference: str
+                     ) -> tuple[np.ndarray, list[dict]]:
+    """Per-sample weights w with LFC = sum_i w_i y_i, and the cells of covariate levels used.
+
+    Within each cell holding both groups: +1 / (n_cells n_level) for its level samples,
+    -1 / (n_cells n_reference) for its reference samples; other samples weigh 0.
+    """
+    group = np.asarray(group, dtype=object).astype(str)
+    cells = np.asarray(cells, dtype=object).astype(str)
+    used, skipped = [], []
+    for cell in sorted(set(cells)):
+        in_cell = cells == cell
+        n_level = int((in_cell & (group == level)).sum())
+        n_ref = int((in_cell & (group == reference)).sum())
+        entry = {"cell": cell, "n_level": n_level, "n_reference": n_ref}
+        (used if n_level and n_ref else skipped).append(entry)
+    weights = np.zeros(len(group))
+    for entry in used:
+        in_cell = cells == entry["cell"]
+        weights[in_cell & (group == level)] = 1.0 / (len(used) * entry["n_level"])
+        weights[in_cell & (group == reference)] = -1.0 / (len(used) * entry["n_reference"])
+    for entry in used:
+        entry["used"] = True
+    for entry in skipped:
+        entry["used"] = False
+    return weights, used + skipped
+
+
+@torch.no_grad()
+def generative_lfc(model: NBVAE, mean: np.ndarray, log_var: np.ndarray, weights: np.ndarray, draws: int,
+                   seed: int, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(point estimate [G], draws [S, G]) of sum_i w_i log2 rho(z_i).
+
+    Point: z_i at the posterior means. Draws: z_i ~ N(mean_i, exp(log_var_i)), independently per
+    sample and draw, from a generator seeded with `seed`.
+    """
+    rows = np.flatnonzero(weights != 0)
+    mu = torch.as_tensor(mean[rows], dtype=torch.float32, device=device)
+    sd = torch.exp(0.5 * torch.as_tensor(log_var[rows], dtype=torch.float32, device=device))
+    w = torch.as_tensor(weights[rows], dtype=torch.float64, device=device)
+    point = (w @ model.log2_relative_means(mu).double()).cpu().numpy()
+    n_genes = len(model.gene_ids)
+    out = np.empty((draws, n_genes), dtype=np.float64)
+    generator = torch.Generator().manual_seed(seed)
+    block = max(1, DRAW_BLOCK_VALUES // max(1, len(rows) * n_genes))
+    for start in range(0, draws, block):
+        k = min(block, draws - start)
+        eps = torch.randn((k, *mu.shape), generator=generator).to(device)
+        y = model.log2_relative_means(mu + sd * eps).double()  # [k, n, G]
+        out[start:start + k] = torch.einsum("n,kng->kg", w, y).cpu().numpy()
+    return point, out
+
+
+def cohort_de(input_dir: Path, outdir: Path, options: CohortDEOptions) -> dict:
+    """Train the NB-VAE on the whole cohort, estimate the contrast, compare, write; returns the report."""
+    started = time.perf_counter()
+    if options.samples < 10:
+        raise InputError(f"--samples {options.samples}: at least 10 posterior draws are needed for an interval")
+    if options.enrichment_method not in ("prerank", "ora"):
+        raise InputError(f"unknown enrichment method {options.enrichment_method!r}; use prerank or ora")
+    device = resolve_device(options.device)
+    data = Dataset(input_dir)
+    metadata = data.samples.set_index("sample_id")
+    metadata.index = metadata.index.astype(str)
+    labels, cells = _design(metadata, options)
+    weights, cell_table = contrast_weights(labels, cells, options.level, options.reference)
+    if not (weights != 0).any():
+        raise InputError(f"no cell of covariate levels ({', '.join(options.covariates)}) has samples of both "
+                         f"{options.level!r} and {options.reference!r} in column {options.group!r}")
+    gene_sets = symbol_maps = None
+    if options.gene_sets is not None:  # read them first: a bad file fails before training
+        from nofone.enrichment import read_gmt, read_symbol_map
+
+        gene_sets = read_gmt(options.gene_sets)
+        symbol_maps = [read_symbol_map(p) for p in options.symbol_maps]
+    elif options.symbol_maps:
+        raise InputError("--symbol-map is only used with --gene-sets")
+    color_by = options.color_by or options.group
+    if color_by not in metadata.columns:
+        raise InputError(f"--color-by {color_by!r}: no such sample column (have {list(metadata.columns)})")
+
+    chunk = data.read()
+    measured = chunk.measured
+    totals = (chunk.counts * (1 if measured is None else measured)).sum(0)
+    keep = totals >= options.min_total_count
+    if keep.sum() < 2:
+        raise InputError(f"{input_dir}: fewer than 2 genes have at least {options.min_total_count} counts in total")
+    gene_ids = np.asarray(data.gene_ids, dtype=object)
+    names = data.genes["gene_name"].astype(object)
+    gene_names = names.where(names.notna(), "").to_numpy(dtype=object)
+    if symbol_maps:  # genes without a name get the first map's symbol (e.g. Entrez id -> symbol)
+        gene_names = np.array([n or symbol_maps[0].get(str(g), "") for g, n in zip(gene_ids, gene_names)],
+                              dtype=object)
+
+    epochs = options.epochs or (COHORT_EPOCHS if options.config in (None, "default") else None)
+    overrides = {"latent_dim": options.latent_dim, "training.epochs": epochs, "training.seed": options.seed,
+                 "training.test_fraction": 0.0}
+    config = load_config(options.config, overrides)
+    training = TrainingData(list(chunk.sample_ids), chunk.counts[:, keep], np.array(["train"] * len(chunk)), None,
+                            None if measured is None else measured[:, keep])
+    log.info("training an NB-VAE (latent %d) on all %d samples, %d of %d genes (>= %d counts in total)",
+             config.latent_dim, len(chunk), int(keep.sum()), len(keep), options.min_total_count)
+    train_started = time.perf_counter()
+    with progress("training", config.training.epochs) as advance:
+        result = train_nbvae(training, config, device=device,
+                             on_epoch=lambda record: advance(1, loss=record["loss_train"]))
+    train_seconds = time.perf_counter() - train_started
+    genes = pd.DataFrame({"gene_id": gene_ids[keep], "gene_name": gene_names[keep]})
+    model = NBVAE(result.module, genes).to(device)
+
+    point, draws = generative_lfc(model, result.latent, result.log_var, weights, options.samples, options.seed,
+                                  device)
+    lo, hi = np.quantile(draws, [0.025, 0.975], axis=0)
+    with torch.no_grad():
+        decoded = model.log2_relative_means(torch.as_tensor(result.latent, dtype=torch.float32, device=device))
+        decoded = decoded.double().cpu().numpy()
+    y_level, y_reference = _group_means(decoded, labels, cells, cell_table, options)
+    latent_sd = draws.std(0, ddof=1)
+    rep_low, rep_high, rep_se, df = replicate_interval(decoded, labels, cells, cell_table, options.level,
+                                                       options.reference, latent_sd)
+    table = pd.DataFrame({
+        "gene_id": gene_ids[keep], "gene_name": gene_names[keep],
+        "log2_fold_change": point, "ci_low": lo, "ci_high": hi, "lfc_sd": latent_sd,
+        "se_replicates": rep_se, "ci_low_replicates": rep_low, "ci_high_replicates": rep_high,
+        f"log2_expression_{_safe(options.level)}": y_level,
+        f"log2_expression_{_safe(options.reference)}": y_reference,
+    })
+
+    deseq2 = None
+    comparison = None
+    if options.deseq2:
+        deseq2 = _run_deseq2(chunk, gene_ids, metadata, options)
+        for column in DESEQ2_COLUMNS:
+            table[f"deseq2_{column}"] = deseq2[column].reindex(table["gene_id"]).to_numpy()
+        comparison = compare_with_deseq2(table, options.alpha)
+
+    enrichment = None
+    latent = _latent_table(chunk.sample_ids, result.latent, metadata, options, color_by)
+    report = {
+        "nofone_version": __version__,
+        "input": str(Path(input_dir).resolve()),
+        "contrast": {"column": options.group, "level": options.level, "reference": options.reference,
+                     "covariates": options.covariates, "cells": cell_table,
+                     "estimate": "mean over cells (equal weights) of the difference of mean decoded log2 "
+                                 "normalised expression at the posterior means; interval: 2.5%/97.5% "
+                                 "quantiles over posterior draws of the latent",
+                     "replicate_interval": "t interval from the pooled within-group variance of decoded values "
+                                           "plus the latent variance", "replicate_df": df},
+        "samples": {"n": len(chunk), "per_level": pd.Series(labels).value_counts().to_dict()},
+        "genes": {"n_input": len(keep), "n_modelled": int(keep.sum()), "n_dropped_low_counts": int((~keep).sum()),
+                  "min_total_count": options.min_total_count},
+        "model": {"config": config.to_dict(), "epochs_run": len(result.history),
+                  "final_loss_train": result.history[-1]["loss_train"],
+                  "active_latent_dims": result.history[-1]["active_latent_dims"],
+                  "size_factor_method": result.size_factor_method, "train_seconds": round(train_seconds, 1)},
+        "posterior_draws": options.samples, "seed": options.seed, "options": options_dict(options),
+        "deseq2": comparison,
+    }
+    with staged_outdir(outdir) as stage:
+        if gene_sets is not None:
+            enrichment = _enrichment(table, gene_sets, symbol_maps, options, stage)
+            report["enrichment"] = enrichment
+        table.to_csv(stage / RESULTS_FILE, sep="\t", index=False, float_format="%.6g")
+        latent.to_csv(stage / LATENT_FILE, sep="\t", index=False, float_format="%.6g")
+        plot_latent(latent, color_by, stage / LATENT_PLOT, title=f"NB-VAE latent space ({len(chunk)} samples)")
+        _save_model(stage / MODEL_DIR, model, training, result, report)
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        report["outputs"] = [*sorted(p.name for p in stage.iterdir()), REPORT_FILE]
+        write_json_atomic(stage / REPORT_FILE, report)
+    return report
+
+
+def _safe(level: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in level)
+
+
+def _design(metadata: pd.DataFrame, options: CohortDEOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Group labels and covariate cells of every sample, checked."""
+    columns = [options.group, *options.covariates]
+    for column in columns:
+        if column not in metadata.columns:
+            raise InputError(f"no sample column {column!r} (have {[c for c in metadata.columns]})")
+        empty = metadata[column].isna() | (metadata[column].astype(str).str.strip() == "")
+        if empty.any():
+            raise InputError(f"column {column!r} is empty for samples {list(metadata.index[empty][:5])}")
+    if options.group in options.covariates:
+        raise InputError(f"{options.group!r} is both the group and a covariate")
+    labels = metadata[options.group].astype(str).to_numpy()
+    present = sorted(set(labels))
+    for name in (options.level, options.reference):
+        if name not in present:
+            raise InputError(f"level {name!r} is absent from column {options.group!r} (levels: {present})")
+    if options.covariates:
+        cells = metadata[options.covariates].astype(str).agg(" & ".join, axis=1).to_numpy()
+    else:
+        cells = np.array(["all"] * len(metadata), dtype=object)
+    return labels, cells
+
+
+def _group_means(y: np.ndarray, labels, cells, cell_table, options) -> tuple[np.ndarray, np.ndarray]:
+    """Mean decoded log2 expression of each compared level (averaged over the cells used)."""
+    used = [c["cell"] for c in cell_table if c["used"]]
+    out = []
+    for level in (options.level, options.reference):
+        per_cell = [y[(cells == cell) & (labels == level)].mean(0) for cell in used]
+        out.append(np.mean(per_cell, axis=0))
+    return out[0], out[1]
+
+
+def replicate_interval(y: np.ndarray, labels, cells, cell_table: list[dict], level: str, reference: str,
+                       latent_sd: np.ndarray, coverage: float = 0.95
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(low, high, se, df): a t interval for the contrast of the decoded values `y` [N, G].
+
+    Pooled within-group variance over every (cell, level) group of the contrast, df = samples -
+    groups; var = s^2 sum_c (1/n_level,c + 1/n_reference,c) / C^2 + latent_sd^2. NaN when df = 0.
+    """
+    from scipy import stats
+
+    labels = np.asarray(labels, dtype=object).astype(str)
+    cells = np.asarray(cells, dtype=object).astype(str)
+    used = [c for c in cell_table if c["used"]]
+    ss = np.zeros(y.shape[1])
+    df = 0
+    factor = 0.0
+    point = np.zeros(y.shape[1])
+    for entry in used:
+        means = []
+        for name in (level, reference):
+            rows = (cells == entry["cell"]) & (labels == name)
+            group = y[rows]
+            means.append(group.mean(0))
+            ss += ((group - means[-1]) ** 2).sum(0)
+            df += int(rows.sum()) - 1
+        point += (means[0] - means[1]) / len(used)
+        factor += (1.0 / entry["n_level"] + 1.0 / entry["n_reference"]) / len(used) ** 2
+    if df == 0:
+        nan = np.full(y.shape[1], np.nan)
+        return nan, nan, nan, 0
+    se = np.sqrt(ss / df * factor + np.asarray(latent_sd) ** 2)
+    t = float(stats.t.ppf(0.5 + coverage / 2, df))
+    return point - t * se, point + t * se, se, df
+
+
+def _run_deseq2(chunk, gene_ids: np.ndarray, metadata: pd.DataFrame, options: CohortDEOptions) -> pd.DataFrame:
+    """pydeseq2 (R-matched) on every gene measured in every sample: design ~ covariates + group."""
+    from nofone.baselines.deseq2 import default_n_cpus, group_contrast
+
+    measured = chunk.measured_mask().all(axis=0)
+    counts = pd.DataFrame(chunk.counts[:, measured], index=list(chunk.sample_ids), columns=gene_ids[measured])
+    meta = metadata.loc[counts.index, [options.group, *options.covariates]].astype(str)
+    design = "~ " + " + ".join([*options.covariates, options.group])
+    log.info("DESeq2 (pydeseq2) %s, %s vs %s", design, options.level, options.reference)
+    return group_contrast(counts, meta, design, (options.group, options.level, options.reference), options.alpha,
+                          default_n_cpus())
+
+
+def compare_with_deseq2(table: pd.DataFrame, alpha: float = 0.05, lfc_column: str = "deseq2_log2FoldChange",
+                        p_column: str = "deseq2_pvalue", padj_column: str = "deseq2_padj") -> dict:
+    """Agreement of the generative LFC with DESeq2's: correlations, top genes, DESeq2's NA genes."""
+    from scipy import stats
+
+    ours = table["log2_fold_change"].to_numpy(dtype=float)
+    theirs = table[lfc_column].to_numpy(dtype=float)
+    both = np.isfinite(ours) & np.isfinite(theirs)
+    out: dict = {"n_genes": len(table), "n_both_finite": int(both.sum())}
+    if both.sum() >= 3:
+        out["pearson"] = float(stats.pearsonr(ours[both], theirs[both])[0])
+        out["spearman"] = float(stats.spearmanr(ours[both], theirs[both])[0])
+    padj = table[padj_column].to_numpy(dtype=float)
+    pvalue = table[p_column].to_numpy(dtype=float)
+    tested = np.isfinite(padj) & both
+    if tested.sum() >= 3:
+        out["pearson_padj_not_na"] = float(stats.pearsonr(ours[tested], theirs[tested])[0])
+        out["spearman_padj_not_na"] = float(stats.spearmanr(ours[tested], theirs[tested])[0])
+    significant = np.isfinite(padj) & (padj < alpha)
+    out["deseq2_significant"] = int(significant.sum())
+    if significant.any():
+        out["sign_agreement_deseq2_significant"] = float(np.mean(np.sign(ours[significant]) ==
+                                                                 np.sign(theirs[significant])))
+    # "significance" of the generative estimate: |LFC| / its replicate standard error (the latent
+    # posterior sd where no group has replicates)
+    se = table["se_replicates"].to_numpy(dtype=float) if "se_replicates" in table else np.full(len(table), np.nan)
+    se = np.where(np.isfinite(se), se, table["lfc_sd"].to_numpy(dtype=float))
+    strength = np.abs(ours) / np.maximum(se, 1e-12)
+    overlap = {}
+    genes = table["gene_id"].to_numpy()
+    for k in TOP_K:
+        if both.sum() < k:
+            continue
+        by_lfc_ours = set(genes[both][np.argsort(-np.abs(ours[both]), kind="stable")[:k]])
+        by_lfc_theirs = set(genes[both][np.argsort(-np.abs(theirs[both]), kind="stable")[:k]])
+        ok = both & np.isfinite(pvalue)
+        by_sig_ours = set(genes[ok][np.argsort(-strength[ok], kind="stable")[:k]])
+        by_sig_theirs = set(genes[ok][np.argsort(pvalue[ok], kind="stable")[:k]])
+        overlap[str(k)] = {"by_abs_lfc": len(by_lfc_ours & by_lfc_theirs) / k,
+                           "by_significance": len(by_sig_ours & by_sig_theirs) / k}
+    out["top_overlap"] = overlap
+    interval = np.isfinite(table["ci_low"].to_numpy(dtype=float)) & np.isfinite(table["ci_high"].to_numpy(dtype=float))
+    excludes_zero = (table["ci_low"].to_numpy(dtype=float) > 0) | (table["ci_high"].to_numpy(dtype=float) < 0)
+    na_padj = ~np.isfinite(padj)
+    na_lfc = ~np.isfinite(theirs)
+    out["deseq2_na"] = {
+        "padj_na": int(na_padj.sum()),
+        "lfc_na": int(na_lfc.sum()),
+        "padj_na_with_finite_estimate_and_interval": int((na_padj & np.isfinite(ours) & interval).sum()),
+        "padj_na_interval_excludes_zero": int((na_padj & np.isfinite(ours) & interval & excludes_zero).sum()),
+        "lfc_na_with_finite_estimate_and_interval": int((na_lfc & np.isfinite(ours) & interval).sum()),
+    }
+    if "ci_low_replicates" in table:
+        low, high = table["ci_low_replicates"].to_numpy(dtype=float), table["ci_high_replicates"].to_numpy(dtype=float)
+        replicate_excludes = np.isfinite(low) & ((low > 0) | (high < 0))
+        out["deseq2_na"]["padj_na_replicate_interval_excludes_zero"] = int((na_padj & replicate_excludes).sum())
+        out["replicate_interval_excludes_zero"] = int(replicate_excludes.sum())
+        if significant.any():
+            out["deseq2_significant_replicate_interval_excludes_zero"] = float(replicate_excludes[significant].mean())
+    return out
+
+
+def _latent_table(sample_ids, latent: np.ndarray, metadata: pd.DataFrame, options: CohortDEOptions,
+                  color_by: str) -> pd.DataFrame:
+    coords = latent_coordinates(latent)
+    table = pd.DataFrame({"sample_id": list(sample_ids)})
+    for column in dict.fromkeys([options.group, *options.covariates, color_by]):
+        table[column] = metadata.loc[table["sample_id"], column].to_numpy()
+    table["plot_x"], table["plot_y"] = coords[:, 0], coords[:, 1]
+    for j in range(latent.shape[1]):
+        table[f"z{j + 1}"] = latent[:, j]
+    return table
+
+
+def latent_coordinates(latent: np.ndarray) -> np.ndarray:
+    """[N, 2]: the latent itself when 2-d (1-d: padded with 0), else its first two principal components."""
+    if latent.shape[1] == 1:
+        return np.column_stack([latent[:, 0], np.zeros(len(latent))])
+    if latent.shape[1] == 2:
+        return latent.copy()
+    centred = latent - latent.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    signs = np.sign(coords[np.abs(coords).argmax(0), range(2)])  # a deterministic orientation
+    return coords * np.where(signs == 0, 1, signs)
+
+
+def plot_latent(table: pd.DataFrame, color_by: str, path: Path, title: str = "") -> None:
+    """Scatter of the plot coordinates, one colour per value of `color_by` (numbers: a colour scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = sum(c.startswith("z") and c[1:].isdigit() for c in table.columns)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    values = table[color_by]
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 8:
+        points = ax.scatter(table["plot_x"], table["plot_y"], c=values, cmap="viridis", s=36, edgecolor="k",
+                            linewidth=0.3)
+        fig.colorbar(points, ax=ax, label=color_by)
+    else:
+        cmap = plt.get_cmap("tab10" if values.nunique() <= 10 else "tab20")
+        for i, value in enumerate(sorted(values.astype(str).unique())):
+            rows = values.astype(str) == value
+            ax.scatter(table.loc[rows, "plot_x"], table.loc[rows, "plot_y"], color=cmap(i % cmap.N), s=36,
+                       edgecolor="k", linewidth=0.3, label=value)
+        ax.legend(title=color_by, fontsize=8, title_fontsize=8, frameon=False, loc="best")
+    ax.set_xlabel("z1" if d <= 2 else "latent PC1")
+    ax.set_ylabel("z2" if d == 2 else ("latent PC2" if d > 2 else ""))
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _enrichment(table: pd.DataFrame, gene_sets: dict, symbol_maps: list, options: CohortDEOptions,
+                stage: Path) -> dict:
+    """Enrichment of the NB-VAE ranking (LFC) and DESeq2's (Wald statistic) -> enrichment_<method>.tsv."""
+    from nofone.baselines.deseq2 import default_n_cpus
+    from nofone.enrichment import run_enrichment, to_symbols
+    from nofone.enrichment.run import ranking_by_symbol
+
+    symbols = to_symbols(table["gene_id"].tolist(), table["gene_name"].tolist(), symbol_maps,
+                         options.uppercase_symbols)
+    rankings = {"nbvae": ranking_by_symbol(table["log2_fold_change"], symbols)}
+    ours_sig = ((table["ci_low"] > 0) | (table["ci_high"] < 0)) & (table["log2_fold_change"].abs() >= 1)
+    selected = {"nbvae": [s for s, ok in zip(symbols, ours_sig) if ok and s]}
+    if "deseq2_stat" in table:
+        rankings["deseq2"] = ranking_by_symbol(table["deseq2_stat"], symbols)
+        theirs_sig = (table["deseq2_padj"] < options.alpha) & (table["deseq2_log2FoldChange"].abs() >= 1)
+        selected["deseq2"] = [s for s, ok in zip(symbols, theirs_sig) if ok and s]
+    n_cpus = default_n_cpus()
+    result = run_enrichment(options.enrichment_method, rankings, gene_sets, selected=selected,
+                            permutations=options.permutations, seed=options.seed, threads=n_cpus)
+    name = f"enrichment_{options.enrichment_method}.tsv"
+    result.to_csv(stage / name, sep="\t", index=False, float_format="%.6g")
+    q = "fdr_q_value" if options.enrichment_method == "prerank" else "q_value"
+    summary = {"method": options.enrichment_method, "file": name, "gene_sets": str(options.gene_sets),
+               "n_gene_sets": len(gene_sets), "symbol_maps": [str(p) for p in options.symbol_maps],
+               "uppercase_symbols": options.uppercase_symbols,
+               "genes_with_symbol": int(sum(s is not None for s in symbols)),
+               "rankings": {"nbvae": "log2_fold_change", "deseq2": "deseq2_stat (Wald statistic)"},
+               "top_terms": {}}
+    if options.enrichment_method == "ora":
+        summary["selected"] = {k: len(v) for k, v in selected.items()}
+    for ranking, rows in result.groupby("ranking"):
+        top = rows.sort_values(q, kind="stable").head(10)
+        summary["top_terms"][ranking] = [{"term": t, q: float(v)} for t, v in zip(top["term"], top[q])]
+    return summary
+
+
+def _save_model(folder: Path, model: NBVAE, training: TrainingData, result, report: dict) -> None:
+    from nofone.steps.train import HISTORY, TRAIN_REPRESENTATIONS, nbvae_representation_table
+
+    folder.mkdir()
+    model.to("cpu")
+    pd.DataFrame(result.history).to_csv(folder / HISTORY, sep="\t", index=False)
+    table = nbvae_representation_table(model, training, result.latent, result.size_factors)
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), folder / TRAIN_REPRESENTATIONS)
+    model.save(folder, {"training": {"cohort_de": {k: report[k] for k in ("input", "contrast", "genes")},
+                                     "n_train": len(training.sample_ids), "n_test": 0,
+                                     "epochs_run": report["model"]["epochs_run"]}})
+
+
+def options_dict(options: CohortDEOptions) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+
+

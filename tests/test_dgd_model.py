@@ -70,7 +70,7 @@ def test_configs_presets_json_and_errors(tmp_path):
     assert config.training.betas == (0.4, 0.8) and config.hidden == PRESETS["small"].hidden
     with pytest.raises(InputError, match=r"unknown setting\(s\) \['latnt_dim'\]"):
         load_config(str(write(tmp_path / "bad.json", '{"latnt_dim": 5}')))
-    with pytest.raises(InputError, match="neither a preset"):
+    with pytest.raises(InputError, match="neither a DGD preset"):
         load_config("huge")
     with pytest.raises(InputError, match=r"training\.init"):
         load_config("small", {"training.init": "random"})

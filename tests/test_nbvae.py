@@ -20,13 +20,13 @@ from nofone.inference.represent import SearchConfig, find_representations
 from nofone.io.artifact import read_artifact
 from nofone.io.dataset import Dataset
 from nofone.io.ingest import IngestOptions, ingest
-from nofone.models.dgd.train import TrainingData
 from nofone.models.nbvae.config import NBVAEConfig, load_config
 from nofone.models.nbvae.model import NBVAE
 from nofone.models.nbvae.module import NBVAEModule
 from nofone.models.nbvae.train import kl_weight, train_nbvae
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference, log_geometric_means
+from nofone.models.training import TrainingData
 from nofone.simulate import SimulationConfig, simulate
 from nofone.steps.common import load_model
 from nofone.steps.de import DE_FILE, differential_expression

@@ -47,10 +47,10 @@ from nofone import __version__
 from nofone.errors import InputError
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset
-from nofone.models.dgd.train import TrainingData
 from nofone.models.nbvae.config import load_config
 from nofone.models.nbvae.model import NBVAE
 from nofone.models.nbvae.train import train_nbvae
+from nofone.models.training import TrainingData
 from nofone.progress import progress
 from nofone.steps.common import resolve_device
 

@@ -24,13 +24,14 @@ from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.model import DGD
-from nofone.models.dgd.train import TrainingData, component_purity, epochs_to_steps, train_dgd
+from nofone.models.dgd.train import train_dgd
 from nofone.models.nb import nb_log_prob
 from nofone.models.nbvae.config import NBVAEConfig
 from nofone.models.nbvae.model import NBVAE
 from nofone.models.nbvae.train import epochs_to_steps as nbvae_steps
 from nofone.models.nbvae.train import train_nbvae
 from nofone.models.scaling import scaling_factor
+from nofone.models.training import TrainingData, component_purity, epochs_to_steps
 from nofone.progress import progress
 from nofone.steps.common import resolve_device
 

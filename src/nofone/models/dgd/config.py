@@ -17,11 +17,10 @@ gives the optimiser enough steps.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 from nofone.errors import InputError
+from nofone.models import config_io
 from nofone.models.gmm import GMMConfig
 
 
@@ -73,20 +72,11 @@ class DGDConfig:
     def from_dict(cls, data: dict, where: str = "config") -> DGDConfig:
         """Build from a (possibly partial) dict; unknown keys are an error naming them."""
         data = dict(data)
-        gmm = _build(GMMConfig, data.pop("gmm", {}), f"{where}.gmm")
-        training = _build(TrainingConfig, data.pop("training", {}), f"{where}.training")
-        if "betas" in training.__dict__:
-            training = replace(training, betas=tuple(training.betas))
-        top = _build(cls, data, where, skip={"gmm", "training"})
+        gmm = config_io.build(GMMConfig, data.pop("gmm", {}), f"{where}.gmm")
+        training = config_io.build(TrainingConfig, data.pop("training", {}), f"{where}.training")
+        training = replace(training, betas=tuple(training.betas))
+        top = config_io.build(cls, data, where, skip={"gmm", "training"})
         return replace(top, gmm=gmm, training=training, hidden=tuple(top.hidden))
-
-
-def _build(kind, values: dict, where: str, skip: set[str] = frozenset()):
-    known = {f.name for f in fields(kind)} - skip
-    unknown = set(values) - known
-    if unknown:
-        raise InputError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    return kind(**values)
 
 
 PRESETS: dict[str, DGDConfig] = {
@@ -105,38 +95,10 @@ def load_config(spec: str, overrides: dict | None = None) -> DGDConfig:
 
     `overrides` uses dotted keys: {"training.epochs": 50}.
     """
-    if spec in PRESETS:
-        config = PRESETS[spec]
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise InputError(f"--config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"config {path}: not valid JSON ({exc})") from exc
-        base = PRESETS[data.pop("preset", "small")].to_dict()
-        config = DGDConfig.from_dict(_merge(base, data), where=str(path))
-    if overrides:
-        data = config.to_dict()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = key.split(".")
-            for parent in parents:
-                target = target[parent]
-            target[leaf] = value
-        config = DGDConfig.from_dict(data)
+    config = config_io.load(spec, PRESETS, lambda d, w: DGDConfig.from_dict(d, where=w), DGDConfig.to_dict,
+                            overrides, "DGD", "small")
     _check(config)
     return config
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _check(config: DGDConfig) -> None:

@@ -5,7 +5,6 @@ that representation search and the tests use (`relative_means`, `dispersion`,
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nofone import __version__
 from nofone.errors import InputError
-from nofone.io.artifact import read_artifact, write_artifact
+from nofone.models.base import ArtifactModel
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
 from nofone.models.gmm import GMMConfig
@@ -23,38 +21,23 @@ from nofone.models.gmm import GMMConfig
 MODEL_TYPE = "dgd"
 
 
-class DGD:
+class DGD(ArtifactModel):
     """A trained DGD: module + gene table + config + provenance."""
 
-    model_type = MODEL_TYPE
+    MODEL_TYPE = MODEL_TYPE
+    DISPLAY_NAME = "a DGD"
 
-    def __init__(self, module: DGDModule, genes: pd.DataFrame, info: dict | None = None):
-        self.module = module.eval()
-        self.module.requires_grad_(False)
-        self.genes = genes.reset_index(drop=True)
-        self.info = info or {}
-        if len(self.genes) != module.n_genes:
-            raise ValueError("gene table and module disagree on the number of genes")
+    @classmethod
+    def config_from_dict(cls, data: dict, where: str) -> DGDConfig:
+        return DGDConfig.from_dict(data, where=where)
 
-    @property
-    def config(self) -> DGDConfig:
-        return self.module.config
-
-    @property
-    def gene_ids(self) -> list[str]:
-        return self.genes["gene_id"].tolist()
+    @classmethod
+    def build_module(cls, config: DGDConfig, n_genes: int) -> DGDModule:
+        return DGDModule(config, n_genes)
 
     @property
     def n_components(self) -> int:
         return self.module.gmm.n_components
-
-    @property
-    def dispersion(self) -> torch.Tensor:
-        return self.module.dispersion.detach()
-
-    def to(self, device: str) -> DGD:
-        self.module.to(device)
-        return self
 
     def relative_means(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.decoder(z)
@@ -74,35 +57,6 @@ class DGD:
     def default_scaling(self) -> str:
         """The scaling the model was trained with (the paper's: the mean count)."""
         return self.config.scaling
-
-    # -- persistence ---------------------------------------------------------------------------
-
-    def save(self, folder: Path, extra_info: dict | None = None) -> None:
-        """Write the artifact into `folder` (extra files should already be there)."""
-        config = {
-            "model_type": MODEL_TYPE,
-            "nofone_version": __version__,
-            "n_genes": self.module.n_genes,
-            "dgd": self.config.to_dict(),
-            **self.info,
-            **(extra_info or {}),
-        }
-        write_artifact(folder, config, self.module.state_dict(), self.genes)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> DGD:
-        artifact = read_artifact(folder)
-        model_type = artifact.config.get("model_type")
-        if model_type != MODEL_TYPE:
-            raise InputError(f"model {folder} is a {model_type!r} model, not a DGD")
-        config = DGDConfig.from_dict(artifact.config["dgd"], where=f"{folder}/config.json")
-        module = DGDModule(config, len(artifact.genes))
-        try:
-            module.load_state_dict(artifact.tensors)
-        except RuntimeError as exc:
-            raise InputError(f"model {folder}: weights do not fit its config ({exc})") from exc
-        info = {k: v for k, v in artifact.config.items() if k not in {"model_type", "dgd", "n_genes"}}
-        return cls(module, artifact.genes, info).to(device)
 
     @classmethod
     def from_bulkdgd_v1(cls, decoder: dict[str, torch.Tensor], gmm: dict[str, torch.Tensor],

@@ -9,11 +9,10 @@ epochs, early stopping on the held-out negative ELBO. A JSON file is a partial c
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 from nofone.errors import InputError
+from nofone.models import config_io
 from nofone.models.size_factors import METHODS as SIZE_FACTOR_METHODS
 
 
@@ -67,23 +66,10 @@ class NBVAEConfig:
     def from_dict(cls, data: dict, where: str = "config") -> NBVAEConfig:
         """Build from a (possibly partial) dict; unknown keys are an error naming them."""
         data = dict(data)
-        training = _build(TrainingConfig, data.pop("training", {}) or {}, f"{where}.training")
+        training = config_io.build(TrainingConfig, data.pop("training", {}) or {}, f"{where}.training")
         training = replace(training, betas=tuple(training.betas))
-        top = _build(cls, data, where, skip={"training"})
+        top = config_io.build(cls, data, where, skip={"training"})
         return replace(top, training=training, hidden=tuple(top.hidden))
-
-
-def _build(kind, values: dict, where: str, skip: set[str] = frozenset()):
-    if not isinstance(values, dict):
-        raise InputError(f"{where}: expected an object of settings, got {type(values).__name__}")
-    known = {f.name for f in fields(kind)} - skip
-    unknown = set(values) - known
-    if unknown:
-        raise InputError(f"{where}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
-    try:
-        return kind(**values)
-    except TypeError as exc:
-        raise InputError(f"{where}: {exc}") from None
 
 
 PRESETS: dict[str, NBVAEConfig] = {"default": NBVAEConfig()}
@@ -92,46 +78,10 @@ PRESETS: dict[str, NBVAEConfig] = {"default": NBVAEConfig()}
 def load_config(spec: str | None = None, overrides: dict | None = None) -> NBVAEConfig:
     """A preset name (`default`) or a JSON file (a partial config on top of `default`), plus
     overrides with dotted keys ({"training.epochs": 50}; None values are ignored)."""
-    spec = spec or "default"
-    if spec in PRESETS:
-        config = PRESETS[spec]
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise InputError(f"--config {spec!r} is neither an NB-VAE preset ({', '.join(PRESETS)}) nor a file")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"config {path}: not valid JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise InputError(f"config {path}: expected a JSON object of settings")
-        data.pop("model_type", None)
-        preset = data.pop("preset", "default")
-        if preset not in PRESETS:
-            raise InputError(f"config {path}: unknown preset {preset!r} (NB-VAE presets: {', '.join(PRESETS)})")
-        config = NBVAEConfig.from_dict(_merge(PRESETS[preset].to_dict(), data), where=str(path))
-    if overrides:
-        data = config.to_dict()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = key.split(".")
-            for parent in parents:
-                target = target[parent]
-            if leaf not in target:
-                raise InputError(f"unknown NB-VAE setting {key!r}")
-            target[leaf] = value
-        config = NBVAEConfig.from_dict(data)
+    config = config_io.load(spec or "default", PRESETS, lambda d, w: NBVAEConfig.from_dict(d, where=w),
+                            NBVAEConfig.to_dict, overrides, "NB-VAE", "default", article="an")
     check(config)
     return config
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def check(config: NBVAEConfig) -> None:

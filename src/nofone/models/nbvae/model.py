@@ -21,57 +21,37 @@ use (`nofone.inference.represent.LatentModel`).
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
-import pandas as pd
 import torch
 
-from nofone import __version__
-from nofone.errors import InputError
-from nofone.io.artifact import read_artifact, write_artifact
+from nofone.models.base import ArtifactModel
 from nofone.models.nbvae.config import NBVAEConfig
 from nofone.models.nbvae.module import NBVAEModule
 
 MODEL_TYPE = "nbvae"
 
 
-class NBVAE:
+class NBVAE(ArtifactModel):
     """A trained NB-VAE: module + gene table + config + provenance."""
 
-    model_type = MODEL_TYPE
+    MODEL_TYPE = MODEL_TYPE
+    DISPLAY_NAME = "an NB-VAE"
 
-    def __init__(self, module: NBVAEModule, genes: pd.DataFrame, info: dict | None = None):
-        self.module = module.eval()
-        self.module.requires_grad_(False)
-        self.genes = genes.reset_index(drop=True)
-        self.info = info or {}
-        if len(self.genes) != module.n_genes:
-            raise ValueError("gene table and module disagree on the number of genes")
+    @classmethod
+    def config_from_dict(cls, data: dict, where: str) -> NBVAEConfig:
+        return NBVAEConfig.from_dict(data, where=where)
 
-    @property
-    def config(self) -> NBVAEConfig:
-        return self.module.config
-
-    @property
-    def gene_ids(self) -> list[str]:
-        return self.genes["gene_id"].tolist()
+    @classmethod
+    def build_module(cls, config: NBVAEConfig, n_genes: int) -> NBVAEModule:
+        return NBVAEModule(config, n_genes)
 
     @property
     def n_components(self) -> int:
         return 1
 
     @property
-    def dispersion(self) -> torch.Tensor:
-        return self.module.dispersion.detach()
-
-    @property
     def default_scaling(self) -> str:
         return "median"
-
-    def to(self, device: str) -> NBVAE:
-        self.module.to(device)
-        return self
 
     # -- the LatentModel interface ---------------------------------------------------------------
 
@@ -111,34 +91,3 @@ class NBVAE:
         counts = counts.to(self.module.input_centre.device)
         sf = self.module.size_factors(counts, measured)
         return self.module.encode(counts, sf, measured)
-
-    # -- persistence ---------------------------------------------------------------------------
-
-    def save(self, folder: Path, extra_info: dict | None = None) -> None:
-        """Write the artifact into `folder` (extra files should already be there)."""
-        config = {
-            "model_type": MODEL_TYPE,
-            "nofone_version": __version__,
-            "n_genes": self.module.n_genes,
-            "nbvae": self.config.to_dict(),
-            **self.info,
-            **(extra_info or {}),
-        }
-        write_artifact(folder, config, self.module.state_dict(), self.genes)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> NBVAE:
-        artifact = read_artifact(folder)
-        model_type = artifact.config.get("model_type")
-        if model_type != MODEL_TYPE:
-            raise InputError(f"model {folder} is a {model_type!r} model, not an NB-VAE")
-        if "nbvae" not in artifact.config:
-            raise InputError(f"model {folder}: config.json has no 'nbvae' settings")
-        config = NBVAEConfig.from_dict(artifact.config["nbvae"], where=f"{folder}/config.json")
-        module = NBVAEModule(config, len(artifact.genes))
-        try:
-            module.load_state_dict(artifact.tensors)
-        except RuntimeError as exc:
-            raise InputError(f"model {folder}: weights do not fit its config ({exc})") from exc
-        info = {k: v for k, v in artifact.config.items() if k not in {"model_type", "nbvae", "n_genes"}}
-        return cls(module, artifact.genes, info).to(device)

@@ -32,11 +32,11 @@ from nofone.models.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from nofone.models.dgd.train import TrainingData, calibrate_dispersion
 from nofone.models.nbvae.config import NBVAEConfig, check
 from nofone.models.nbvae.module import NBVAEModule
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference
+from nofone.models.training import TrainingData, calibrate_dispersion
 
 log = logging.getLogger(__name__)
 #: Adam settings of the representation search (`nofone.inference.represent.SearchConfig`), used

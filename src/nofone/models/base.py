@@ -1,0 +1,92 @@
+"""What every model artifact class shares: genes, device, saving and loading.
+
+A subclass names its `MODEL_TYPE`, the key of its settings in config.json, and how to build
+its config and torch module; the maths lives in the module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+
+from nofone import __version__
+from nofone.errors import InputError
+from nofone.io.artifact import read_artifact, write_artifact
+
+
+class ArtifactModel:
+    """A trained model: torch module + gene table + provenance, saved as a nofone artifact."""
+
+    MODEL_TYPE: ClassVar[str]
+    DISPLAY_NAME: ClassVar[str]
+
+    def __init__(self, module: torch.nn.Module, genes: pd.DataFrame, info: dict | None = None):
+        self.module = module.eval()
+        self.module.requires_grad_(False)
+        self.genes = genes.reset_index(drop=True)
+        self.info = info or {}
+        if len(self.genes) != module.n_genes:
+            raise ValueError("gene table and module disagree on the number of genes")
+
+    @property
+    def model_type(self) -> str:
+        return self.MODEL_TYPE
+
+    @property
+    def config(self) -> Any:
+        return self.module.config
+
+    @property
+    def gene_ids(self) -> list[str]:
+        return self.genes["gene_id"].tolist()
+
+    @property
+    def dispersion(self) -> torch.Tensor:
+        return self.module.dispersion.detach()
+
+    def to(self, device: str) -> ArtifactModel:
+        self.module.to(device)
+        return self
+
+    # -- what a subclass provides ------------------------------------------------------------
+    @classmethod
+    def config_from_dict(cls, data: dict, where: str) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def build_module(cls, config: Any, n_genes: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, folder: Path, extra_info: dict | None = None) -> None:
+        """Write the artifact into `folder` (extra files should already be there)."""
+        config = {
+            "model_type": self.MODEL_TYPE,
+            "nofone_version": __version__,
+            "n_genes": self.module.n_genes,
+            self.MODEL_TYPE: self.config.to_dict(),
+            **self.info,
+            **(extra_info or {}),
+        }
+        write_artifact(folder, config, self.module.state_dict(), self.genes)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], device: str = "cpu") -> ArtifactModel:
+        artifact = read_artifact(folder)
+        model_type = artifact.config.get("model_type")
+        if model_type != cls.MODEL_TYPE:
+            raise InputError(f"model {folder} is a {model_type!r} model, not {cls.DISPLAY_NAME}")
+        if cls.MODEL_TYPE not in artifact.config:
+            raise InputError(f"model {folder}: config.json has no '{cls.MODEL_TYPE}' settings")
+        config = cls.config_from_dict(artifact.config[cls.MODEL_TYPE], f"{folder}/config.json")
+        module = cls.build_module(config, len(artifact.genes))
+        try:
+            module.load_state_dict(artifact.tensors)
+        except RuntimeError as exc:
+            raise InputError(f"model {folder}: weights do not fit its config ({exc})") from exc
+        info = {k: v for k, v in artifact.config.items() if k not in {"model_type", cls.MODEL_TYPE, "n_genes"}}
+        return cls(module, artifact.genes, info).to(device)

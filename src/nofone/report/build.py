@@ -180,9 +180,22 @@ def _percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * float(value):.0f}%"
 
 
+def _model_settings(config: dict) -> dict:
+    """The architecture settings of whichever model type made the artifact."""
+    return config.get(config.get("model_type") or "dgd") or {}
+
+
+def _n_components(config: dict) -> int | None:
+    """Mixture components of the latent prior (1 for a standard normal prior, as the NB-VAE's)."""
+    settings = _model_settings(config)
+    if "gmm" in settings:
+        return (settings.get("gmm") or {}).get("n_components")
+    return 1 if settings else None
+
+
 def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
     config = ctx.data.config or {}
-    dgd = config.get("dgd") or {}
+    dgd = _model_settings(config)
     info = ctx.data.training_info
     calibration = info.get("dispersion_calibration") or {}
     history = ctx.data.history
@@ -200,7 +213,7 @@ def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
         ("genes", config.get("n_genes")),
         ("latent dimensions", dgd.get("latent_dim")),
         ("hidden layers", " × ".join(str(h) for h in dgd.get("hidden", [])) or None),
-        ("mixture components", (dgd.get("gmm") or {}).get("n_components")),
+        ("mixture components", _n_components(config)),
         ("training samples", info.get("n_train")),
         ("held-out normals", info.get("n_test")),
         ("epochs run (of max.)", f"{epochs_run} of {info.get('epochs')}" if epochs_run else info.get("epochs")),
@@ -217,13 +230,13 @@ def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
 
 def _model_numbers(ctx: _Context) -> dict:
     config = ctx.data.config or {}
-    dgd = config.get("dgd") or {}
+    dgd = _model_settings(config)
     info = ctx.data.training_info
     history = ctx.data.history
     calibration = info.get("dispersion_calibration") or {}
     return {
         "model_type": config.get("model_type"), "n_genes": config.get("n_genes"),
-        "latent_dim": dgd.get("latent_dim"), "n_components": (dgd.get("gmm") or {}).get("n_components"),
+        "latent_dim": dgd.get("latent_dim"), "n_components": _n_components(config),
         "n_train": info.get("n_train"), "n_test": info.get("n_test"),
         "epochs_run": int(history["epoch"].max()) if history is not None and len(history) else None,
         "epochs_max": info.get("epochs"), "best_epoch": info.get("best_epoch"),
@@ -446,6 +459,10 @@ def _association(ctx: _Context, section: Section) -> None:
         section.available = False
         section.missing("model/training_representations.parquet not found (made by `nofone train`)")
         return
+    if _n_components(data.config or {}) == 1:
+        section.available = False
+        section.missing("not applicable: the model's latent prior has a single component (e.g. an NB-VAE)")
+        return
     fit = training[training["split"] == "train"]
     if "tissue" not in fit or fit["tissue"].isna().all():
         section.available = False
@@ -457,7 +474,7 @@ def _association(ctx: _Context, section: Section) -> None:
     majority = percent.idxmax(axis=0)
     columns = sorted(counts.columns, key=lambda c: (tissues.index(majority[c]), -percent[c].max(), c))
     counts, percent = counts.loc[tissues, columns], percent.loc[tissues, columns]
-    n_components = ((data.config or {}).get("dgd") or {}).get("gmm", {}).get("n_components")
+    n_components = _n_components(data.config or {})
     empty = (n_components - len(columns)) if n_components else 0
     purity = float(counts.max(axis=0).sum() / counts.to_numpy().sum())
     section.add(png_figure(

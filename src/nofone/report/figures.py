@@ -64,16 +64,20 @@ def training_curves(history: pd.DataFrame, best_epoch: int | None) -> bytes:
     mark(ax)
 
     ax = axes[0, 1]
-    if "heldout_nll_per_gene" in history and history["heldout_nll_per_gene"].notna().any():
-        evaluated = history[history["heldout_nll_per_gene"].notna()]
-        ax.plot(evaluated["epoch"], evaluated["heldout_nll_per_gene"], "o-", color="#2c6fbb", lw=1.4, ms=3.5)
+    # the DGD stops on the held-out NLL per gene, the NB-VAE on the held-out negative ELBO per gene
+    metric, label = next(((c, t) for c, t in (("heldout_nll_per_gene", "Held-out NLL per gene"),
+                                             ("heldout_neg_elbo_per_gene", "Held-out negative ELBO per gene"))
+                          if c in history and history[c].notna().any()), (None, "Held-out NLL per gene"))
+    if metric is not None:
+        evaluated = history[history[metric].notna()]
+        ax.plot(evaluated["epoch"], evaluated[metric], "o-", color="#2c6fbb", lw=1.4, ms=3.5)
         if best_epoch and (evaluated["epoch"] == best_epoch).any():
-            best = evaluated.loc[evaluated["epoch"] == best_epoch, "heldout_nll_per_gene"].iloc[0]
+            best = evaluated.loc[evaluated["epoch"] == best_epoch, metric].iloc[0]
             ax.plot([best_epoch], [best], "o", ms=8, mfc="none", mec="#111111", mew=1.4)
     else:
         ax.text(0.5, 0.5, "no held-out evaluations", ha="center", va="center", transform=ax.transAxes,
                 color="#777777", fontsize=9)
-    ax.set_title("Held-out NLL per gene (at evaluations)", fontsize=10)
+    ax.set_title(f"{label} (at evaluations)", fontsize=10)
     mark(ax)
 
     ax = axes[1, 0]

@@ -316,7 +316,8 @@ def _latent_evaluation(run: RunFolder, training: pd.DataFrame, tested: list[str]
     reps = reps[reps["sample_id"].isin(tested)]
     group = reps["sample_id"].map(lambda s: "held-out normal" if s in negatives else condition.get(s, "tested"))
     train = training[training["split"] == "train"]
-    if tissue is not None and train["tissue"].notna().all():
+    single_component = training["component"].nunique() <= 1 and _model_name(run.model) != "dgd"
+    if tissue is not None and train["tissue"].notna().all() and not single_component:
         matrix = association_matrix(train["tissue"].astype(str), train["component"])
         matrix.to_csv(stage / "association.tsv", sep="\t")
         majority = component_tissue(train["tissue"].astype(str), train["component"])

@@ -18,6 +18,7 @@ def evaluate_command(
     n_random_controls: int = typer.Option(5, min=0, help="DESeq2 with this many random controls (0: skip)."),
     repeats: int = typer.Option(20, min=0, help="Repetitions of the random-controls comparison."),
     max_negative: int = typer.Option(20, min=1, help="Held-out normals used (chosen at random, seeded)."),
+    max_cases: int = typer.Option(20, min=1, help="Cases scored for gene-set enrichment (chosen at random, seeded)."),
     negative_condition: list[str] = typer.Option([], help="Further 'condition' values that are normal (e.g. heldout_normal)."),
     normal_value: str = typer.Option("normal", help="'condition' value of normal samples."),
     spike_ins: bool = typer.Option(True, "--spike-ins/--no-spike-ins", help="Plant DE in held-out normals and score both methods."),
@@ -46,7 +47,7 @@ def evaluate_command(
 
     options = EvaluateOptions(
         q_thresholds=tuple(sorted(q_threshold)), lfc_threshold=lfc_threshold, normal_value=normal_value,
-        negative_conditions=tuple(negative_condition), max_negative=max_negative, deseq2=deseq2,
+        negative_conditions=tuple(negative_condition), max_negative=max_negative, max_cases=max_cases, deseq2=deseq2,
         n_random_controls=n_random_controls, repeats=repeats, spike_ins=spike_ins, spike_fraction=spike_fraction,
         spike_lfcs=tuple(spike_lfc), gene_sets=tuple(str(p) for p in gene_set), compare_models=compare,
         seed=seed, device=device,

@@ -52,6 +52,7 @@ class EvaluateOptions:
     normal_value: str = "normal"
     negative_conditions: tuple[str, ...] = ()
     max_negative: int = 20
+    max_cases: int = 20  # cases whose calls are scored for enrichment (DESeq2 runs once per case)
     deseq2: bool = True
     n_random_controls: int = 5
     repeats: int = 20
@@ -130,6 +131,8 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
             log.warning("no held-out normal among the tested samples: no negative control or spike-ins")
         if options.gene_sets and cases:
             sets = read_gene_sets(options.gene_sets)
+            if len(cases) > options.max_cases:
+                cases = sorted(rng.choice(cases, size=options.max_cases, replace=False).tolist())
             scores = [enrichment_scores(de[de["sample_id"].isin(cases)], sets, options.q_thresholds[0],
                                         options.lfc_threshold).assign(method=next(iter(models)))]
             if options.deseq2:

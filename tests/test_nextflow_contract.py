@@ -7,8 +7,8 @@ No Nextflow binary can run here, so these tests carry the proof instead (see DES
   params, task and workflow; the ext.args that conf/modules.config and the test profile give
   each process; Nextflow's staging names for input files), run them with bash in a task folder
   with bin/ first on PATH against the real CLI, chained on a tiny simulated cohort
-  (SIMULATE -> INGEST -> FILTER -> TRAIN -> CHUNK -> REPRESENT -> DE -> GATHER), and check that
-  every declared output exists;
+  (SIMULATE -> INGEST -> FILTER -> TRAIN -> CHUNK -> REPRESENT -> DE -> GATHER, and
+  INGEST -> COHORT_DE with its params set), and check that every declared output exists;
 - parse each rendered `nofone` command line with the CLI's own option parser, for many
   combinations of params;
 - check params (used = declared in nextflow.config = described in nextflow_schema.json), the
@@ -52,8 +52,13 @@ _spec.loader.exec_module(nfg)
 EXPECTED = {
     "NOFONE_SIMULATE": "simulate", "NOFONE_INGEST": "ingest", "NOFONE_FILTER": "filter",
     "NOFONE_TRAIN": "train", "NOFONE_CHUNK": "chunk", "NOFONE_REPRESENT": "represent",
-    "NOFONE_DE": "de", "NOFONE_GATHER": "gather",
+    "NOFONE_DE": "de", "NOFONE_GATHER": "gather", "NOFONE_COHORT_DE": "cohort-de",
 }
+# NOFONE_COHORT_DE runs only with --cohort_group: its params in a test-profile-like run (the
+# simulated sheet's tissue column holds tissue01, tissue02; batch b1, b2), with the fixture GMT
+# and symbol map (tests/nextflow/fixtures/cohort: SIM<n> -> GENE<n>, three sets of 20 genes)
+COHORT_FIXTURES = REPO / "tests" / "nextflow" / "fixtures" / "cohort"
+COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
 GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT"}
 LABELS = ("process_single", "process_low", "process_medium", "process_high", "process_gpu")
 SESSION = "4b8c0c57-0b1e-4c5e-9d3b-nofone-test"
@@ -241,12 +246,24 @@ def stage_samplesheet(sheet: Path, launch_dir: Path) -> tuple[str, list[Path], l
 # ---------------------------------------------------------------------------------------------
 
 
-def test_module_scripts_run_chained_against_the_cli(tmp_path):
-    """-profile test, task by task: every script runs and creates every declared output."""
+@pytest.fixture
+def background():
+    """One task running beside the chain (as Nextflow runs independent processes), joined at
+    teardown even when the test fails first."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool
+
+
+def test_module_scripts_run_chained_against_the_cli(tmp_path, background):
+    """-profile test with the cohort-DE params set, task by task: every script runs and creates
+    every declared output."""
     launch = tmp_path / "launch"
     launch.mkdir()
+    # gseapy is optional (the enrichment needs it): without it, COHORT_DE runs without a GMT
+    enrichment = importlib.util.find_spec("gseapy") is not None
+    gmt = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"), "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
     params = params_for(("test",), launch, checkpoint_dir=str(tmp_path / "checkpoints"),
-                        outdir=str(tmp_path / "results"))
+                        outdir=str(tmp_path / "results"), **COHORT_PARAMS, **(gmt if enrichment else {}))
     params["_launch_dir"] = str(launch)
     work = tmp_path / "work"
     work.mkdir()
@@ -296,6 +313,10 @@ def test_module_scripts_run_chained_against_the_cli(tmp_path):
                        (simulated / "counts" / "cases" / f"{case}.tsv").read_text().splitlines()[1:])
         assert int(sum(counts[case])) == expected
 
+    # COHORT_DE: every ingested sample, beside FILTER -> ... -> GATHER (workflows/nofone.nf)
+    optional = [Path(params[name]) if params.get(name) else [] for name in ("gene_sets", "symbol_map")]
+    cohort_de = background.submit(run_task, "NOFONE_COHORT_DE", [data, *optional], work, params)
+
     group = "tissue" if "tissue" in columns else ""
     filtered = run_task("NOFONE_FILTER", [data, group, []], work, params).outputs["data"][0]
     config_json = Path(params["train_config_json"])  # the test profile's tiny model, 3 epochs
@@ -322,6 +343,27 @@ def test_module_scripts_run_chained_against_the_cli(tmp_path):
     assert sorted(line.split("\t")[0] for line in summary[1:]) == sorted(tested)
     assert pq.ParquetFile(cohort / "representations.parquet").metadata.num_rows == len(tested)
     assert sorted(p.stem for p in (cohort / "samples").glob("*.tsv")) == sorted(tested)
+
+    task = cohort_de.result()
+    assert "--group 'tissue' --contrast 'tissue02,tissue01' --covariate 'batch' --epochs 3" in task.script
+    if enrichment:
+        assert "--gene-sets gene_sets/gene_sets.gmt --symbol-map symbol_map/symbol_map.tsv" in task.script
+    results = task.outputs["results"][0]
+    report = json.loads((results / "cohort_de_report.json").read_text())
+    assert report["samples"]["n"] == len(rows), "COHORT_DE trains on every sample of the sheet"
+    tissues = [row["tissue"] for row in rows]
+    assert report["samples"]["per_level"] == {t: tissues.count(t) for t in ("tissue02", "tissue01")}
+    assert report["contrast"]["covariates"] == ["batch"]
+    assert report["model"]["epochs_run"] == params["cohort_epochs"] == 3, "the test profile's tiny NB-VAE"
+    table = (results / "cohort_de.tsv").read_text().splitlines()
+    assert len(table) - 1 == report["genes"]["n_modelled"] > 0
+    assert (results / "latent.png").stat().st_size > 0 and (results / "model" / "weights.safetensors").exists()
+    if enrichment:
+        assert report["enrichment"]["n_gene_sets"] == 3
+        assert report["enrichment"]["genes_with_symbol"] == report["genes"]["n_modelled"], "the symbol map applied"
+        with open(results / "enrichment_prerank.tsv", newline="") as handle:
+            terms = {(r["ranking"], r["term"]) for r in csv.DictReader(handle, delimiter="\t")}
+        assert terms == {(r, f"SIMULATED_SET_{s}") for r in ("nbvae", "deseq2") for s in "ABC"}
 
 
 def _dummy_inputs(process: nfg.Process, root: Path) -> list:
@@ -373,6 +415,9 @@ VARIANTS = [
           "represent_method": "one_opt", "de_test": "density", "q_threshold": 0.05, "lfc_threshold": 0.5,
           "normal_value": "healthy", "chunk_size": 3}),
     ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz"}),
+    (("test",), COHORT_PARAMS),
+    ((), {"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
+          "cohort_epochs": 5, "cohort_latent_dim": 2, "gene_sets": "h.all.gmt", "symbol_map": "mouse_to_human.tsv"}),
 ]
 
 
@@ -397,6 +442,8 @@ def test_rendered_command_lines_parse(name, variant):
     for attempt in (1, 2):
         for optional_files in (False, True):
             params = params_for(profiles, **overrides)
+            if name == "NOFONE_COHORT_DE" and not params["cohort_group"]:
+                params.update(COHORT_PARAMS)  # it runs only with --cohort_group
             params["_launch_dir"] = "/launch"
             scope = task_scope(name, params, profiles, attempt)
             inputs = _dummy_inputs_dry(process, optional_files)
@@ -428,7 +475,7 @@ def _dummy_inputs_dry(process: nfg.Process, optional_files: bool) -> list:
             if element.qualifier == "val":
                 groups = "tissue,batch" if optional_files else ""
                 items.append({"id": "chunk_0003"} if element.name == "meta" else groups)
-            elif element.name in ("genes", "annotation", "config_json"):
+            elif element.name in ("genes", "annotation", "config_json", "gene_sets", "symbol_map"):
                 items.append([Path(f"/x/{element.name}.tsv")] if optional_files else [])
             elif element.name == "counts":
                 items.append([Path("/a/ReadsPerGene.out.tab"), Path("/b/ReadsPerGene.out.tab")])
@@ -449,6 +496,70 @@ def test_every_script_passes_ext_args():
         assert lines[0].endswith("--EXT-ARGS-SENTINEL"), f"{name}: $args must end the nofone command line"
 
 
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, {}),  # no --cohort_group: the process does not run, and its ext.args say nothing
+    (COHORT_PARAMS, {"group": "tissue", "contrast": "tissue02,tissue01", "covariates": ("batch",)}),
+    ({"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
+      "cohort_epochs": 5, "cohort_latent_dim": 2},
+     {"group": "Status", "contrast": "lactate,virgin", "covariates": ("CellType", "batch"), "epochs": 5,
+      "latent_dim": 2}),
+    ({"cohort_group": "Cell type", "cohort_contrast": "basal cell,luminal cell"},  # quoted: spaces survive
+     {"group": "Cell type", "contrast": "basal cell,luminal cell", "covariates": ()}),
+])
+def test_cohort_de_ext_args(overrides, expected):
+    """conf/modules.config: --group, --contrast, one --covariate per comma-separated column, and
+    --epochs/--latent-dim only when set; parsed by the CLI into the options they name."""
+    args = task_scope("NOFONE_COHORT_DE", params_for((), **overrides), ())["task"]["ext"]["args"]
+    if not expected:
+        assert args == ""
+        return
+    context = _cli_commands()["cohort-de"].make_context("cohort-de", ["--input", "d", "--outdir", "o",
+                                                                      *shlex.split(args)])
+    got = {k: (tuple(v) if isinstance(v, list | tuple) else v) for k, v in context.params.items()}
+    assert {k: got[k] for k in expected} == expected, args
+    for option in ("epochs", "latent_dim"):
+        if option not in expected:
+            assert got[option] is None, f"{option} passed without its param: {args}"
+    assert params_for(("test",))["cohort_epochs"] == 3 and params_for(("test",))["cohort_group"] is None
+
+
+def test_cohort_de_runs_on_every_ingested_sample_only_with_cohort_group():
+    """workflows/nofone.nf: COHORT_DE inside `if (params.cohort_group)`, on INGEST's data (every
+    sample, not FILTER's), with the GMT and symbol map or [], its versions and output wired."""
+    text = nfg.strip_comments((REPO / "workflows" / "nofone.nf").read_text())
+    start = text.index("if (params.cohort_group)")
+    block = text[start:nfg.brace_end(text, text.index("{", start))]
+    assert _calls(block, "NOFONE_COHORT_DE") == [["NOFONE_INGEST.out.data", "gene_sets", "symbol_map"]]
+    assert _calls(text, "NOFONE_COHORT_DE") == _calls(block, "NOFONE_COHORT_DE"), "called once, under the if"
+    for name in ("gene_sets", "symbol_map"):
+        assert re.search(rf"\b{name}\s*=\s*params\.{name} \? file\(params\.{name}, checkIfExists: true\) : \[\]",
+                         text), name
+    assert "ch_versions.mix(NOFONE_COHORT_DE.out.versions)" in block
+    emitted = text.split("emit:")[1]
+    assert re.search(r"(?m)^\s*cohort_de\s*=\s*ch_cohort_de\b", emitted)
+    assert "ch_cohort_de = NOFONE_COHORT_DE.out.results" in block
+
+
+@pytest.mark.parametrize(("params", "valid"), [
+    ({"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01"}, True),
+    ({"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch,sex",
+      "cohort_epochs": 3, "cohort_latent_dim": 2, "gene_sets": "h.gmt", "symbol_map": "map.tsv"}, True),
+    ({"cohort_group": "tissue"}, False),                                     # no contrast
+    ({"cohort_contrast": "a,b"}, False),                                     # no group
+    ({"cohort_group": "tissue", "cohort_contrast": "tissue02"}, False),      # not LEVEL,REFERENCE
+    ({"cohort_group": "tissue", "cohort_contrast": "a,b,c"}, False),
+    ({"cohort_group": "tis'sue", "cohort_contrast": "a,b"}, False),          # a quote would break the quoting
+    ({"cohort_group": "tissue", "cohort_contrast": "a,b", "symbol_map": "map.tsv"}, False),  # only with a GMT
+    ({"gene_sets": "h.gmt"}, False),                                         # no cohort DE to enrich
+    ({"cohort_group": "tissue", "cohort_contrast": "a,b", "cohort_epochs": 0}, False),
+])
+def test_cohort_params_in_the_schema(params, valid):
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    values = {k: v for k, v in params_for().items() if v is not None and not str(v).startswith("dynamic-")}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors({**values, **params}))
+    assert (not errors) == valid, [e.message for e in errors]
+
+
 # ---------------------------------------------------------------------------------------------
 # Process conventions
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +568,7 @@ def test_every_script_passes_ext_args():
 def test_one_process_per_step_named_after_its_folder():
     assert set(PROCESSES) == set(EXPECTED)
     for name, process in PROCESSES.items():
-        assert process.path.parent.name == EXPECTED[name], f"{name} lives in {process.path}"
+        assert process.path.parent.name == EXPECTED[name].replace("-", "_"), f"{name} lives in {process.path}"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -838,7 +949,8 @@ def test_container_recipes_pin_the_pipeline_version():
 
 
 def test_every_process_has_an_nf_test():
-    for name, step in EXPECTED.items():
+    for name, command in EXPECTED.items():
+        step = command.replace("-", "_")  # the folder: cohort_de for `nofone cohort-de`
         path = REPO / "tests" / "modules" / f"{step}.nf.test"
         assert path.is_file(), f"{name}: {path} missing"
         text = path.read_text()

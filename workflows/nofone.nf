@@ -6,6 +6,9 @@
  *
  * Samples tested are all samples the model did not train on: the cases, plus the normals held
  * out from training (a negative control), as in `nofone run`.
+ *
+ * With --cohort_group, independently of the above: INGEST -> COHORT_DE, an NB-VAE on every
+ * sample and generative log2 fold changes between two groups (`nofone cohort-de`).
  */
 
 include { SAMPLESHEET_STAGE } from '../subworkflows/local/samplesheet/main'
@@ -16,6 +19,7 @@ include { NOFONE_CHUNK      } from '../modules/local/chunk/main'
 include { NOFONE_REPRESENT  } from '../modules/local/represent/main'
 include { NOFONE_DE         } from '../modules/local/de/main'
 include { NOFONE_GATHER     } from '../modules/local/gather/main'
+include { NOFONE_COHORT_DE  } from '../modules/local/cohort_de/main'
 
 workflow NOFONE {
     take:
@@ -28,11 +32,22 @@ workflow NOFONE {
     annotation  = params.annotation ? file(params.annotation, checkIfExists: true) : []
     model_genes = params.model ? file("${params.model}/genes.tsv", checkIfExists: true) : []
     config_json = params.train_config_json ? file(params.train_config_json, checkIfExists: true) : []
+    gene_sets   = params.gene_sets ? file(params.gene_sets, checkIfExists: true) : []
+    symbol_map  = params.symbol_map ? file(params.symbol_map, checkIfExists: true) : []
 
     SAMPLESHEET_STAGE(samplesheet)
 
     NOFONE_INGEST(SAMPLESHEET_STAGE.out.samplesheet, SAMPLESHEET_STAGE.out.counts, model_genes, annotation)
     ch_versions = ch_versions.mix(NOFONE_INGEST.out.versions)
+
+    // Cohort DE: every ingested sample (normals, held-out normals, cases), its own NB-VAE; needs
+    // neither the gene filter nor the DGD, so it runs beside them
+    ch_cohort_de = Channel.empty()
+    if (params.cohort_group) {
+        NOFONE_COHORT_DE(NOFONE_INGEST.out.data, gene_sets, symbol_map)
+        ch_cohort_de = NOFONE_COHORT_DE.out.results
+        ch_versions  = ch_versions.mix(NOFONE_COHORT_DE.out.versions)
+    }
 
     ch_data  = Channel.empty()
     ch_model = Channel.empty()
@@ -74,7 +89,8 @@ workflow NOFONE {
     )
 
     emit:
-    cohort   = NOFONE_GATHER.out.cohort   // representations.parquet, de.parquet, summary.tsv, samples/
-    model    = ch_model
-    versions = ch_versions                // every task's versions.yml
+    cohort    = NOFONE_GATHER.out.cohort  // representations.parquet, de.parquet, summary.tsv, samples/
+    model     = ch_model
+    cohort_de = ch_cohort_de              // cohort_de.tsv, cohort_de_report.json, latent.*, model/ (--cohort_group)
+    versions  = ch_versions               // every task's versions.yml
 }

@@ -2,7 +2,9 @@
 
 The run is made here on a tiny simulated cohort whose gene names and one tissue contain HTML
 (`<i>SIM1</i>&`, `tis<b>02</b>`), so that escaping is tested on values that went through the
-whole pipeline. The page is also rendered in headless Chromium when it is installed (Debian:
+whole pipeline. So is a `nofone cohort-de` output (two groups x two cell types, 30 epochs), whose
+cell types, gene names and one gene set contain HTML too, for the cohort section (`--cohort-de`).
+The page is also rendered in headless Chromium when it is installed (Debian:
 `apt-get install -y chromium`); the screenshot is kept in test-artifacts/report.png.
 """
 
@@ -22,7 +24,7 @@ from conftest import REPO
 from nofone.errors import InputError
 from nofone.io.ingest import IngestOptions
 from nofone.models.dgd.config import load_config
-from nofone.report.build import SECTIONS, ReportOptions, auroc, build_report, report
+from nofone.report.build import COHORT_SECTION, SECTIONS, ReportOptions, auroc, build_report, deseq2_agreement, report
 from nofone.report.inputs import resolve_paths
 from nofone.simulate import SimulationConfig, simulate
 from nofone.steps.run import RunOptions, run
@@ -89,12 +91,101 @@ def _html(folder: Path) -> str:
     return (folder / "report.html").read_text(encoding="utf-8")
 
 
+# ------------------------------------------------------------------------------ cohort-de outputs
+
+CELL_TYPES = {"A": "<b>A</b>", "B": "B & co"}
+UP_SET = "PLANTED_<UP>"
+COHORT_GENES = 400
+PER_CELL = 6  # samples per (cell type, group)
+
+
+def simulate_cohort(folder: Path, seed: int = 0) -> pd.DataFrame:
+    """Two cell types (with HTML in their names) x two groups (ctrl, trt), PER_CELL samples each,
+    NB counts, 15% of genes planted between the groups (as tests/test_cohort_de.py); gene names
+    `<i>G1</i>`. Returns the genes with their planted log2 fold change."""
+    import numpy as np
+
+    from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
+
+    rng = np.random.default_rng(seed)
+    log_mean = rng.uniform(np.log(3), np.log(3000), COHORT_GENES)
+    cell_effect = np.where(rng.random(COHORT_GENES) < 0.2, rng.normal(0, 1.5, COHORT_GENES), 0.0) * np.log(2)
+    planted = rng.random(COHORT_GENES) < 0.15
+    lfc = np.where(planted, rng.choice([-1, 1], COHORT_GENES) * rng.uniform(1, 3, COHORT_GENES), 0.0)
+    r = 1 / (0.03 + 1.0 / np.exp(log_mean))
+    rows, samples = [], []
+    for cell, name in CELL_TYPES.items():
+        for group in ("ctrl", "trt"):
+            for i in range(PER_CELL):
+                log_mu = log_mean + (cell_effect if cell == "B" else 0) + (lfc * np.log(2) if group == "trt" else 0)
+                mean = np.exp(log_mu + rng.normal(0, 0.3))  # the sample's size factor
+                rows.append(rng.negative_binomial(r, r / (r + mean)))
+                samples.append({"sample_id": f"{cell}_{group}_{i}", "group": group, "celltype": name,
+                                "depth": float(rng.uniform(1, 2))})
+    genes = pd.DataFrame({"gene_id": [f"ENSG{i:011d}" for i in range(COHORT_GENES)],
+                          "gene_name": [f"<i>G{i}</i>" for i in range(COHORT_GENES)]})
+    folder.mkdir(parents=True, exist_ok=True)
+    with CountWriter(folder / COUNTS_FILE, COHORT_GENES) as writer:
+        writer.write(CountChunk([s["sample_id"] for s in samples], np.array(rows, dtype=np.int64)))
+    write_tables(folder, genes, pd.DataFrame(samples))
+    return genes.assign(lfc=lfc)
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory) -> Path:
+    """`nofone cohort-de` on 2 cell types x 2 groups x 6 samples, 400 genes, 30 epochs (~5 s)."""
+    import importlib.util
+
+    import torch
+
+    from nofone.steps.cohort_de import CohortDEOptions, cohort_de
+
+    root = tmp_path_factory.mktemp("cohort")
+    truth = simulate_cohort(root / "data")
+    gene_sets = None
+    if importlib.util.find_spec("gseapy") is not None:  # gene sets whose names and genes hold HTML too
+        names = truth["gene_name"]
+        gene_sets = root / "sets.gmt"
+        gene_sets.write_text(f"{UP_SET}\tx\t" + "\t".join(names[truth["lfc"] > 0]) + "\n"
+                             "PLANTED_DOWN\tx\t" + "\t".join(names[truth["lfc"] < 0]) + "\n")
+    options = CohortDEOptions(group="group", level="trt", reference="ctrl", covariates=["celltype"], epochs=30,
+                              samples=20, gene_sets=gene_sets, permutations=50, color_by="depth", device="cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains fastest on one thread
+    try:
+        cohort_de(root / "data", root / "out", options)
+    finally:
+        torch.set_num_threads(before)
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def built_all(run_dir, evaluation_dir, cohort_dir, tmp_path_factory) -> Path:
+    """A run, its evaluation and a cohort-de output in one report."""
+    out = tmp_path_factory.mktemp("report_all") / "report"
+    report(run_dir, out, evaluation=evaluation_dir, cohort_de=cohort_dir, options=ReportOptions(title=TITLE))
+    return out
+
+
+def _section(html: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.S)
+    assert match, section_id
+    return match.group(1)
+
+
+def _pngs(html: str) -> list[bytes]:
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', html)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    return [base64.b64decode(s.split(",", 1)[1], validate=True) for s in sources]
+
+
 def test_every_section_is_there_with_its_tables(built, run_dir):
     html = _html(built)
     for section_id, title in SECTIONS:
         assert re.search(rf'<section id="{section_id}">\s*<h2>{re.escape(title)}</h2>', html), section_id
         assert f'href="#{section_id}"' in html  # table of contents
     assert "not available" not in html
+    assert '<section id="cohort">' not in html  # only with --cohort-de
     summary = json.loads((built / "report_summary.json").read_text())
     assert all(s["available"] for s in summary["sections"].values()), summary["sections"]
     assert summary["negative_controls"]["groups"] == ["held-out normal"]
@@ -217,6 +308,149 @@ def test_cli(run_dir, evaluation_dir, tmp_path, runner):
     assert result.exit_code == 2 and "'x'" in result.output and not (tmp_path / "r4").exists()
 
 
+# ------------------------------------------------------------------------------ the cohort section
+
+def test_cohort_section_after_a_run(built_all, cohort_dir):
+    html = _html(built_all)
+    ids = re.findall(r'<section id="([^"]+)">', html)
+    assert ids == [*[i for i, _ in SECTIONS], "cohort"]  # after the run's sections
+    assert re.search(rf'<section id="cohort">\s*<h2>{re.escape(COHORT_SECTION[1])}</h2>', html)
+    assert 'href="#cohort"' in html and "not available" not in html
+    summary = json.loads((built_all / "report_summary.json").read_text())
+    assert all(s["available"] for s in summary["sections"].values()), summary["sections"]
+    cohort = _section(html, "cohort")
+    for heading in ("What was compared", "Latent space", "Agreement with DESeq2", "Top 25 genes", "Pathway enrichment"):
+        assert f"<h3>{heading}" in cohort, heading
+    assert "never saw the labels" in cohort
+    # two figures (latent, LFC scatter), real PNGs
+    pngs = _pngs(cohort)
+    assert len(pngs) == 2 and all(p.startswith(b"\x89PNG\r\n\x1a\n") and len(p) > 5000 for p in pngs)
+    assert "latent.png" not in cohort  # drawn again, not embedded
+    # the numbers: what cohort-de reported
+    stored = json.loads((cohort_dir / "cohort_de_report.json").read_text())
+    numbers = summary["cohort"]
+    assert (numbers["group"], numbers["level"], numbers["reference"]) == ("group", "trt", "ctrl")
+    n = 4 * PER_CELL
+    assert numbers["covariates"] == ["celltype"] and numbers["samples"] == n and numbers["latent_dim"] == 10
+    assert numbers["samples_per_level"] == {"ctrl": n // 2, "trt": n // 2} and numbers["epochs_run"] == 30
+    assert numbers["deseq2"]["pearson"] == stored["deseq2"]["pearson"]
+    assert numbers["deseq2"]["top_overlap"] == stored["deseq2"]["top_overlap"]
+    assert f"Pearson r = {stored['deseq2']['pearson']:.3f}" in cohort
+    assert numbers["latent"]["dim"] == 10 and numbers["latent"]["coloured_by"] == ["group", "celltype", "depth"]
+    # the tables, in full in tables/
+    for name in ("cohort_cells", "cohort_latent", "cohort_deseq2_agreement", "cohort_top_genes"):
+        assert f"tables/{name}.tsv" in summary["tables"] and (built_all / "tables" / f"{name}.tsv").is_file()
+    results = pd.read_csv(cohort_dir / "cohort_de.tsv", sep="\t", dtype={"gene_id": str})
+    top = pd.read_csv(built_all / "tables" / "cohort_top_genes.tsv", sep="\t", dtype={"gene_id": str})
+    expected = results.loc[results["log2_fold_change"].abs().sort_values(ascending=False).index[:25], "gene_id"]
+    assert len(top) == 25 and set(top["gene_id"]) == set(expected)
+    assert (top["log2_fold_change"].abs().diff().dropna() <= 0).all()
+    assert {"ci_low", "ci_high", "deseq2_log2FoldChange", "deseq2_padj"} <= set(top.columns)
+    cells = pd.read_csv(built_all / "tables" / "cohort_cells.tsv", sep="\t")
+    assert set(cells["covariate levels"]) == set(CELL_TYPES.values()) and cells["used"].all()
+    latent = pd.read_csv(built_all / "tables" / "cohort_latent.tsv", sep="\t")
+    assert len(latent) == n and {"sample_id", "group", "celltype", "x", "y"} <= set(latent.columns)
+    if (cohort_dir / "enrichment_prerank.tsv").is_file():
+        enrichment = pd.read_csv(built_all / "tables" / "cohort_enrichment_prerank.tsv", sep="\t")
+        assert set(enrichment["ranking"]) == {"nbvae", "deseq2"}
+        terms = numbers["enrichment"]["enrichment_prerank.tsv"]
+        assert terms["nbvae"]["tested"] == 2 and terms["deseq2"]["tested"] == 2
+        side = pd.read_csv(built_all / "tables" / "cohort_enrichment_prerank_top.tsv", sep="\t")
+        assert list(side.columns) == ["term", "NB-VAE direction", "NB-VAE NES", "NB-VAE FDR q", "DESeq2 direction",
+                                      "DESeq2 NES", "DESeq2 FDR q"]
+        directions = dict(zip(side["term"], side["NB-VAE direction"]))
+        assert directions == {UP_SET: "up", "PLANTED_DOWN": "down"}  # the planted sets, found
+        assert "NB-VAE NES" in cohort and "DESeq2 FDR q" in cohort
+
+
+def test_cohort_values_are_escaped(built_all):
+    cohort = _section(_html(built_all), "cohort")
+    assert "<b>A" not in cohort and "<i>" not in cohort and "B & co" not in cohort and "<UP>" not in cohort
+    assert "&lt;b&gt;A&lt;/b&gt;" in cohort and "B &amp; co" in cohort  # cell types
+    assert re.search(r"&lt;i&gt;G\d+&lt;/i&gt;", cohort)  # gene names, in the top genes
+    if "Pathway enrichment" in cohort and "PLANTED" in cohort:
+        assert "PLANTED_&lt;UP&gt;" in cohort  # gene sets
+    cells = pd.read_csv(built_all / "tables" / "cohort_cells.tsv", sep="\t")
+    assert "<b>A</b>" in set(cells["covariate levels"])  # the TSVs hold the data as it is
+
+
+def test_cohort_de_alone_from_the_cli(cohort_dir, run_dir, tmp_path, runner):
+    from nofone.cli.app import app
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", "--cohort-de", str(cohort_dir), "--outdir", str(out),
+                                 "--title", "trt <vs> ctrl"])
+    assert result.exit_code == 0, result.output
+    html = _html(out)
+    ids = re.findall(r'<section id="([^"]+)">', html)
+    assert ids == ["cohort", *[i for i, _ in SECTIONS]]  # first: the report has nothing else
+    summary = json.loads((out / "report_summary.json").read_text())
+    assert summary["sections"]["cohort"]["available"] and summary["inputs"]["cohort_de"] == str(cohort_dir)
+    assert not any(v["available"] for k, v in summary["sections"].items() if k != "cohort")
+    assert "not available: de/summary.tsv not found" in html and "<title>trt &lt;vs&gt; ctrl</title>" in html
+    assert len(_pngs(html)) == 2 and "http://" not in html and "<script" not in html
+    # a missing folder: exit 2, named, nothing written; alone and with --run
+    missing = tmp_path / "no_such_cohort"
+    for extra in ([], ["--run", str(run_dir)]):
+        result = runner.invoke(app, ["report", "--cohort-de", str(missing), "--outdir", str(tmp_path / "r2"), *extra])
+        assert result.exit_code == 2, result.output
+        assert str(missing) in result.output and "--cohort-de" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "r2").exists()
+
+
+def test_cohort_with_a_run_from_the_cli(run_dir, cohort_dir, tmp_path, runner):
+    from nofone.cli.app import app
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", "--run", str(run_dir), "--cohort-de", str(cohort_dir), "--outdir", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "report_summary.json").read_text())
+    assert all(v["available"] for k, v in summary["sections"].items() if k != "evaluation")
+    assert list(summary["sections"])[-1] == "cohort"
+
+
+def test_cohort_outputs_in_part(cohort_dir, tmp_path):
+    """Missing enrichment and latent files: 'not available' lines; a report JSON without DESeq2's
+    agreement: computed from cohort_de.tsv, as cohort-de computes it."""
+    from nofone.steps.cohort_de import compare_with_deseq2
+
+    partial = tmp_path / "cohort"
+    shutil.copytree(cohort_dir, partial, ignore=shutil.ignore_patterns("enrichment_*", "latent.tsv", "model"))
+    stored = json.loads((partial / "cohort_de_report.json").read_text())
+    agreement = stored.pop("deseq2")
+    (partial / "cohort_de_report.json").write_text(json.dumps(stored))
+    summary = report(None, tmp_path / "r1", cohort_de=partial)
+    html = _html(tmp_path / "r1")
+    assert summary["sections"]["cohort"]["available"]
+    assert "not available: no enrichment_*.tsv in" in html and "not available: latent.tsv not found" in html
+    assert "computed from cohort_de.tsv" in html
+    computed = summary["cohort"]["deseq2"]
+    assert computed["pearson"] == pytest.approx(agreement["pearson"], abs=1e-4)
+    assert computed["deseq2_na"] == agreement["deseq2_na"] and computed["top_overlap"] == agreement["top_overlap"]
+    # the report's re-implementation is cohort-de's own, on the same table
+    table = pd.read_csv(partial / "cohort_de.tsv", sep="\t", dtype={"gene_id": str})
+    ours, theirs = deseq2_agreement(table), compare_with_deseq2(table)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert ours[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+    # without DESeq2 (cohort-de --no-deseq2): said so, no scatter plot
+    results = pd.read_csv(partial / "cohort_de.tsv", sep="\t", dtype=str)
+    results.drop(columns=[c for c in results if c.startswith("deseq2_")]).to_csv(partial / "cohort_de.tsv", sep="\t",
+                                                                                  index=False)
+    report(None, tmp_path / "r2", cohort_de=partial)
+    cohort = _section(_html(tmp_path / "r2"), "cohort")
+    assert "not available: DESeq2 was not run" in cohort and len(_pngs(cohort)) == 0
+    # a folder without any cohort-de output: one line; a table lacking its columns: an error naming it
+    (tmp_path / "empty").mkdir()
+    summary = report(None, tmp_path / "r3", cohort_de=tmp_path / "empty")
+    assert not summary["sections"]["cohort"]["available"]
+    assert "not available: neither cohort_de_report.json nor cohort_de.tsv" in _html(tmp_path / "r3")
+    (tmp_path / "empty" / "cohort_de.tsv").write_text("gene\tlfc\nA\t1\n")
+    with pytest.raises(InputError, match=r"cohort_de.tsv: columns \['gene_id', 'log2_fold_change'\] are missing"):
+        report(None, tmp_path / "r4", cohort_de=tmp_path / "empty")
+    assert not (tmp_path / "r4").exists()
+
+
 # ------------------------------------------------------------------------------ headless Chromium
 
 def _chromium() -> str | None:
@@ -240,7 +474,9 @@ def _console_errors(stderr: str) -> list[str]:
 
 
 @pytest.mark.skipif(_chromium() is None, reason="no chromium binary (Debian: apt-get install -y chromium)")
-def test_renders_in_headless_chromium(built, tmp_path):
+def test_renders_in_headless_chromium(built_all, tmp_path):
+    """The report of a run, its evaluation and a cohort-de output: every section, no console errors."""
+    built = built_all
     # the console check must be able to fail: a page with a script error is caught
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>console.error('boom'); notDefined();</script></body></html>")
@@ -249,9 +485,9 @@ def test_renders_in_headless_chromium(built, tmp_path):
     dom = _render(built / "report.html", tmp_path / "profile1", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert not _console_errors(dom.stderr), _console_errors(dom.stderr)
-    for section_id in SECTION_IDS:
+    for section_id in [*SECTION_IDS, "cohort"]:
         assert f'<section id="{section_id}">' in dom.stdout, section_id
-    assert dom.stdout.count("data:image/png;base64,") >= 8
+    assert dom.stdout.count("data:image/png;base64,") >= 10
 
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)

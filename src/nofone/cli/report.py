@@ -20,9 +20,10 @@ def report_command(
     representations: Path | None = typer.Option(None, "--representations", help="Folder with representations.parquet (instead of RUN/representations), e.g. the Nextflow cohort/ folder."),
     de: Path | None = typer.Option(None, "--de", help="Folder with de.parquet, summary.tsv (instead of RUN/de), e.g. the Nextflow cohort/ folder."),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder with samples.parquet (instead of RUN/filtered or RUN/data)."),
+    cohort_de: Path | None = typer.Option(None, "--cohort-de", help="Output folder of `nofone cohort-de`: adds the section 'Cohort differential expression (NB-VAE)' (contrast, latent plot, agreement with DESeq2, top genes, enrichment); may be given without --run."),
     max_table_rows: int = typer.Option(200, min=1, help="Rows shown per table in the HTML (the TSVs have all)."),
 ) -> None:
-    """Write an HTML report of a run: model, training, latent space, tissues, NLL, DE calls, volcanoes.
+    """Write an HTML report of a run (model, training, latent, NLL, DE calls, volcanoes) and/or of `nofone cohort-de`.
 
     The page is one file with every figure embedded: it opens offline and can be mailed.
 
@@ -30,12 +31,14 @@ def report_command(
 
     Nextflow layout: nofone report --model results/model --data results/filtered
     --representations results/cohort --de results/cohort --outdir results/report
+
+    Cohort DE alone: nofone report --cohort-de gse_de/ --outdir gse_report/ --title "lactate vs virgin"
     """
     from nofone.report.build import REPORT_HTML, ReportOptions, report
 
     options = ReportOptions(title=title, samples=list(samples), max_table_rows=max_table_rows)
     summary = report(run, outdir, model=model, representations=representations, de=de, data=data,
-                     evaluation=evaluation, options=options)
+                     evaluation=evaluation, cohort_de=cohort_de, options=options)
     missing = [name for name, s in summary["sections"].items() if not s["available"]]
     echo(f"report -> {Path(outdir) / REPORT_HTML}" + (f" (not available: {', '.join(missing)})" if missing else ""))
 

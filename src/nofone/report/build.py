@@ -26,8 +26,27 @@ from nofone.errors import InputError
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.report import figures
 from nofone.report.html import Section, esc, format_value, key_values, page, paragraph, png_figure, table
-from nofone.report.inputs import EVALUATION_FILES, ReportData, ReportPaths, load, resolve_paths
-from nofone.report.style import TRAINING, group_colours, is_normal_like, order_groups, tissue_colours
+from nofone.report.inputs import (
+    COHORT_ENRICHMENT,
+    COHORT_LATENT,
+    COHORT_REPORT,
+    COHORT_RESULTS,
+    EVALUATION_FILES,
+    ReportData,
+    ReportPaths,
+    load,
+    resolve_paths,
+)
+from nofone.report.style import (
+    NA_COLOUR,
+    NA_LFC_COLOUR,
+    TRAINING,
+    cohort_group_colours,
+    group_colours,
+    is_normal_like,
+    order_groups,
+    tissue_colours,
+)
 
 log = logging.getLogger(__name__)
 REPORT_HTML = "report.html"
@@ -45,6 +64,8 @@ SECTIONS = (
     ("volcano", "Volcano plots"),
     ("evaluation", "Evaluation"),
 )
+#: Only with --cohort-de: last after a run's sections, first when the report has no run.
+COHORT_SECTION = ("cohort", "Cohort differential expression (NB-VAE)")
 
 
 @dataclass
@@ -54,6 +75,8 @@ class ReportOptions:
     max_volcanoes: int = 4
     max_table_rows: int = 200
     top_genes: int = 20
+    cohort_top_genes: int = 25        # genes by |generative log2 fold change| in the cohort section
+    cohort_top_terms: int = 15        # gene sets per ranking in the cohort section
 
 
 @dataclass
@@ -79,12 +102,12 @@ class _Context:
         return f"{TABLES}/{name}.tsv"
 
     def html_table(self, name: str, frame: pd.DataFrame, caption: str, shown: pd.DataFrame | None = None,
-                   colour_column: str | None = "group") -> str:
+                   colour_column: str | None = "group", nowrap: tuple[str, ...] = ()) -> str:
         """Register `frame` as tables/<name>.tsv and render `shown` (default: the frame)."""
         path = self.add_table(name, frame)
         caption = f"{caption} <span class=\"note\">(<code>{esc(path)}</code>)</span>"
         return table(frame if shown is None else shown, caption, max_rows=self.options.max_table_rows,
-                     colours=self.colours, colour_column=colour_column)
+                     colours=self.colours, colour_column=colour_column, nowrap=nowrap)
 
     def group_order(self, groups) -> list[str]:
         return order_groups(groups, self.normal)
@@ -98,17 +121,27 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     ctx = _Context(data, options)
     builders: dict[str, Callable[[_Context, Section], None]] = {
         "summary": _summary, "training": _training, "latent": _latent, "association": _association,
-        "nll": _nll, "degs": _degs, "volcano": _volcano, "evaluation": _evaluation,
+        "nll": _nll, "degs": _degs, "volcano": _volcano, "evaluation": _evaluation, "cohort": _cohort,
     }
+    run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
+    order = list(SECTIONS)
+    if paths.cohort_de is not None:
+        order = [*order, COHORT_SECTION] if run_inputs else [COHORT_SECTION, *order]
     sections = []
-    for section_id, title in SECTIONS:
+    for section_id, title in order:
         section = Section(section_id, title)
         builders[section_id](ctx, section)
         sections.append(section)
     generated = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    source = paths.run or paths.de or paths.representations or paths.model or paths.data
-    subtitle = (f"N-of-one differential expression against a model of normal tissue · "
-                f"<code>{esc(source)}</code> · {esc(generated.strftime('%Y-%m-%d %H:%M UTC'))}")
+    if run_inputs:
+        source = paths.run or paths.de or paths.representations or paths.model or paths.data
+        subtitle = f"N-of-one differential expression against a model of normal tissue · <code>{esc(source)}</code>"
+        if paths.cohort_de is not None:
+            subtitle += f" · cohort differential expression: <code>{esc(paths.cohort_de)}</code>"
+    else:
+        subtitle = ("Generative differential expression between two groups of a cohort (NB-VAE) · "
+                    f"<code>{esc(paths.cohort_de)}</code>")
+    subtitle += f" · {esc(generated.strftime('%Y-%m-%d %H:%M UTC'))}"
     footer = (f"Made by nofone {esc(__version__)} (<code>nofone report</code>). Self-contained: "
               f"no scripts, fonts or images are loaded from anywhere. Tables in full: <code>{TABLES}/</code>.")
     html = page(options.title, subtitle, sections, footer, __version__)
@@ -137,9 +170,10 @@ def write_report(report: Report, outdir: Path) -> None:
 
 def report(run: Path | None, outdir: Path, *, model: Path | None = None,
            representations: Path | None = None, de: Path | None = None, data: Path | None = None,
-           evaluation: Path | None = None, options: ReportOptions | None = None) -> dict:
+           evaluation: Path | None = None, cohort_de: Path | None = None,
+           options: ReportOptions | None = None) -> dict:
     """The `nofone report` step: resolve the inputs, build, write; returns the summary."""
-    paths = resolve_paths(run, model, representations, de, data, evaluation)
+    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de)
     built = build_report(paths, options)
     write_report(built, outdir)
     return built.summary
@@ -760,3 +794,570 @@ def _evaluation(ctx: _Context, section: Section) -> None:
             section.add(ctx.html_table(f"evaluation_{stem}", tables[name], esc(EVALUATION_CAPTIONS[name]),
                                        colour_column=None))
     ctx.numbers["evaluation"] = {"folder": str(folder), "files": sorted(tables)}
+
+
+# ------------------------------------------------------------------------------------------- cohort
+
+RANKING_LABELS = {"nbvae": "NB-VAE", "deseq2": "DESeq2"}
+RANKING_TITLES = {
+    "prerank": {"nbvae": "genes ranked by the generative log2 fold change",
+                "deseq2": "genes ranked by the Wald statistic"},
+    "ora": {"nbvae": "genes whose posterior interval excludes 0, with |log2FC| ≥ 1",
+            "deseq2": "genes with padj < α and |log2FC| ≥ 1"},
+}
+#: The agreement measures shown, in order: (key path in cohort_de_report.json's "deseq2", label, kind)
+AGREEMENT_ROWS = (
+    ("n_genes", "genes modelled", "count"),
+    ("n_both_finite", "genes with both log2 fold changes", "count"),
+    ("pearson", "Pearson r of the log2 fold changes", "r"),
+    ("spearman", "Spearman ρ of the log2 fold changes", "r"),
+    ("pearson_padj_not_na", "Pearson r, genes with a DESeq2 adjusted p-value", "r"),
+    ("spearman_padj_not_na", "Spearman ρ, genes with a DESeq2 adjusted p-value", "r"),
+    ("deseq2_significant", "DESeq2 genes with padj < α", "count"),
+    ("sign_agreement_deseq2_significant", "… with the same sign here", "fraction"),
+    ("deseq2_significant_replicate_interval_excludes_zero", "… whose replicate interval excludes 0", "fraction"),
+    ("top_overlap.100.by_abs_lfc", "top 100 genes by |log2FC|: overlap", "fraction"),
+    ("top_overlap.500.by_abs_lfc", "top 500 genes by |log2FC|: overlap", "fraction"),
+    ("top_overlap.100.by_significance", "top 100 by significance (|LFC| / replicate se vs p-value): overlap",
+     "fraction"),
+    ("top_overlap.500.by_significance", "top 500 by significance: overlap", "fraction"),
+    ("deseq2_na.padj_na", "genes DESeq2 leaves without an adjusted p-value", "count"),
+    ("deseq2_na.padj_na_with_finite_estimate_and_interval", "… with a finite estimate and interval here",
+     "count"),
+    ("deseq2_na.padj_na_interval_excludes_zero", "… whose posterior interval excludes 0", "count"),
+    ("deseq2_na.padj_na_replicate_interval_excludes_zero", "… whose replicate interval excludes 0", "count"),
+    ("deseq2_na.lfc_na", "genes DESeq2 leaves without a log2 fold change", "count"),
+    ("deseq2_na.lfc_na_with_finite_estimate_and_interval", "… with a finite estimate and interval here", "count"),
+    ("replicate_interval_excludes_zero", "genes whose replicate interval excludes 0 (NB-VAE)", "count"),
+)
+DESEQ2_TABLE_COLUMNS = ("deseq2_log2FoldChange", "deseq2_pvalue", "deseq2_padj")
+
+
+def _get(tree: dict | None, path: str):
+    node = tree
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _set(tree: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def deseq2_agreement(table: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """What `nofone cohort-de` puts under "deseq2" in its report, recomputed from cohort_de.tsv.
+
+    The same definitions as nofone.steps.cohort_de.compare_with_deseq2 (not imported: it needs
+    torch); used for any figure the report JSON lacks.
+    """
+    from scipy import stats
+
+    def column(name: str) -> np.ndarray:
+        return table[name].to_numpy(dtype=float) if name in table else np.full(len(table), np.nan)
+
+    ours, theirs = column("log2_fold_change"), column("deseq2_log2FoldChange")
+    padj, pvalue = column("deseq2_padj"), column("deseq2_pvalue")
+    both = np.isfinite(ours) & np.isfinite(theirs)
+    out: dict = {"n_genes": len(table), "n_both_finite": int(both.sum())}
+    if both.sum() >= 3:
+        out["pearson"] = float(stats.pearsonr(ours[both], theirs[both])[0])
+        out["spearman"] = float(stats.spearmanr(ours[both], theirs[both])[0])
+    tested = np.isfinite(padj) & both
+    if tested.sum() >= 3:
+        out["pearson_padj_not_na"] = float(stats.pearsonr(ours[tested], theirs[tested])[0])
+        out["spearman_padj_not_na"] = float(stats.spearmanr(ours[tested], theirs[tested])[0])
+    significant = np.isfinite(padj) & (padj < alpha)
+    out["deseq2_significant"] = int(significant.sum())
+    if significant.any():
+        out["sign_agreement_deseq2_significant"] = float(np.mean(np.sign(ours[significant]) ==
+                                                                 np.sign(theirs[significant])))
+    se = column("se_replicates")
+    se = np.where(np.isfinite(se), se, column("lfc_sd"))
+    strength = np.abs(ours) / np.maximum(se, 1e-12)
+    genes = table["gene_id"].astype(str).to_numpy()
+    overlap = {}
+    for k in (100, 500):
+        if both.sum() < k:
+            continue
+        by_lfc = (set(genes[both][np.argsort(-np.abs(ours[both]), kind="stable")[:k]])
+                  & set(genes[both][np.argsort(-np.abs(theirs[both]), kind="stable")[:k]]))
+        ok = both & np.isfinite(pvalue) & np.isfinite(strength)
+        by_sig = (set(genes[ok][np.argsort(-strength[ok], kind="stable")[:k]])
+                  & set(genes[ok][np.argsort(pvalue[ok], kind="stable")[:k]]))
+        overlap[str(k)] = {"by_abs_lfc": len(by_lfc) / k, "by_significance": len(by_sig) / k}
+    out["top_overlap"] = overlap
+    low, high = column("ci_low"), column("ci_high")
+    interval = np.isfinite(low) & np.isfinite(high) & np.isfinite(ours)
+    excludes = interval & ((low > 0) | (high < 0))
+    na_padj, na_lfc = ~np.isfinite(padj), ~np.isfinite(theirs)
+    out["deseq2_na"] = {
+        "padj_na": int(na_padj.sum()), "lfc_na": int(na_lfc.sum()),
+        "padj_na_with_finite_estimate_and_interval": int((na_padj & interval).sum()),
+        "padj_na_interval_excludes_zero": int((na_padj & excludes).sum()),
+        "lfc_na_with_finite_estimate_and_interval": int((na_lfc & interval).sum()),
+    }
+    if "ci_low_replicates" in table and "ci_high_replicates" in table:
+        rlow, rhigh = column("ci_low_replicates"), column("ci_high_replicates")
+        replicate = np.isfinite(rlow) & np.isfinite(rhigh) & ((rlow > 0) | (rhigh < 0))
+        out["deseq2_na"]["padj_na_replicate_interval_excludes_zero"] = int((na_padj & replicate).sum())
+        out["replicate_interval_excludes_zero"] = int(replicate.sum())
+        if significant.any():
+            out["deseq2_significant_replicate_interval_excludes_zero"] = float(replicate[significant].mean())
+    return out
+
+
+def _levels(cohort, report: dict) -> tuple[str | None, str | None, str | None, list[str]]:
+    """(group column, level, reference, covariates) from the report JSON, else from the table's columns."""
+    contrast = report.get("contrast") or {}
+    options = report.get("options") or {}
+    group = contrast.get("column") or options.get("group")
+    level = contrast.get("level") or options.get("level")
+    reference = contrast.get("reference") or options.get("reference")
+    covariates = [str(c) for c in (contrast.get("covariates") or options.get("covariates") or [])]
+    if (level is None or reference is None) and cohort.table is not None:
+        expression = [c.removeprefix("log2_expression_") for c in cohort.table.columns
+                      if c.startswith("log2_expression_")]
+        if len(expression) == 2:  # cohort-de writes the level's column first
+            level, reference = level or expression[0], reference or expression[1]
+    return (None if group is None else str(group), None if level is None else str(level),
+            None if reference is None else str(reference), covariates)
+
+
+def _cohort(ctx: _Context, section: Section) -> None:
+    cohort = ctx.data.cohort
+    folder = cohort.folder
+    if cohort.report is None and cohort.table is None:
+        section.available = False
+        section.missing(f"neither {COHORT_REPORT} nor {COHORT_RESULTS} in {folder}: is it the output folder of "
+                        "`nofone cohort-de`?")
+        return
+    report = cohort.report or {}
+    group, level, reference, covariates = _levels(cohort, report)
+    alpha = float((report.get("options") or {}).get("alpha", 0.05))
+    numbers: dict = {"folder": str(folder), "group": group, "level": level, "reference": reference,
+                     "covariates": covariates}
+    ctx.numbers["cohort"] = numbers
+    contrast_text = f"{level} vs {reference}" if level and reference else "the two groups"
+    section.add(paragraph(
+        f"From <code>{esc(folder)}</code> (<code>nofone cohort-de</code>). A negative-binomial variational "
+        "autoencoder (NB-VAE) was trained on <em>every</em> sample of the cohort without their labels. Each "
+        "sample's expression decoded at its posterior mean is averaged within each group; the <strong>generative "
+        f"log2 fold change</strong> of {esc(contrast_text)} is the difference of those means"
+        + (" within each combination of covariate levels that has samples of both groups, averaged with equal "
+           "weights" if covariates else "")
+        + ". DESeq2 (pydeseq2, matched to R; design ~ covariates + group) was run on the same samples beside it."))
+    _cohort_compared(ctx, section, report, group, level, reference, covariates)
+    _cohort_latent(ctx, section, report, group, level, reference, covariates)
+    _cohort_agreement(ctx, section, report, level, reference, alpha)
+    _cohort_top_genes(ctx, section, level, reference)
+    _cohort_enrichment(ctx, section, report, level, alpha)
+
+
+def _cohort_compared(ctx: _Context, section: Section, report: dict, group, level, reference,
+                     covariates: list[str]) -> None:
+    section.add("<h3>What was compared</h3>")
+    numbers = ctx.numbers["cohort"]
+    if not report:
+        section.missing(f"{COHORT_REPORT} not found in {ctx.data.cohort.folder}: the contrast and the training "
+                        "are unknown")
+        return
+    samples = report.get("samples") or {}
+    per_level = {str(k): int(v) for k, v in (samples.get("per_level") or {}).items()}
+    genes = report.get("genes") or {}
+    model = report.get("model") or {}
+    config = model.get("config") or {}
+    training = config.get("training") or {}
+    contrast = report.get("contrast") or {}
+    cells = [c for c in contrast.get("cells") or [] if isinstance(c, dict)]
+    used = [c for c in cells if c.get("used")]
+    others = {k: v for k, v in per_level.items() if k not in (level, reference)}
+    sample_text = None
+    if per_level:
+        sample_text = (f"{samples.get('n', sum(per_level.values()))} in all: {level} {per_level.get(level, 0)}, "
+                       f"{reference} {per_level.get(reference, 0)}")
+        if others:
+            sample_text += "; not compared: " + ", ".join(f"{k} {v}" for k, v in sorted(others.items()))
+    gene_text = None
+    if genes.get("n_modelled") is not None:
+        gene_text = f"{format_value(genes['n_modelled'])} modelled"
+        if genes.get("n_input") is not None:
+            gene_text += (f" of {format_value(genes['n_input'])} (at least {format_value(genes.get('min_total_count'))}"
+                          f" counts over the cohort; {format_value(genes.get('n_dropped_low_counts'))} dropped)")
+    latent_dim = config.get("latent_dim")
+    active = model.get("active_latent_dims")
+    epochs_run, epochs = model.get("epochs_run"), training.get("epochs")
+    hidden = config.get("hidden") or []
+    rows = [
+        ("dataset", report.get("input")),
+        ("group column", group),
+        ("contrast", f"{level} vs {reference} (log2 fold change > 0: higher in {level})"),
+        ("covariates", ", ".join(covariates) if covariates else "none"),
+        ("samples", sample_text),
+        ("covariate cells used", f"{len(used)} of {len(cells)}" if covariates and cells else None),
+        ("genes", gene_text),
+        ("latent dimensions", f"{latent_dim}" + (f" ({active} active)" if active is not None else "")
+         if latent_dim is not None else None),
+        ("encoder layers", " × ".join(str(h) for h in hidden) or None),
+        ("epochs", f"{epochs_run} of {epochs}" if epochs_run is not None and epochs else epochs_run),
+        ("final training loss (negative ELBO per sample)", model.get("final_loss_train")),
+        ("size factors", model.get("size_factor_method")),
+        ("posterior draws per sample (interval)", report.get("posterior_draws")),
+        ("replicate interval df", contrast.get("replicate_df")),
+        ("seed", report.get("seed")),
+        ("training time", _duration(model.get("train_seconds"))),
+        ("whole command", _duration(report.get("seconds"))),
+        ("made by nofone", report.get("nofone_version")),
+    ]
+    section.add(key_values([(k, v) for k, v in rows if v is not None]))
+    if covariates and cells:
+        frame = pd.DataFrame({"covariate levels": [str(c.get("cell")) for c in cells],
+                              f"{level} samples": [c.get("n_level") for c in cells],
+                              f"{reference} samples": [c.get("n_reference") for c in cells],
+                              "used": [bool(c.get("used")) for c in cells]})
+        section.add(ctx.html_table(
+            "cohort_cells", frame,
+            f"Combinations of covariate levels ({esc(', '.join(covariates))}): the contrast is taken within each "
+            "one that has samples of both groups (used) and averaged over them with equal weights.",
+            colour_column=None))
+    numbers.update({"samples": samples.get("n"), "samples_per_level": per_level,
+                    "cells_used": len(used), "cells": len(cells), "genes_modelled": genes.get("n_modelled"),
+                    "genes_input": genes.get("n_input"), "latent_dim": latent_dim, "active_latent_dims": active,
+                    "epochs_run": epochs_run, "epochs": epochs, "train_seconds": model.get("train_seconds")})
+
+
+def _latent_plane(latent: pd.DataFrame) -> tuple[np.ndarray, str, str, list[float] | None, int]:
+    """(xy, x label, y label, explained variance ratios, latent dim): PCA of z1..zD when D > 2.
+
+    The orientation is cohort-de's (each component's largest coordinate positive), so that the
+    picture matches its latent.png.
+    """
+    zs = sorted((c for c in latent.columns if c[:1] == "z" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    if not zs:
+        return latent[["plot_x", "plot_y"]].to_numpy(dtype=float), "plot_x", "plot_y", None, 0
+    z = latent[zs].to_numpy(dtype=float)
+    if z.shape[1] == 1:
+        return np.column_stack([z[:, 0], np.zeros(len(z))]), "z1", "", None, 1
+    if z.shape[1] == 2:
+        return z.copy(), "z1", "z2", None, 2
+    centred = z - z.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vt[:2].T
+    signs = np.sign(coords[np.abs(coords).argmax(0), range(2)])
+    coords = coords * np.where(signs == 0, 1, signs)
+    power = singular ** 2
+    explained = [float(v) for v in (power / power.sum())[:2]] if power.sum() > 0 else [0.0, 0.0]
+    return (coords, f"latent PC1 ({100 * explained[0]:.0f}% of variance)",
+            f"latent PC2 ({100 * explained[1]:.0f}% of variance)", explained, z.shape[1])
+
+
+def _is_scale(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.nunique() > 8
+
+
+def _cohort_latent(ctx: _Context, section: Section, report: dict, group, level, reference,
+                   covariates: list[str]) -> None:
+    section.add("<h3>Latent space</h3>")
+    cohort = ctx.data.cohort
+    latent = cohort.latent
+    if latent is None or latent.empty:
+        section.missing(f"{COHORT_LATENT} not found in {cohort.folder}")
+        return
+    xy, x_label, y_label, explained, dim = _latent_plane(latent)
+    coordinates = {"sample_id", "plot_x", "plot_y"} | {c for c in latent.columns if c[:1] == "z" and c[1:].isdigit()}
+    labels = [c for c in latent.columns if c not in coordinates]
+    color_by = (report.get("options") or {}).get("color_by")
+    first_covariate = next((c for c in covariates if c in latent), None)
+    panels = []
+    if group in latent:
+        values = latent[group].astype(str)
+        panels.append({"title": group, "values": values.to_numpy(),
+                       "colours": cohort_group_colours(values, level or "", reference or ""),
+                       "markers": None if first_covariate is None else latent[first_covariate].astype(str).to_numpy(),
+                       "marker_title": first_covariate})
+    for covariate in [c for c in covariates if c in latent][:2]:
+        values = latent[covariate]
+        scale = _is_scale(values)
+        panels.append({"title": covariate, "values": values.to_numpy(),
+                       "colours": None if scale else tissue_colours(values.astype(str)),
+                       "markers": None if group not in latent else latent[group].astype(str).to_numpy(),
+                       "marker_title": group})
+    extra = [color_by] if color_by and color_by in latent and color_by not in (group, *covariates) else []
+    if not panels:  # no report: whatever labels latent.tsv has
+        extra = labels[:2]
+    for column in extra[: max(0, 3 - len(panels))]:
+        values = latent[column]
+        scale = _is_scale(values)
+        panels.append({"title": column, "values": values.to_numpy(),
+                       "colours": None if scale else tissue_colours(values.astype(str)), "markers": None})
+    if not panels:
+        panels.append({"title": "sample", "title_long": "Samples", "values": np.full(len(latent), "sample"),
+                       "colours": {"sample": "#555555"}, "markers": None})
+    png = figures.cohort_latent(xy, panels, x_label, y_label)
+    if dim > 2:
+        where = (f"projected on the first two principal components of the {dim}-dimensional latent (PCA of the "
+                 f"posterior means; {100 * sum(explained):.0f}% of their variance)")
+    elif dim:
+        where = f"in the {dim}-dimensional latent itself"
+    else:
+        where = "at the plot coordinates of latent.tsv"
+    shapes = ""
+    if panels[0].get("markers") is not None:
+        shapes = (f" Marker shapes: {esc(panels[0]['marker_title'])} in the first panel"
+                  + (f", {esc(group)} in the others." if len(panels) > 1 and group in latent else "."))
+    section.add(png_figure(
+        png,
+        f"Each point is one of the {len(latent):,} samples, at its posterior mean in the NB-VAE's latent space, "
+        f"{esc(where)}. <b>The NB-VAE never saw the labels</b>: the group"
+        + (" and the covariates are" if covariates else " is") + " used only to colour the points afterwards, so "
+        "samples that cluster by a label differ by it in their whole expression profile." + shapes
+        + (f" Colours of {esc(level)} and {esc(reference)} are those of the other figures of this section."
+           if level and reference else ""),
+        "cohort latent space"))
+    keep = ["sample_id", *labels]
+    frame = latent[[c for c in keep if c in latent]].copy()
+    frame["x"], frame["y"] = xy[:, 0], xy[:, 1]
+    ctx.add_table("cohort_latent", frame)
+    ctx.numbers["cohort"]["latent"] = {"dim": dim, "samples": len(latent), "explained_variance": explained,
+                                       "coloured_by": [p["title"] for p in panels]}
+
+
+def _percent_or(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "—"
+    if kind == "fraction":
+        return f"{100 * float(value):.1f}%"
+    if kind == "r":
+        return f"{float(value):.3f}"
+    return format_value(value)
+
+
+def _cohort_agreement(ctx: _Context, section: Section, report: dict, level, reference, alpha: float) -> None:
+    section.add("<h3>Agreement with DESeq2</h3>")
+    cohort = ctx.data.cohort
+    table = cohort.table
+    stored = report.get("deseq2") if isinstance(report.get("deseq2"), dict) else None
+    has_columns = table is not None and set(DESEQ2_TABLE_COLUMNS) <= set(table.columns)
+    if stored is None and not has_columns:
+        section.missing("DESeq2 was not run (`nofone cohort-de --no-deseq2`)" if report or table is not None
+                        else f"{COHORT_RESULTS} not found")
+        return
+    computed = deseq2_agreement(table, alpha) if has_columns else {}
+    merged: dict = {}
+    rows = []
+    for key, label, _ in AGREEMENT_ROWS:
+        value, source = _get(stored, key), COHORT_REPORT
+        if value is None:
+            value, source = _get(computed, key), f"computed from {COHORT_RESULTS}"
+        if value is None:
+            continue
+        _set(merged, key, value)
+        rows.append({"measure": label.replace("α", f"{alpha:g}"), "key": key, "value": value, "source": source})
+    frame = pd.DataFrame(rows, columns=["measure", "key", "value", "source"])
+    kinds = {key: kind for key, _, kind in AGREEMENT_ROWS}
+    shown = pd.DataFrame({"measure": frame["measure"],
+                          "value": [_percent_or(v, kinds[k]) for v, k in zip(frame["value"], frame["key"])],
+                          "source": frame["source"]})
+    sources = sorted(set(frame["source"]))
+    if len(sources) == 1:  # one source: said in the caption
+        shown = shown.drop(columns="source")
+    ctx.numbers["cohort"]["deseq2"] = merged
+    r, rho = merged.get("pearson"), merged.get("spearman")
+    parts = []
+    if r is not None and rho is not None:
+        parts.append(f"<strong>Pearson r = {r:.3f}, Spearman ρ = {rho:.3f}</strong> between the NB-VAE's and "
+                     f"DESeq2's log2 fold changes over {format_value(merged.get('n_both_finite'))} genes")
+    overlap = merged.get("top_overlap") or {}
+    if overlap:
+        parts.append("top-" + " / top-".join(overlap) + " genes by |log2FC| shared: "
+                     + " / ".join(_percent_or(v.get("by_abs_lfc"), "fraction") for v in overlap.values()))
+    if merged.get("sign_agreement_deseq2_significant") is not None:
+        parts.append(f"{_percent_or(merged['sign_agreement_deseq2_significant'], 'fraction')} same sign among "
+                     f"DESeq2's {format_value(merged.get('deseq2_significant'))} genes with padj &lt; {alpha:g}")
+    na = merged.get("deseq2_na") or {}
+    if na.get("padj_na"):
+        finite = na.get("padj_na_with_finite_estimate_and_interval")
+        parts.append(f"DESeq2 leaves {format_value(na['padj_na'])} genes without an adjusted p-value; "
+                     f"{'all ' if finite == na['padj_na'] else ''}{format_value(finite)} of them have a finite "
+                     "estimate and interval here")
+    elif na.get("padj_na") == 0:
+        parts.append("DESeq2 gives every gene an adjusted p-value")
+    if parts:
+        section.add(paragraph("; ".join(parts) + ".", "headline"))
+    if has_columns:
+        ours = table["log2_fold_change"].to_numpy(dtype=float)
+        theirs = table["deseq2_log2FoldChange"].to_numpy(dtype=float)
+        stats_text = "\n".join(t for t in (
+            f"Pearson r = {r:.3f}" if r is not None else "", f"Spearman ρ = {rho:.3f}" if rho is not None else "",
+            f"{format_value(merged.get('n_both_finite'))} genes") if t)
+        versus = f" ({level} vs {reference})" if level and reference else ""
+        png = figures.lfc_agreement(ours, theirs, table["deseq2_padj"].to_numpy(dtype=float), alpha,
+                                    f"NB-VAE generative log2 fold change{versus}", f"DESeq2 log2 fold change{versus}",
+                                    stats_text)
+        section.add(png_figure(
+            png,
+            "Each point is a gene: the NB-VAE's generative log2 fold change (x) against DESeq2's (y, its maximum-"
+            "likelihood estimate, not shrunk); dashed: the identity line. Blue: DESeq2 padj &lt; "
+            f"{esc(format_value(alpha))}; grey: not significant; <span style=\"color:{NA_COLOUR}\">orange</span>: "
+            "genes DESeq2 leaves without an adjusted p-value (independent filtering, outliers), which still get an "
+            "NB-VAE estimate. The strip below the axis marks every gene DESeq2 leaves NA at its NB-VAE log2 fold "
+            f"change (orange: no adjusted p-value; <span style=\"color:{NA_LFC_COLOUR}\">purple</span>: no log2 "
+            "fold change, e.g. a gene not measured in every sample). Both axes cover 99.8% of the genes; the rest "
+            "are drawn on the border as triangles. Low-count genes spread vertically: DESeq2's estimate is noisy "
+            "there, while the decoder's is pulled towards the cohort.",
+            "NB-VAE vs DESeq2 log2 fold changes", width=660))
+    else:
+        section.add(paragraph(f"{COHORT_RESULTS} has no DESeq2 columns: no scatter plot.", "note"))
+    section.add(ctx.html_table(
+        "cohort_deseq2_agreement", frame,
+        "Agreement of the generative log2 fold changes with DESeq2's. Significance here is |log2FC| over the "
+        "replicate standard error; DESeq2's is its p-value. The posterior interval carries only the latent "
+        "uncertainty (narrow; not a confidence interval), the replicate interval the spread of the samples."
+        + (f" All from <code>{esc(sources[0])}</code>." if len(sources) == 1 and sources[0] == COHORT_REPORT else
+           f" Source: {esc(sources[0])}." if len(sources) == 1 else ""),
+        shown=shown, colour_column=None))
+
+
+def _cohort_top_genes(ctx: _Context, section: Section, level, reference) -> None:
+    n = ctx.options.cohort_top_genes
+    section.add(f"<h3>Top {n} genes by |generative log2 fold change|</h3>")
+    table = ctx.data.cohort.table
+    if table is None:
+        section.missing(f"{COHORT_RESULTS} not found in {ctx.data.cohort.folder}")
+        return
+    ranked = table.assign(_abs=-table["log2_fold_change"].abs()).sort_values(
+        ["_abs", "gene_id"], kind="stable", na_position="last").drop(columns="_abs")
+    expression = [c for c in table.columns if c.startswith("log2_expression_")]
+    columns = ["gene_id", "gene_name", "log2_fold_change", "ci_low", "ci_high", "ci_low_replicates",
+               "ci_high_replicates", *expression, "deseq2_baseMean", "deseq2_log2FoldChange", "deseq2_padj"]
+    top = ranked[[c for c in columns if c in ranked]].head(n).reset_index(drop=True)
+    ctx.numbers["cohort"]["top_genes"] = top["gene_id"].astype(str).tolist()
+    shown = pd.DataFrame({"gene_id": top["gene_id"], "gene_name": top["gene_name"],
+                          "log2FC": top["log2_fold_change"]})
+    for low, high, label in (("ci_low", "ci_high", "posterior 95%"),
+                             ("ci_low_replicates", "ci_high_replicates", "replicate 95%")):
+        if low in top and high in top:
+            shown[label] = [_interval(a, b) for a, b in zip(top[low], top[high])]
+    for column in expression:
+        shown[f"log2 expr. {column.removeprefix('log2_expression_')}"] = top[column]
+    for column, label in (("deseq2_log2FoldChange", "DESeq2 log2FC"), ("deseq2_padj", "DESeq2 padj")):
+        if column in top:
+            shown[label] = top[column]
+    section.add(ctx.html_table(
+        "cohort_top_genes", top,
+        "log2FC: the generative log2 fold change"
+        + (f" of {esc(level)} over {esc(reference)}" if level and reference else "")
+        + "; posterior 95%: its credible interval over where the samples sit in the latent (narrow; not a "
+        "confidence interval); replicate 95%: a t interval from the within-group spread of the decoded values "
+        "(— without replicates); log2 expr.: mean decoded log2 normalised expression of each group; DESeq2: its "
+        "log2 fold change and adjusted p-value (— : NA). The TSV also has DESeq2's mean normalised count "
+        "(baseMean), with the column names of "
+        f"<code>{esc(COHORT_RESULTS)}</code>.",
+        shown=shown, colour_column=None, nowrap=("gene_id", "gene_name", "posterior 95%", "replicate 95%")))
+
+
+def _interval(low: float, high: float) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "—"
+    return f"[{float(low):.3g}, {float(high):.3g}]"
+
+
+def _lookup(rows: pd.DataFrame, column: str, terms: list[str]) -> list:
+    """rows[column] of each term (rows indexed by term); NaN where a term or the column is missing."""
+    return [rows.at[t, column] if t in rows.index and column in rows else np.nan for t in terms]
+
+
+def _direction(nes: float) -> str:
+    return "" if not np.isfinite(nes) else ("up" if nes > 0 else "down")
+
+
+def _cohort_enrichment(ctx: _Context, section: Section, report: dict, level, alpha: float) -> None:
+    section.add("<h3>Pathway enrichment</h3>")
+    cohort = ctx.data.cohort
+    if not cohort.enrichment:
+        section.missing(f"no {COHORT_ENRICHMENT} in {cohort.folder}: run `nofone cohort-de` with --gene-sets GMT "
+                        "(needs gseapy)")
+        return
+    summary = report.get("enrichment") if isinstance(report.get("enrichment"), dict) else {}
+    about = []
+    if summary.get("gene_sets"):
+        sets = summary.get("n_gene_sets")
+        about.append(f"gene sets <code>{esc(summary['gene_sets'])}</code>"
+                     + (f" ({esc(format_value(sets))} sets)" if sets else ""))
+    if summary.get("genes_with_symbol") is not None:
+        about.append(f"{esc(format_value(summary['genes_with_symbol']))} genes with a symbol"
+                     + (" (upper-cased)" if summary.get("uppercase_symbols") else ""))
+    permutations = (report.get("options") or {}).get("permutations")
+    numbers: dict = {}
+    for name, frame in cohort.enrichment.items():
+        method = "prerank" if "nes" in frame else ("ora" if "overlap" in frame else name.removeprefix(
+            "enrichment_").removesuffix(".tsv"))
+        q = "fdr_q_value" if "fdr_q_value" in frame else ("q_value" if "q_value" in frame else None)
+        if "ranking" not in frame or "term" not in frame or q is None:
+            section.add(paragraph(f"{esc(name)}: not an enrichment table of `nofone cohort-de` (needs ranking, "
+                                  "term and a q-value column); skipped.", "note"))
+            continue
+        how = ("GSEA preranked" + (f", {esc(format_value(permutations))} gene-set permutations"
+                                   if permutations else "") if method == "prerank" else
+               "over-representation (hypergeometric) against the modelled genes" if method == "ora" else esc(method))
+        section.add(paragraph(f"<code>{esc(name)}</code>: {how}" + ("; " + "; ".join(about) if about else "") + "."))
+        ordered = frame.sort_values(["ranking", q, "p_value" if "p_value" in frame else q, "term"], kind="stable")
+        stem = name.removesuffix(".tsv")
+        path = ctx.add_table(f"cohort_{stem}", ordered.reset_index(drop=True))
+        rankings = [r for r in ("nbvae", "deseq2") if (frame["ranking"] == r).any()]
+        rankings += sorted(set(frame["ranking"].astype(str)) - set(rankings))
+        significant: dict[str, set] = {}
+        per_method: dict = {}
+        by_term: dict[str, pd.DataFrame] = {}
+        k = ctx.options.cohort_top_terms
+        for ranking in rankings:
+            rows = ordered[ordered["ranking"].astype(str) == ranking]
+            significant[ranking] = set(rows.loc[rows[q] < 0.05, "term"].astype(str))
+            by_term[ranking] = rows.assign(term=rows["term"].astype(str)).drop_duplicates("term").set_index("term")
+            top = rows.head(5)
+            per_method[ranking] = {
+                "tested": len(rows), "fdr_below_0.05": len(significant[ranking]),
+                "top_terms": [{"term": str(t), q: float(v), **({"nes": float(e)} if method == "prerank" else {})}
+                              for t, v, e in zip(top["term"], top[q], top.get("nes", [None] * len(top)))]}
+        # side by side: the k best terms of each ranking, ordered by their best FDR
+        chosen = list(dict.fromkeys(t for r in rankings for t in by_term[r].index[:k]))
+        best = {t: min(float(by_term[r].at[t, q]) if t in by_term[r].index else np.inf for r in rankings)
+                for t in chosen}
+        chosen.sort(key=lambda t: (best[t], t))
+        side: dict[str, list] = {"term": chosen}
+        for ranking in rankings:
+            rows = by_term[ranking]
+            label = RANKING_LABELS.get(ranking, ranking)
+            if method == "prerank":
+                nes = np.asarray(_lookup(rows, "nes", chosen), dtype=float)
+                side[f"{label} direction"] = [_direction(v) for v in nes]
+                side[f"{label} NES"] = list(nes)
+            elif "overlap" in rows:
+                side[f"{label} overlap"] = [v if isinstance(v, str) else "—" for v in _lookup(rows, "overlap", chosen)]
+            side[f"{label} FDR q"] = _lookup(rows, q, chosen)
+        shown = pd.DataFrame(side)
+        titles = RANKING_TITLES.get(method, {})
+        described = "; ".join(f"{RANKING_LABELS.get(r, r)}: {titles[r]}" for r in rankings if r in titles)
+        caption = (f"The {k} gene sets with the lowest FDR in each ranking ({len(chosen)} in all), ordered by "
+                   f"their lowest FDR. {esc(described)}. "
+                   + (f"Direction: up = the set's genes lean towards higher expression in "
+                      f"{esc(level) if level else 'the level'} (NES &gt; 0). FDR q = 0: below 1 / permutations. "
+                      if method == "prerank" else "")
+                   + "— : not tested in that ranking. With p-values and leading edges: "
+                   f"<code>{esc(path)}</code>.")
+        section.add(ctx.html_table(f"cohort_{stem}_top", shown, caption, colour_column=None,
+                                   nowrap=tuple(c for c in shown if c.endswith("direction"))))
+        if {"nbvae", "deseq2"} <= set(significant):
+            shared = significant["nbvae"] & significant["deseq2"]
+            section.add(paragraph(
+                f"Gene sets at FDR &lt; 0.05: NB-VAE {len(significant['nbvae'])}, DESeq2 "
+                f"{len(significant['deseq2'])}, both {len(shared)}"
+                + (": " + esc(", ".join(sorted(shared)[:12])) + ("…" if len(shared) > 12 else "") if shared else "")
+                + ".", "note"))
+            per_method["fdr_below_0.05_in_both"] = len(shared)
+        numbers[name] = {"method": method, **per_method}
+    ctx.numbers["cohort"]["enrichment"] = numbers

@@ -43,6 +43,7 @@ table { border-collapse: collapse; font-size: 13.5px; }
 th, td { padding: 3px 10px; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: top; }
 th { background: var(--band); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 .nowrap { white-space: nowrap; }
 p.caption { margin: 14px 0 2px; }
@@ -166,10 +167,11 @@ def format_value(value: object) -> str:
 
 def table(frame: pd.DataFrame, caption_html: str = "", max_rows: int | None = None,
           numeric: Sequence[str] | None = None, colours: dict[str, str] | None = None,
-          colour_column: str | None = None) -> str:
+          colour_column: str | None = None, nowrap: Sequence[str] = ()) -> str:
     """An HTML table of a data frame: every header and cell escaped, numbers right-aligned.
 
-    `colours` maps values of `colour_column` to a swatch drawn before them (group colours).
+    `colours` maps values of `colour_column` to a swatch drawn before them (group colours);
+    cells of the `nowrap` columns are not broken over lines (numbers never are).
     """
     total = len(frame)
     shown = frame if max_rows is None or total <= max_rows else frame.head(max_rows)
@@ -186,7 +188,10 @@ def table(frame: pd.DataFrame, caption_html: str = "", max_rows: int | None = No
             if colours and column == colour_column and str(value) in colours:
                 text = (f'<span class="nowrap"><span class="swatch" style="background:{esc(colours[str(value)])}">'
                         f"</span>{text}</span>")
-            cells.append(f'<td class="num">{text}</td>' if column in numeric else f"<td>{text}</td>")
+            if column in numeric:
+                cells.append(f'<td class="num">{text}</td>')
+            else:
+                cells.append(f'<td class="nowrap">{text}</td>' if column in nowrap else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     note = ""
     if len(shown) < total:

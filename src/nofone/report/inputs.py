@@ -33,6 +33,12 @@ DE_REPORT = "de_report.json"
 SAMPLES = "samples.parquet"
 EVALUATION_FILES = ("negative_control_summary.tsv", "spike_ins_summary.tsv", "enrichment_summary.tsv",
                     "assignment.tsv", "nll_auroc.tsv")
+# written by `nofone cohort-de` (nofone.steps.cohort_de, not imported: it needs torch)
+COHORT_RESULTS = "cohort_de.tsv"
+COHORT_REPORT = "cohort_de_report.json"
+COHORT_LATENT = "latent.tsv"
+COHORT_ENRICHMENT = "enrichment_*.tsv"
+COHORT_REQUIRED_COLUMNS = ("gene_id", "log2_fold_change")
 
 
 @dataclass
@@ -45,6 +51,7 @@ class ReportPaths:
     de: Path | None = None
     data: Path | None = None
     evaluation: Path | None = None
+    cohort_de: Path | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {k: (str(v) if v is not None else None) for k, v in self.__dict__.items()}
@@ -59,23 +66,28 @@ def _folder(path: Path | None, option: str) -> Path | None:
         return path.parent
     if not path.is_dir():
         what = {"--run": "the output folder of `nofone run` or `nofone demo`",
-                "--evaluation": "the output folder of `nofone evaluate`"}.get(option, "a folder")
+                "--evaluation": "the output folder of `nofone evaluate`",
+                "--cohort-de": "the output folder of `nofone cohort-de`"}.get(option, "a folder")
         raise InputError(f"{option} {path} does not exist (expected {what})")
     return path
 
 
 def resolve_paths(run: Path | None = None, model: Path | None = None, representations: Path | None = None,
                   de: Path | None = None, data: Path | None = None,
-                  evaluation: Path | None = None) -> ReportPaths:
-    """Folders of a `nofone run` output, each replaceable by an explicit option."""
-    if run is None and not any((model, representations, de, data)):
+                  evaluation: Path | None = None, cohort_de: Path | None = None) -> ReportPaths:
+    """Folders of a `nofone run` output, each replaceable by an explicit option.
+
+    `cohort_de` (the output folder of `nofone cohort-de`) is independent of the run and may come alone.
+    """
+    if run is None and not any((model, representations, de, data, cohort_de)):
         raise InputError("give --run (the output folder of `nofone run`) or at least one of "
-                         "--model, --representations, --de, --data")
+                         "--model, --representations, --de, --data, --cohort-de")
     run = _folder(run, "--run")
     paths = ReportPaths(run=run, model=_folder(model, "--model"),
                         representations=_folder(representations, "--representations"),
                         de=_folder(de, "--de"), data=_folder(data, "--data"),
-                        evaluation=_folder(evaluation, "--evaluation"))
+                        evaluation=_folder(evaluation, "--evaluation"),
+                        cohort_de=_folder(cohort_de, "--cohort-de"))
     if run is not None:
         if paths.model is None:
             paths.model = _model_of_run(run)
@@ -115,11 +127,11 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_tsv(path: Path) -> pd.DataFrame | None:
+def _read_tsv(path: Path, dtype: dict | None = None) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, sep="\t")
+        return pd.read_csv(path, sep="\t", dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot be read as a TSV table ({exc})") from exc
 
@@ -143,6 +155,40 @@ def _read_latent_table(path: Path, columns: list[str]) -> tuple[pd.DataFrame, np
 
 
 @dataclass
+class CohortData:
+    """The outputs of `nofone cohort-de`, each None (or empty) when its file is missing."""
+
+    folder: Path
+    report: dict | None = None                    # cohort_de_report.json
+    table: pd.DataFrame | None = None             # cohort_de.tsv (gene_id and gene_name as text)
+    latent: pd.DataFrame | None = None            # latent.tsv
+    enrichment: dict[str, pd.DataFrame] = field(default_factory=dict)  # enrichment_<method>.tsv by file name
+
+
+def load_cohort(folder: Path) -> CohortData:
+    cohort = CohortData(folder)
+    cohort.report = _read_json(folder / COHORT_REPORT)
+    cohort.table = _read_tsv(folder / COHORT_RESULTS, dtype={"gene_id": str, "gene_name": str})
+    if cohort.table is not None:
+        missing = [c for c in COHORT_REQUIRED_COLUMNS if c not in cohort.table.columns]
+        if missing:
+            raise InputError(f"{folder / COHORT_RESULTS}: columns {missing} are missing "
+                             "(is it from `nofone cohort-de`?)")
+        if "gene_name" not in cohort.table:
+            cohort.table["gene_name"] = ""
+        cohort.table["gene_name"] = cohort.table["gene_name"].fillna("")
+    cohort.latent = _read_tsv(folder / COHORT_LATENT, dtype={"sample_id": str})
+    if cohort.latent is not None and not ({"plot_x", "plot_y"} <= set(cohort.latent.columns)
+                                          or "z1" in cohort.latent.columns):
+        raise InputError(f"{folder / COHORT_LATENT}: neither plot_x/plot_y nor z1, z2, ... columns")
+    for path in sorted(folder.glob(COHORT_ENRICHMENT)):
+        table = _read_tsv(path)
+        if table is not None:
+            cohort.enrichment[path.name] = table
+    return cohort
+
+
+@dataclass
 class ReportData:
     """Everything the sections read, each None when its file is missing."""
 
@@ -159,6 +205,7 @@ class ReportData:
     condition_column: str = "condition"
     normal_value: str = "normal"
     evaluation: dict[str, pd.DataFrame] = field(default_factory=dict)
+    cohort: CohortData | None = None              # from --cohort-de
 
     @property
     def heldout(self) -> str:
@@ -249,4 +296,6 @@ def load(paths: ReportPaths) -> ReportData:
             table = _read_tsv(paths.evaluation / name)
             if table is not None:
                 data.evaluation[name] = table
+    if paths.cohort_de is not None:
+        data.cohort = load_cohort(paths.cohort_de)
     return data

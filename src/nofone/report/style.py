@@ -74,3 +74,23 @@ def group_colours(groups: Iterable[str], normal_value: str) -> dict[str, str]:
 def tissue_colours(tissues: Iterable[str]) -> dict[str, str]:
     unique = sorted({str(t) for t in tissues})
     return {t: TISSUE_COLOURS[i % len(TISSUE_COLOURS)] for i, t in enumerate(unique)}
+
+
+# `nofone cohort-de`: the contrast's level warm, its reference blue, other levels muted
+COHORT_LEVEL_COLOUR = CASE_COLOURS[0]
+COHORT_REFERENCE_COLOUR = HELDOUT_COLOUR
+COHORT_OTHER_COLOURS = ("#8c8c8c", "#b8a000", "#66a61e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#4c9f8a")
+NA_COLOUR = "#ff7f0e"          # genes DESeq2 leaves without an adjusted p-value
+NA_LFC_COLOUR = "#9467bd"      # genes DESeq2 leaves without a log2 fold change
+
+
+def cohort_group_colours(values: Iterable[str], level: str, reference: str) -> dict[str, str]:
+    """Reference first (blue), then the level (red), then the other levels (muted), sorted."""
+    present = {str(v) for v in values}
+    colours: dict[str, str] = {}
+    for name, colour in ((reference, COHORT_REFERENCE_COLOUR), (level, COHORT_LEVEL_COLOUR)):
+        if name in present:
+            colours[name] = colour
+    for i, other in enumerate(sorted(present - {level, reference})):
+        colours[other] = COHORT_OTHER_COLOURS[i % len(COHORT_OTHER_COLOURS)]
+    return colours

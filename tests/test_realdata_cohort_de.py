@@ -82,3 +82,27 @@ def test_latent_and_enrichment(gse60450):
         top = rows.nsmallest(5, "fdr_q_value")
         print(ranking, list(zip(top["term"], top["nes"].round(2), top["fdr_q_value"].round(4))))
         assert (rows["fdr_q_value"] < 0.05).any()
+
+
+def test_report(gse60450):
+    """The GSE60450 report (kept in test-artifacts/gse60450_report.html): the latent plane, the
+    agreement with DESeq2 and the enrichment of both rankings, from `nofone report --cohort-de`."""
+    import re
+    import shutil
+
+    from conftest import REPO
+
+    from nofone.report.build import report
+
+    out, cohort = gse60450
+    summary = report(None, out.parent / "report", cohort_de=out)
+    html = (out.parent / "report" / "report.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="cohort">(.*?)</section>', html, re.S).group(1)
+    for heading in ("Latent space", "Agreement with DESeq2", "Top 25 genes", "Pathway enrichment"):
+        assert f"<h3>{heading}" in section, heading
+    assert f"Pearson r = {cohort['deseq2']['pearson']:.3f}" in section
+    assert summary["cohort"]["samples_per_level"] == {"virgin": 4, "pregnant": 4, "lactate": 4}
+    assert summary["cohort"]["latent"]["coloured_by"] == ["Status", "CellType"]  # the six groups
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shutil.copyfile(out.parent / "report" / "report.html", artifacts / "gse60450_report.html")

@@ -64,7 +64,7 @@ SECTIONS = (
     ("volcano", "Volcano plots"),
     ("evaluation", "Evaluation"),
 )
-#: Only with --cohort-de: last after a run's sections, first when the report has no run.
+#: Only with --cohort-de: last after a run's sections, alone when the report has no run.
 COHORT_SECTION = ("cohort", "Cohort differential expression (NB-VAE)")
 
 
@@ -126,7 +126,8 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
     order = list(SECTIONS)
     if paths.cohort_de is not None:
-        order = [*order, COHORT_SECTION] if run_inputs else [COHORT_SECTION, *order]
+        # a cohort-de report alone has nothing of a run to show: no list of empty sections
+        order = [*order, COHORT_SECTION] if run_inputs else [COHORT_SECTION]
     sections = []
     for section_id, title in order:
         section = Section(section_id, title)

@@ -92,3 +92,13 @@ def test_held_out_normals_and_cases_land_in_their_tissue_component(demo):
     print(f"tissue purity of components: training {purity_train:.3f}, new samples {accuracy:.3f}")
     assert purity_train >= 0.95
     assert accuracy >= 0.9
+
+
+def test_demo_ends_with_the_report(demo):
+    """The demo's report: every section, the DGD's and DESeq2's negative controls side by side."""
+    summary = json.loads((demo / "report" / "report_summary.json").read_text())
+    assert all(s["available"] for s in summary["sections"].values()), summary["sections"]
+    negative = pd.read_csv(demo / "evaluation" / "negative_control_summary.tsv", sep="\t")
+    assert {"dgd", "deseq2"} <= set(negative["method"])
+    html = (demo / "report" / "report.html").read_text(encoding="utf-8")
+    assert '<section id="evaluation">' in html and "negative_control_summary.tsv" in html

@@ -67,8 +67,11 @@ def demo_command(
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output folder."),
     seed: int = typer.Option(0, help="Seed of the simulation and the training."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    evaluate_: bool = typer.Option(True, "--evaluate/--no-evaluate",
+                                   help="Also compare with DESeq2 (held-out normals, spike-ins) for the report."),
 ) -> None:
-    """Simulate a normal atlas with planted DE in case samples, run everything, score the calls.
+    """Simulate a normal atlas with planted DE in case samples, run everything, score the calls,
+    and end with the HTML report (demo/report/report.html).
 
     Example: nofone demo --outdir demo/
     """
@@ -94,11 +97,30 @@ def demo_command(
     demo = {"seconds": round(time.perf_counter() - started, 1), "cases": scores,
             "negative_controls": negative, "n_negative_control_samples": len(controls)}
     write_json_atomic(outdir / "demo_report.json", demo)
+    evaluation = None
+    if evaluate_:
+        from nofone.steps.evaluate import EvaluateOptions, evaluate
+
+        # 4 of the simulation's 8 held-out normals (never seen by training, unlike the early-
+        # stopping ones), DESeq2 with all same-tissue training normals and with 5 random ones
+        # (2 draws), spike-ins of 4-fold changes: a small version of `nofone evaluate` (~1 min)
+        evaluation = outdir / "evaluation"
+        log.info("comparing with DESeq2 on the held-out normals -> %s", evaluation)
+        evaluate(outdir, evaluation, EvaluateOptions(normal_value="heldout_normal", max_negative=4, repeats=2,
+                                                     spike_lfcs=(2.0,), seed=seed, device=device))
+    from nofone.report.build import ReportOptions
+    from nofone.report.build import report as write_report
+
+    write_report(outdir, outdir / "report", evaluation=evaluation,
+                 options=ReportOptions(title="nofone demo: a simulated atlas with planted DE"))
+    demo["seconds"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(outdir / "demo_report.json", demo)
     _print_groups(report)
     console.print(
         f"planted DE genes in {scores['samples']} cases: recall {scores['recall_abs_lfc_ge_1']:.1%} "
         f"(|log2FC| >= 1), observed FDR {scores['observed_fdr']:.1%}, direction correct "
-        f"{scores['direction_correct']:.1%}; {demo['seconds']} s. Details: {outdir / 'demo_report.json'}"
+        f"{scores['direction_correct']:.1%}; {demo['seconds']} s. Details: {outdir / 'demo_report.json'}; "
+        f"report: {outdir / 'report' / 'report.html'}"
     )
 
 

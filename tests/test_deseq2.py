@@ -279,3 +279,58 @@ def test_cli(tmp_path, runner, planted_dataset, simulated):
                                  str(tmp_path / "bad"), "--case", "nope", "--controls-condition", "normal"])
     assert result.exit_code == 2 and "nope" in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def _training_model(folder, trained: list[str], held: list[str]):
+    """A model folder as far as --controls-trained-by reads it: training_representations.parquet."""
+    folder.mkdir()
+    table = pd.DataFrame({"sample_id": trained + held, "split": ["train"] * len(trained) + ["test"] * len(held)})
+    table.to_parquet(folder / step.TRAIN_REPRESENTATIONS)
+    return folder
+
+
+def test_n_of_one_every_non_normal_against_the_training_normals(tmp_path, simulated, runner):
+    """The pipeline's NOFONE_DESEQ2: cases are every sample neither normal nor held-out normal;
+    controls the normals the model trained on (not those it held out)."""
+    data = simulated / "data"
+    samples = pd.read_parquet(data / "samples.parquet")
+    normals = samples.loc[samples["condition"] == "normal", "sample_id"].tolist()
+    trained, held = normals[::2], normals[1::2]
+    model = _training_model(tmp_path / "model", [*trained, "not_in_this_dataset"], held)
+    result = runner.invoke(app, ["--threads", "1", "deseq2", "n-of-one", "--input", str(data), "--outdir",
+                                 str(tmp_path / "out"), "--cases-except-condition", "normal",
+                                 "--cases-except-condition", "heldout_normal", "--controls-condition", "normal",
+                                 "--controls-trained-by", str(model)])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
+    assert sorted(summary["sample_id"]) == ["case001", "case002", "case003"]
+    controls = pd.read_csv(tmp_path / "out" / step.CONTROLS_FILE, sep="\t")
+    for _, group in controls.groupby("sample_id"):
+        assert sorted(group["control_id"]) == sorted(trained)
+    report = json.loads((tmp_path / "out" / step.REPORT_FILE).read_text())
+    assert report["cases_except_conditions"] == ["normal", "heldout_normal"]
+    assert report["controls_trained_by"] == str(model)
+    # --controls-trained-by alone: the controls are the samples the model trained on
+    step.n_of_one(data, tmp_path / "alone", cases=["case001"], controls_trained_by=model, n_cpus=1)
+    drawn = pd.read_csv(tmp_path / "alone" / step.CONTROLS_FILE, sep="\t")
+    assert sorted(drawn["control_id"]) == sorted(trained)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(cases_except_conditions=("normal", "heldout_normal", "case"), controls_condition="normal"),
+     "no cases selected (every sample's condition is one of ['case', 'heldout_normal', 'normal']"),
+    (dict(cases_condition="case", controls_trained_by="nomodel"),
+     "--controls-trained-by {tmp}/nomodel: no training_representations.parquet"),
+    (dict(cases_condition="case", controls_condition="normal", controls_trained_by="elsewhere"),
+     "none of the samples that {tmp}/elsewhere trained on is among them (--controls-trained-by)"),
+    (dict(cases_condition="case"), "or --controls-trained-by"),
+])
+def test_n_of_one_selection_errors(tmp_path, simulated, kwargs, message):
+    (tmp_path / "nomodel").mkdir()
+    _training_model(tmp_path / "elsewhere", ["other1", "other2"], [])
+    if "controls_trained_by" in kwargs:
+        kwargs["controls_trained_by"] = tmp_path / kwargs["controls_trained_by"]
+    with pytest.raises(InputError) as error:
+        step.n_of_one(simulated / "data", tmp_path / "out", n_cpus=1, **kwargs)
+    assert message.format(tmp=tmp_path) in str(error.value)
+    assert not (tmp_path / "out").exists()

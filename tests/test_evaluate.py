@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,6 +56,12 @@ def test_read_gene_sets(tmp_path):
     plain = write(tmp_path / "drivers.txt", "gene_id\nTP53\nKRAS\n")
     sets = read_gene_sets([gmt, plain])
     assert sets == {"SET_A": {"TP53", "EGFR"}, "SET_B": {"MYC"}, "drivers": {"TP53", "KRAS"}}
+    # gzipped (the pipeline's --gene_sets may be .gmt.gz): a GMT even with a single gene per set
+    gz = write(tmp_path / "c.gmt.gz", "SET_C\turl\tTP53\n", gz=True)
+    listed = write(tmp_path / "more.txt.gz", "KRAS\nMYC\n", gz=True)
+    assert read_gene_sets([gz, listed]) == {"SET_C": {"TP53"}, "more": {"KRAS", "MYC"}}
+    with pytest.raises(InputError, match="not a text file"):
+        read_gene_sets([write(tmp_path / "bad.gmt.gz", "SET\turl\tG\n")])  # .gz, but not gzipped
     with pytest.raises(InputError, match="does not exist"):
         read_gene_sets([tmp_path / "nope.gmt"])
     with pytest.raises(InputError, match="line 1: a GMT line"):
@@ -141,4 +149,88 @@ def test_evaluate_on_a_missing_run_is_a_clear_error(tmp_path, runner):
 
     result = runner.invoke(app, ["evaluate", "--run", str(tmp_path / "none"), "--outdir", str(tmp_path / "e")])
     assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "e").exists()
+
+
+def _nextflow_layout(small_run) -> dict[str, str]:
+    """The run's parts as the Nextflow pipeline has them: FILTER's data, TRAIN's model and
+    GATHER's cohort/ folder holding both representations.parquet and de.parquet."""
+    from nofone.steps.evaluate import RunFolder
+
+    run = RunFolder.find(small_run / "out")
+    cohort = small_run / "cohort"
+    if not cohort.is_dir():
+        cohort.mkdir()
+        shutil.copy(run.representations / "representations.parquet", cohort)
+        shutil.copy(run.de / "de.parquet", cohort)
+    return {"--data": str(run.data), "--model": str(run.model), "--representations": str(cohort),
+            "--de": str(cohort)}
+
+
+SMALL = ["--no-deseq2", "--no-spike-ins", "--max-negative", "3", "--negative-condition", "heldout_normal",
+         "--device", "cpu"]
+
+
+def test_evaluate_explicit_folders_replace_the_run(small_run, runner):
+    """--data, --model, --representations and --de (the Nextflow layout) give what --run gives;
+    one of them alone replaces that part of --run."""
+    from nofone.cli.app import app
+
+    parts = _nextflow_layout(small_run)
+    outs = {name: small_run / f"eval-{name}" for name in ("run", "explicit", "mixed")}
+    explicit = [word for option, path in parts.items() for word in (option, path)]
+    for name, args in (("run", ["--run", str(small_run / "out")]), ("explicit", explicit),
+                       ("mixed", ["--run", str(small_run / "out"), "--de", parts["--de"]])):
+        result = runner.invoke(app, ["evaluate", *args, "--outdir", str(outs[name]), *SMALL])
+        assert result.exit_code == 0, (name, result.output)
+    for table in ("negative_control_summary.tsv", "nll_auroc.tsv", "assignment.tsv"):
+        expected = pd.read_csv(outs["run"] / table, sep="\t")
+        for name in ("explicit", "mixed"):
+            pd.testing.assert_frame_equal(pd.read_csv(outs[name] / table, sep="\t"), expected, obj=f"{name}: {table}")
+    summary = json.loads((outs["explicit"] / "evaluation.json").read_text())
+    assert summary["run"] is None
+    assert summary["inputs"] == {"root": None, "data": parts["--data"], "model": parts["--model"],
+                                 "representations": parts["--representations"], "de": parts["--de"]}
+    mixed = json.loads((outs["mixed"] / "evaluation.json").read_text())
+    assert mixed["run"] == str(small_run / "out") and mixed["inputs"]["de"] == parts["--de"]
+    assert mixed["inputs"]["model"] == str(small_run / "out" / "model")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"--model": "nowhere"}, "--model {tmp}/nowhere does not exist (expected a model folder from `nofone train`)"),
+    ({"--data": "empty"}, "--data {tmp}/empty has no counts.parquet"),
+    ({"--de": "empty"}, "--de {tmp}/empty has no de.parquet"),
+    ({"--representations": "empty"}, "--representations {tmp}/empty has no representations.parquet"),
+    ({"--model": "empty"}, "--model {tmp}/empty has no training_representations.parquet"),
+    ({"--representations": None, "--de": None}, "missing: --representations, --de"),
+])
+def test_evaluate_explicit_folder_errors_name_the_option(small_run, runner, tmp_path, change, message):
+    from nofone.cli.app import app
+
+    (tmp_path / "empty").mkdir()
+    parts = _nextflow_layout(small_run)
+    for option, value in change.items():
+        parts[option] = str(tmp_path / value) if value else None
+    args = [word for option, path in parts.items() if path for word in (option, path)]
+    result = runner.invoke(app, ["evaluate", *args, "--outdir", str(tmp_path / "e"), *SMALL])
+    assert result.exit_code == 2, result.output
+    assert message.format(tmp=tmp_path) in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_needs_the_training_samples_for_deseq2(small_run, runner, tmp_path):
+    """Data without the samples the model trained on (e.g. another cohort): DESeq2 has no
+    controls, and the error says so (and that --no-deseq2 goes without them)."""
+    from nofone.cli.app import app
+    from nofone.io.dataset import Dataset, copy_subset
+
+    parts = _nextflow_layout(small_run)
+    tested = set(pd.read_parquet(Path(parts["--de"]) / "de.parquet", columns=["sample_id"])["sample_id"])
+    (tmp_path / "tested").mkdir()
+    copy_subset(Dataset(parts["--data"]), tmp_path / "tested", sample_ids=sorted(tested))
+    parts["--data"] = str(tmp_path / "tested")
+    args = [word for option, path in parts.items() for word in (option, path)]
+    result = runner.invoke(app, ["evaluate", *args, "--outdir", str(tmp_path / "e"), "--device", "cpu",
+                                 "--max-negative", "2", "--no-spike-ins"])
+    assert result.exit_code == 2 and "DESeq2 needs them as controls" in " ".join(result.output.split())
     assert not (tmp_path / "e").exists()

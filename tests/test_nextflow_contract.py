@@ -7,8 +7,9 @@ No Nextflow binary can run here, so these tests carry the proof instead (see DES
   params, task and workflow; the ext.args that conf/modules.config and the test profile give
   each process; Nextflow's staging names for input files), run them with bash in a task folder
   with bin/ first on PATH against the real CLI, chained on a tiny simulated cohort
-  (SIMULATE -> INGEST -> FILTER -> TRAIN -> CHUNK -> REPRESENT -> DE -> GATHER, and
-  INGEST -> COHORT_DE with its params set), and check that every declared output exists;
+  (SIMULATE -> INGEST -> FILTER -> TRAIN -> CHUNK -> REPRESENT -> DE -> GATHER -> DESEQ2,
+  EVALUATE -> REPORT, and INGEST -> COHORT_DE with its params set), and check that every
+  declared output exists;
 - parse each rendered `nofone` command line with the CLI's own option parser, for many
   combinations of params;
 - check params (used = declared in nextflow.config = described in nextflow_schema.json), the
@@ -53,7 +54,23 @@ EXPECTED = {
     "NOFONE_SIMULATE": "simulate", "NOFONE_INGEST": "ingest", "NOFONE_FILTER": "filter",
     "NOFONE_TRAIN": "train", "NOFONE_CHUNK": "chunk", "NOFONE_REPRESENT": "represent",
     "NOFONE_DE": "de", "NOFONE_GATHER": "gather", "NOFONE_COHORT_DE": "cohort-de",
+    "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluate", "NOFONE_REPORT": "report",
 }
+# Commands of a command group: `nofone deseq2 n-of-one`
+SUBCOMMANDS = {"NOFONE_DESEQ2": "n-of-one"}
+# The resource label of every process (README, "Running on a cluster or in the cloud: Nextflow")
+PROCESS_LABELS = {
+    "NOFONE_SIMULATE": "process_single", "NOFONE_INGEST": "process_medium", "NOFONE_FILTER": "process_low",
+    "NOFONE_TRAIN": "process_gpu", "NOFONE_CHUNK": "process_single", "NOFONE_REPRESENT": "process_gpu",
+    "NOFONE_DE": "process_low", "NOFONE_GATHER": "process_low", "NOFONE_COHORT_DE": "process_medium",
+    "NOFONE_DESEQ2": "process_medium", "NOFONE_EVALUATE": "process_medium", "NOFONE_REPORT": "process_single",
+}
+# Optional path inputs: [] when what they hold did not run (workflows/nofone.nf)
+OPTIONAL_INPUTS = {"genes", "annotation", "config_json", "gene_sets", "symbol_map", "evaluation", "cohort_de",
+                   "NOFONE_DESEQ2.model"}
+# EVALUATE in the chained test, beyond the test profile's ext.args: two held-out normals, one
+# spike-in fold change, one random-controls repeat (CI has 2 cores)
+EVALUATE_SMALL = "--max-negative 2 --spike-lfc 2 --repeats 1 --n-random-controls 3"
 # NOFONE_COHORT_DE runs only with --cohort_group: its params in a test-profile-like run (the
 # simulated sheet's tissue column holds tissue01, tissue02; batch b1, b2), with the fixture GMT
 # and symbol map (tests/nextflow/fixtures/cohort: SIM<n> -> GENE<n>, three sets of 20 genes)
@@ -120,7 +137,7 @@ class Task:
     outputs: dict[str, list[Path]]
 
 
-def task_scope(name: str, params: dict, profiles: tuple[str, ...], attempt: int = 1) -> dict:
+def task_scope(name: str, params: dict, profiles: tuple[str, ...], attempt: int = 1, extra_args: str = "") -> dict:
     process = PROCESSES[name]
     scope = {
         "params": params,
@@ -132,6 +149,8 @@ def task_scope(name: str, params: dict, profiles: tuple[str, ...], attempt: int 
     setting = nfg.process_setting(config(profiles), "ext.args", name, labels_of(process))
     if setting is not None:
         scope["task"]["ext"]["args"] = nfg.value_of(setting.node, scope)
+    if extra_args:  # a test's own options after the config's (the CLI keeps the last of an option)
+        scope["task"]["ext"]["args"] = f"{scope['task']['ext'].get('args') or ''} {extra_args}".strip()
     return scope
 
 
@@ -169,10 +188,10 @@ def cli_env() -> dict:
 
 
 def run_task(name: str, inputs: list, workdir: Path, params: dict, *, stub: bool = False,
-             profiles: tuple[str, ...] = ("test",), attempt: int = 1) -> Task:
+             profiles: tuple[str, ...] = ("test",), attempt: int = 1, extra_args: str = "") -> Task:
     process = PROCESSES[name]
     task_dir = Path(tempfile.mkdtemp(prefix=f"{name.lower()}-", dir=workdir))
-    scope = task_scope(name, params, profiles, attempt)
+    scope = task_scope(name, params, profiles, attempt, extra_args)
     stage_inputs(process, inputs, scope, task_dir)
     staged = {p.relative_to(task_dir) for p in task_dir.rglob("*") if p.is_symlink()}
     block = process.stub if stub else process.script
@@ -344,6 +363,46 @@ def test_module_scripts_run_chained_against_the_cli(tmp_path, background):
     assert pq.ParquetFile(cohort / "representations.parquet").metadata.num_rows == len(tested)
     assert sorted(p.stem for p in (cohort / "samples").glob("*.tsv")) == sorted(tested)
 
+    # After GATHER: DESEQ2 and EVALUATE side by side (EVALUATE kept small: EVALUATE_SMALL; its
+    # enrichment needs no gseapy, so it always gets the fixture GMT)
+    deseq2, evaluate = in_parallel([
+        (run_task, "NOFONE_DESEQ2", [filtered, model], work, params),
+        (lambda *a: run_task(*a, extra_args=EVALUATE_SMALL), "NOFONE_EVALUATE",
+         [filtered, model, cohort, COHORT_FIXTURES / "gene_sets.gmt"], work, params),
+    ])
+    assert ("--controls-trained-by model --cases-except-condition normal --cases-except-condition "
+            "'heldout_normal' --controls-condition normal --seed 0") in deseq2.script
+    training = pq.read_table(model / "training_representations.parquet").to_pandas()
+    trained = set(training.loc[training["split"] == "train", "sample_id"])
+    deseq2_out = deseq2.outputs["results"][0]
+    with open(deseq2_out / "summary.tsv", newline="") as handle:
+        deseq2_summary = list(csv.DictReader(handle, delimiter="\t"))
+    assert sorted(r["sample_id"] for r in deseq2_summary) == ["case001", "case002"], "the cases, not the normals"
+    with open(deseq2_out / "controls.tsv", newline="") as handle:
+        drawn = list(csv.DictReader(handle, delimiter="\t"))
+    for case in ("case001", "case002"):  # every training normal, and only those (no --deseq2_n_controls)
+        assert {r["control_id"] for r in drawn if r["sample_id"] == case} == trained
+    assert pq.ParquetFile(deseq2_out / "deseq2.parquet").metadata.num_rows > 0
+
+    evaluation = evaluate.outputs["evaluation"][0]
+    assert "evaluate --data dataset --model model --representations cohort --de cohort" in evaluate.script
+    assert "--gene-set gene_sets/gene_sets.gmt --normal-value normal --negative-condition 'heldout_normal'" \
+        in evaluate.script
+    evaluated = json.loads((evaluation / "evaluation.json").read_text())
+    assert evaluated["n_negative_controls"] == 2 and evaluated["n_cases"] == 2 and evaluated["run"] is None
+    assert evaluated["inputs"]["representations"] == evaluated["inputs"]["de"] == "cohort"
+    with open(evaluation / "negative_control_summary.tsv", newline="") as handle:
+        rows_nc = list(csv.DictReader(handle, delimiter="\t"))
+    assert {(r["method"], r["controls"]) for r in rows_nc} == {("dgd", "model"), ("deseq2", "all same-tissue"),
+                                                                ("deseq2", "3 random")}
+    with open(evaluation / "spike_ins_summary.tsv", newline="") as handle:
+        spikes = list(csv.DictReader(handle, delimiter="\t"))
+    assert {(r["method"], r["spike_lfc"]) for r in spikes} == {("dgd", "2.0"), ("deseq2", "2.0")}
+    with open(evaluation / "enrichment_summary.tsv", newline="") as handle:
+        sets = {(r["method"], r["gene_set"]) for r in csv.DictReader(handle, delimiter="\t")}
+    assert sets == {(m, f"SIMULATED_SET_{x}") for m in ("dgd", "deseq2") for x in "ABC"}
+    assert (evaluation / "nll_auroc.tsv").is_file()
+
     task = cohort_de.result()
     assert "--group 'tissue' --contrast 'tissue02,tissue01' --covariate 'batch' --epochs 3" in task.script
     if enrichment:
@@ -364,6 +423,16 @@ def test_module_scripts_run_chained_against_the_cli(tmp_path, background):
         with open(results / "enrichment_prerank.tsv", newline="") as handle:
             terms = {(r["ranking"], r["term"]) for r in csv.DictReader(handle, delimiter="\t")}
         assert terms == {(r, f"SIMULATED_SET_{s}") for r in ("nbvae", "deseq2") for s in "ABC"}
+
+    # REPORT: the pipeline's folders, with EVALUATE's and COHORT_DE's
+    report_task = run_task("NOFONE_REPORT", [filtered, model, cohort, evaluation, results],  # COHORT_DE's results
+                           work, params)
+    assert "--evaluation evaluation --cohort-de cohort_de" in report_task.script
+    folder = report_task.outputs["report"][0]
+    assert (folder / "report.html").stat().st_size > 0 and (folder / "tables").is_dir()
+    sections = json.loads((folder / "report_summary.json").read_text())["sections"]
+    for section in ("summary", "training", "degs", "evaluation", "cohort"):
+        assert sections[section]["available"], (section, sections[section])
 
 
 def _dummy_inputs(process: nfg.Process, root: Path) -> list:
@@ -418,6 +487,9 @@ VARIANTS = [
     (("test",), COHORT_PARAMS),
     ((), {"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
           "cohort_epochs": 5, "cohort_latent_dim": 2, "gene_sets": "h.all.gmt", "symbol_map": "mouse_to_human.tsv"}),
+    ((), {"skip_deseq2": True, "negative_conditions": "heldout_normal, Normal tissue,", "deseq2_n_controls": 5,
+          "deseq2_seed": 3, "deseq2_same_tissue": True, "evaluate_max_negative": 3, "evaluate_repeats": 0,
+          "normal_value": "healthy", "gene_sets": "h.all.gmt.gz"}),
 ]
 
 
@@ -460,6 +532,10 @@ def test_rendered_command_lines_parse(name, variant):
                 words = [words[0], *words[3:]]
                 assert words[1] == EXPECTED[name]
                 command = commands[words[1]]
+                if name in SUBCOMMANDS:  # a command group: its subcommand parses the options
+                    assert words[2] == SUBCOMMANDS[name], lines[0]
+                    command = command.commands[words[2]]
+                    words = [words[0], *words[2:]]
                 try:
                     command.make_context(words[1], words[2:], resilient_parsing=False)
                 except Exception as exc:  # click.UsageError and friends
@@ -475,7 +551,7 @@ def _dummy_inputs_dry(process: nfg.Process, optional_files: bool) -> list:
             if element.qualifier == "val":
                 groups = "tissue,batch" if optional_files else ""
                 items.append({"id": "chunk_0003"} if element.name == "meta" else groups)
-            elif element.name in ("genes", "annotation", "config_json", "gene_sets", "symbol_map"):
+            elif element.name in OPTIONAL_INPUTS or f"{process.name}.{element.name}" in OPTIONAL_INPUTS:
                 items.append([Path(f"/x/{element.name}.tsv")] if optional_files else [])
             elif element.name == "counts":
                 items.append([Path("/a/ReadsPerGene.out.tab"), Path("/b/ReadsPerGene.out.tab")])
@@ -540,6 +616,101 @@ def test_cohort_de_runs_on_every_ingested_sample_only_with_cohort_group():
     assert "ch_cohort_de = NOFONE_COHORT_DE.out.results" in block
 
 
+def _parsed(command: str, required: list[str], args: str) -> dict:
+    """The options a command line gives, as the CLI parses them (`deseq2 n-of-one` for DESEQ2)."""
+    group, _, sub = command.partition(" ")
+    cli = _cli_commands()[group]
+    cli = cli.commands[sub] if sub else cli
+    context = cli.make_context(command, [*required, *shlex.split(args)])
+    return {k: (tuple(v) if isinstance(v, list | tuple) else v) for k, v in context.params.items()}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, {"cases_except_condition": ("normal",), "controls_condition": "normal", "same_tissue": False,
+          "n_controls": None, "seed": 0, "q_threshold": 0.01, "lfc_threshold": 1.0}),
+    ({"negative_conditions": "heldout_normal, Normal tissue,", "normal_value": "healthy", "deseq2_n_controls": 5,
+      "deseq2_seed": 3, "deseq2_same_tissue": True, "q_threshold": 0.05, "lfc_threshold": 0.5},
+     {"cases_except_condition": ("healthy", "heldout_normal", "Normal tissue"), "controls_condition": "healthy",
+      "same_tissue": True, "n_controls": 5, "seed": 3, "q_threshold": 0.05, "lfc_threshold": 0.5}),
+])
+def test_deseq2_ext_args(overrides, expected):
+    """conf/modules.config: the cases are every sample neither --normal_value nor of
+    --negative_conditions, the controls the --normal_value samples (the script keeps those TRAIN
+    trained on: --controls-trained-by), random controls and their seed from the params."""
+    args = task_scope("NOFONE_DESEQ2", params_for((), **overrides), ())["task"]["ext"]["args"]
+    got = _parsed("deseq2 n-of-one", ["--input", "d", "--outdir", "o"], args)
+    assert {k: got[k] for k in expected} == expected, args
+    assert got["repeats"] == 1 and got["controls_trained_by"] is None and got["cases_condition"] is None
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, {"deseq2": True, "normal_value": "normal", "negative_condition": (), "max_negative": 20, "repeats": 20,
+          "lfc_threshold": 1.0}),
+    ({"skip_deseq2": True, "negative_conditions": "heldout_normal", "evaluate_max_negative": 3,
+      "evaluate_repeats": 0, "lfc_threshold": 0.5, "normal_value": "healthy"},
+     {"deseq2": False, "normal_value": "healthy", "negative_condition": ("heldout_normal",), "max_negative": 3,
+      "repeats": 0, "lfc_threshold": 0.5}),
+])
+def test_evaluate_ext_args(overrides, expected):
+    """conf/modules.config: --no-deseq2 exactly with --skip_deseq2; negative controls and the size
+    of the evaluation from the params."""
+    args = task_scope("NOFONE_EVALUATE", params_for((), **overrides), ())["task"]["ext"]["args"]
+    got = _parsed("evaluate", ["--outdir", "o"], args)
+    assert {k: got[k] for k in expected} == expected, args
+    test = task_scope("NOFONE_EVALUATE", params_for(("test",)), ("test",))["task"]["ext"]["args"]
+    assert _parsed("evaluate", ["--outdir", "o"], test)["negative_condition"] == ("heldout_normal",), \
+        "-profile test: the simulated held-out normals are negative controls"
+    assert task_scope("NOFONE_REPORT", params_for((), **overrides), ())["task"]["ext"]["args"] == ""
+
+
+def _if_block(text: str, condition: str) -> str:
+    start = text.index(f"if ({condition})")
+    return text[start:nfg.brace_end(text, text.index("{", start))]
+
+
+def test_deseq2_evaluate_and_report_run_after_gather_unless_skipped():
+    """workflows/nofone.nf: DESEQ2, EVALUATE and REPORT each called once, under its skip param
+    (EVALUATE also not with --model); --skip_deseq2 removes the DESEQ2 call and gives EVALUATE
+    --no-deseq2; REPORT gets [] for EVALUATE and COHORT_DE when they do not run."""
+    text = nfg.strip_comments((REPO / "workflows" / "nofone.nf").read_text())
+    calls = {
+        "NOFONE_DESEQ2": ("!params.skip_deseq2", [["ch_data", "params.model ? [] : ch_model"]]),
+        "NOFONE_EVALUATE": ("!params.skip_evaluate && !params.model",
+                            [["ch_data", "ch_model", "NOFONE_GATHER.out.cohort", "gene_sets"]]),
+        "NOFONE_REPORT": ("!params.skip_report", [["ch_data", "ch_model", "NOFONE_GATHER.out.cohort",
+                                                   "report_evaluation", "params.cohort_group ? ch_cohort_de : []"]]),
+    }
+    for name, (condition, expected) in calls.items():
+        block = _if_block(text, condition)
+        assert _calls(block, name) == expected, name
+        assert _calls(text, name) == expected, f"{name}: called once, under the if"
+        assert f"ch_versions.mix({name}.out.versions)" in block, name
+        assert text.index(block) > text.index("NOFONE_GATHER(ch_parts)"), f"{name}: after GATHER"
+    assert re.search(r"(?m)^\s*report_evaluation\s*=\s*\[\]", text), "REPORT without EVALUATE: []"
+    assert "report_evaluation = NOFONE_EVALUATE.out.evaluation" in _if_block(text, calls["NOFONE_EVALUATE"][0])
+    emitted = text.split("emit:")[1]
+    for emit, channel in (("deseq2", "ch_deseq2"), ("evaluation", "ch_evaluation"), ("report", "ch_report")):
+        assert re.search(rf"(?m)^\s*{emit}\s*=\s*{channel}\b", emitted), emit
+
+    # --skip_deseq2 as Nextflow would see it: the DESEQ2 call is skipped and EVALUATE says --no-deseq2
+    def runs(block_condition: str, params: dict) -> bool:
+        node = nfg.parse_expression(nfg.tokenize(block_condition))
+        return nfg.truth(nfg.evaluate(node, {"params": params}))
+
+    for skip in (False, True):
+        params = params_for((), skip_deseq2=skip)
+        assert runs(calls["NOFONE_DESEQ2"][0], params) is not skip
+        args = task_scope("NOFONE_EVALUATE", params, ())["task"]["ext"]["args"]
+        assert ("--no-deseq2" in shlex.split(args)) is skip, args
+        assert _parsed("evaluate", ["--outdir", "o"], args)["deseq2"] is not skip
+    defaults = params_for()
+    assert not any(defaults[f"skip_{step}"] for step in ("deseq2", "evaluate", "report")), "all run by default"
+    assert runs(calls["NOFONE_EVALUATE"][0], defaults)
+    assert not runs(calls["NOFONE_EVALUATE"][0], params_for(model="/models/m")), "EVALUATE not with --model"
+    assert not runs(calls["NOFONE_EVALUATE"][0], params_for(skip_evaluate=True))
+    assert not runs(calls["NOFONE_REPORT"][0], params_for(skip_report=True))
+
+
 @pytest.mark.parametrize(("params", "valid"), [
     ({"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01"}, True),
     ({"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch,sex",
@@ -550,8 +721,16 @@ def test_cohort_de_runs_on_every_ingested_sample_only_with_cohort_group():
     ({"cohort_group": "tissue", "cohort_contrast": "a,b,c"}, False),
     ({"cohort_group": "tis'sue", "cohort_contrast": "a,b"}, False),          # a quote would break the quoting
     ({"cohort_group": "tissue", "cohort_contrast": "a,b", "symbol_map": "map.tsv"}, False),  # only with a GMT
-    ({"gene_sets": "h.gmt"}, False),                                         # no cohort DE to enrich
+    ({"gene_sets": "h.gmt"}, True),                                          # EVALUATE's enrichment
     ({"cohort_group": "tissue", "cohort_contrast": "a,b", "cohort_epochs": 0}, False),
+    ({"negative_conditions": "heldout_normal,Normal tissue", "deseq2_n_controls": 5, "deseq2_seed": 7,
+      "deseq2_same_tissue": True, "evaluate_max_negative": 1, "evaluate_repeats": 0, "skip_deseq2": True,
+      "skip_evaluate": True, "skip_report": True}, True),
+    ({"negative_conditions": "heldout'normal"}, False),                      # a quote would break the quoting
+    ({"deseq2_n_controls": 1}, False),                                       # DESeq2 needs 2 controls
+    ({"evaluate_max_negative": 0}, False),
+    ({"evaluate_repeats": -1}, False),
+    ({"skip_report": "yes"}, False),
 ])
 def test_cohort_params_in_the_schema(params, valid):
     schema = json.loads((REPO / "nextflow_schema.json").read_text())
@@ -593,6 +772,11 @@ def test_process_directives_and_outputs(name):
     assert all(emits) and len(set(emits)) == len(emits), f"{name}: every output has a unique emit: name"
     versions = [d for d in process.outputs if d.emit == "versions"]
     assert versions and nfg.evaluate(versions[0].elements[0].node, {}) == "versions.yml"
+
+
+def test_process_labels():
+    """DESEQ2 and EVALUATE fit DESeq2 many times (CPU-bound): process_medium; REPORT: one CPU."""
+    assert {name: labels_of(process)[0] for name, process in PROCESSES.items()} == PROCESS_LABELS
 
 
 def test_gpu_processes_are_train_and_represent():

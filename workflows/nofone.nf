@@ -9,6 +9,15 @@
  *
  * With --cohort_group, independently of the above: INGEST -> COHORT_DE, an NB-VAE on every
  * sample and generative log2 fold changes between two groups (`nofone cohort-de`).
+ *
+ * After GATHER (each step skippable):
+ *   DESEQ2    the classical baseline: each case against the normals TRAIN trained on (with
+ *             --model: every --normal_value sample); not with --skip_deseq2
+ *   EVALUATE  the model against DESeq2 (held-out normals, spike-ins, --gene_sets enrichment,
+ *             tissue assignment, NLL AUROC); --no-deseq2 with --skip_deseq2; not with
+ *             --skip_evaluate, nor with --model (its training samples are not in the data)
+ *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables and COHORT_DE's
+ *             section where they ran; not with --skip_report
  */
 
 include { SAMPLESHEET_STAGE } from '../subworkflows/local/samplesheet/main'
@@ -20,6 +29,9 @@ include { NOFONE_REPRESENT  } from '../modules/local/represent/main'
 include { NOFONE_DE         } from '../modules/local/de/main'
 include { NOFONE_GATHER     } from '../modules/local/gather/main'
 include { NOFONE_COHORT_DE  } from '../modules/local/cohort_de/main'
+include { NOFONE_DESEQ2     } from '../modules/local/deseq2/main'
+include { NOFONE_EVALUATE   } from '../modules/local/evaluate/main'
+include { NOFONE_REPORT     } from '../modules/local/report/main'
 
 workflow NOFONE {
     take:
@@ -88,9 +100,46 @@ workflow NOFONE {
         NOFONE_GATHER.out.versions
     )
 
+    // The classical baseline: DESeq2, each case against the normals TRAIN trained on; with
+    // --model those are not in the data ([]): every --normal_value sample is a control
+    ch_deseq2 = Channel.empty()
+    if (!params.skip_deseq2) {
+        NOFONE_DESEQ2(ch_data, params.model ? [] : ch_model)
+        ch_deseq2   = NOFONE_DESEQ2.out.results
+        ch_versions = ch_versions.mix(NOFONE_DESEQ2.out.versions)
+    }
+
+    // The model against DESeq2 (which EVALUATE runs itself, with TRAIN's training normals as
+    // controls: hence not with --model)
+    ch_evaluation = Channel.empty()
+    report_evaluation = []    // REPORT's input: [] when EVALUATE does not run
+    if (!params.skip_evaluate && !params.model) {
+        NOFONE_EVALUATE(ch_data, ch_model, NOFONE_GATHER.out.cohort, gene_sets)
+        ch_evaluation     = NOFONE_EVALUATE.out.evaluation
+        report_evaluation = NOFONE_EVALUATE.out.evaluation
+        ch_versions       = ch_versions.mix(NOFONE_EVALUATE.out.versions)
+    }
+
+    // The HTML report: [] for a step that did not run (an empty channel would hold it back)
+    ch_report = Channel.empty()
+    if (!params.skip_report) {
+        NOFONE_REPORT(
+            ch_data,
+            ch_model,
+            NOFONE_GATHER.out.cohort,
+            report_evaluation,
+            params.cohort_group ? ch_cohort_de : []
+        )
+        ch_report   = NOFONE_REPORT.out.report
+        ch_versions = ch_versions.mix(NOFONE_REPORT.out.versions)
+    }
+
     emit:
-    cohort    = NOFONE_GATHER.out.cohort  // representations.parquet, de.parquet, summary.tsv, samples/
-    model     = ch_model
-    cohort_de = ch_cohort_de              // cohort_de.tsv, cohort_de_report.json, latent.*, model/ (--cohort_group)
-    versions  = ch_versions               // every task's versions.yml
+    cohort     = NOFONE_GATHER.out.cohort  // representations.parquet, de.parquet, summary.tsv, samples/
+    model      = ch_model
+    cohort_de  = ch_cohort_de              // cohort_de.tsv, cohort_de_report.json, latent.*, model/ (--cohort_group)
+    deseq2     = ch_deseq2                 // deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
+    evaluation = ch_evaluation             // evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
+    report     = ch_report                 // report.html, report_summary.json, tables/
+    versions   = ch_versions               // every task's versions.yml
 }

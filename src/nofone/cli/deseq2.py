@@ -44,8 +44,10 @@ def n_of_one_command(
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json."),
     cases: list[str] = typer.Option([], "--case", help="Case sample id (repeatable)."),
     cases_condition: str | None = typer.Option(None, help="Cases: the samples whose condition is this value."),
+    cases_except_condition: list[str] = typer.Option([], help="Cases: every sample whose condition is none of these values (repeatable; a sample without a condition is a case)."),
     controls: list[str] = typer.Option([], "--control", help="Control sample id (repeatable)."),
     controls_condition: str | None = typer.Option(None, help="Controls: the samples whose condition is this value."),
+    controls_trained_by: Path | None = typer.Option(None, help="Model folder (from `nofone train`): controls are only the samples it trained on (with --controls-condition: those of that condition)."),
     same_tissue: bool = typer.Option(False, "--same-tissue", help="Only controls of the case's own tissue."),
     n_controls: int | None = typer.Option(None, min=2, help="Draw this many random controls per case and repeat (default: all)."),
     repeats: int = typer.Option(1, min=1, help="Repeats per case, each with its own random controls (needs --n-controls)."),
@@ -61,6 +63,9 @@ def n_of_one_command(
     A case is never its own control, so normals can be tested against the other normals.
 
     Example: nofone deseq2 n-of-one --input data/ --outdir deseq2_5/ --cases-condition tumour --controls-condition normal --same-tissue --n-controls 5 --repeats 20 --seed 0
+
+    Every non-normal sample against the normals a model trained on: nofone deseq2 n-of-one --input filtered/
+    --outdir deseq2/ --cases-except-condition normal --controls-condition normal --controls-trained-by model/
     """
     from nofone.steps.deseq2 import n_of_one
 
@@ -68,7 +73,8 @@ def n_of_one_command(
                        controls_condition=controls_condition, same_tissue=same_tissue, n_controls=n_controls,
                        repeats=repeats, seed=seed, alpha=alpha, q_threshold=q_threshold,
                        lfc_threshold=lfc_threshold, condition_column=condition_column,
-                       tissue_column=tissue_column)
+                       tissue_column=tissue_column, cases_except_conditions=tuple(cases_except_condition),
+                       controls_trained_by=controls_trained_by)
     echo(f"{summary['sample_id'].nunique()} cases x {repeats} repeat(s): median {summary['n_de'].median():g} DE genes "
          f"per run (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")
 

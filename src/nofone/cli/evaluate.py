@@ -11,8 +11,12 @@ from nofone.cli.common import echo, handle_errors
 
 @handle_errors
 def evaluate_command(
-    run: Path = typer.Option(..., "--run", help="Output folder of `nofone run` or `nofone demo`."),
+    run: Path | None = typer.Option(None, "--run", help="Output folder of `nofone run` or `nofone demo` (data/ or filtered/, model/, representations/, de/); or give all of --data, --model, --representations, --de."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Folder for the evaluation tables."),
+    data: Path | None = typer.Option(None, "--data", help="Dataset folder with counts.parquet (instead of RUN/filtered or RUN/data)."),
+    model: Path | None = typer.Option(None, "--model", help="Model folder from `nofone train`, with training_representations.parquet (instead of RUN/model)."),
+    representations: Path | None = typer.Option(None, "--representations", help="Folder with representations.parquet (instead of RUN/representations), e.g. the Nextflow cohort/ folder."),
+    de: Path | None = typer.Option(None, "--de", help="Folder with de.parquet (instead of RUN/de), e.g. the Nextflow cohort/ folder."),
     gene_set: list[Path] = typer.Option([], "--gene-set", help="GMT file or gene list (one per line); repeatable."),
     deseq2: bool = typer.Option(True, "--deseq2/--no-deseq2", help="Compare with DESeq2 (pydeseq2) N-of-one calls."),
     n_random_controls: int = typer.Option(5, min=0, help="DESeq2 with this many random controls (0: skip)."),
@@ -34,6 +38,9 @@ def evaluate_command(
     recovery, enrichment of gene sets, tissue assignment, out-of-distribution scores.
 
     Example: nofone evaluate --run results/ --outdir evaluation/ --gene-set h.all.v7.0.symbols.gmt
+
+    Nextflow layout: nofone evaluate --data results/filtered --model results/model
+    --representations results/cohort --de results/cohort --outdir results/evaluation
     """
     from nofone.errors import InputError
     from nofone.steps.evaluate import EvaluateOptions, evaluate
@@ -52,7 +59,7 @@ def evaluate_command(
         spike_lfcs=tuple(spike_lfc), gene_sets=tuple(str(p) for p in gene_set), compare_models=compare,
         seed=seed, device=device,
     )
-    summary = evaluate(run, outdir, options)
+    summary = evaluate(run, outdir, options, data=data, model=model, representations=representations, de=de)
     echo(f"evaluated {summary['n_negative_controls']} held-out normals and {summary['n_cases']} cases "
          f"in {summary['seconds']} s -> {outdir}")
 

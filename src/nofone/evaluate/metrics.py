@@ -71,7 +71,9 @@ def enrichment_scores(de: pd.DataFrame, gene_sets: dict[str, set[str]], q_thresh
 
 
 def read_gene_sets(paths: Iterable[str]) -> dict[str, set[str]]:
-    """GMT files (name, description, genes...) or lists (one gene per line; the file name is the set)."""
+    """GMT files (name, description, genes...) or lists (one gene per line; the file name is the set);
+    either may be gzipped (.gz)."""
+    import gzip
     from pathlib import Path
 
     from nofone.errors import InputError
@@ -80,8 +82,14 @@ def read_gene_sets(paths: Iterable[str]) -> dict[str, set[str]]:
     for path in map(Path, paths):
         if not path.is_file():
             raise InputError(f"gene set file {path} does not exist")
-        lines = [ln.rstrip("\n\r") for ln in path.read_text().splitlines() if ln.strip()]
-        if path.suffix.lower() == ".gmt" or (lines and len(lines[0].split("\t")) > 2):
+        gzipped = path.suffix.lower() == ".gz"
+        try:
+            text = gzip.decompress(path.read_bytes()).decode() if gzipped else path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"gene set file {path}: not a text file ({exc})") from None
+        lines = [ln.rstrip("\n\r") for ln in text.splitlines() if ln.strip()]
+        stem = Path(path.stem) if gzipped else path  # h.all.gmt.gz -> h.all.gmt
+        if stem.suffix.lower() == ".gmt" or (lines and len(lines[0].split("\t")) > 2):
             for number, line in enumerate(lines, start=1):
                 fields = line.split("\t")
                 if len(fields) < 3:
@@ -91,7 +99,7 @@ def read_gene_sets(paths: Iterable[str]) -> dict[str, set[str]]:
             genes = {ln.split("\t")[0].split(",")[0].strip() for ln in lines}
             genes.discard("gene_id")
             genes.discard("gene_name")
-            sets[path.stem] = genes
+            sets[stem.stem] = genes
     if not sets:
         raise InputError("no gene sets read")
     return sets

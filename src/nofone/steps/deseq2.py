@@ -39,6 +39,8 @@ NOF1_FILE = "deseq2.parquet"
 CONTROLS_FILE = "controls.tsv"
 NOF1_SCHEMA = DE_SCHEMA.append(pa.field("repeat", pa.int32())).append(pa.field("n_controls", pa.int32()))
 CASE_CHUNK = 8
+# written by `nofone train` (nofone.steps.train.TRAIN_REPRESENTATIONS; not imported: it needs torch)
+TRAIN_REPRESENTATIONS = "training_representations.parquet"
 
 
 def _pydeseq2_version() -> str:
@@ -98,14 +100,16 @@ def contrast(input_dir: Path, outdir: Path, design: str, contrast: str | Sequenc
     return report
 
 
-def _require_selection(side: str, ids: Sequence[str] | None, condition: str | None) -> None:
-    if not ids and condition is None:
+def _require_selection(side: str, ids: Sequence[str] | None, condition: str | None, other: bool = False) -> None:
+    if not ids and condition is None and not other:
         flag = "--case" if side == "cases" else "--control"
-        raise InputError(f"no {side} named: give {flag} sample ids or --{side}-condition")
+        more = " or --cases-except-condition" if side == "cases" else " or --controls-trained-by"
+        raise InputError(f"no {side} named: give {flag} sample ids, --{side}-condition{more}")
 
 
-def _select(data: Dataset, side: str, ids: Sequence[str] | None, condition: str | None, column: str) -> list[str]:
-    _require_selection(side, ids, condition)
+def _select(data: Dataset, side: str, ids: Sequence[str] | None, condition: str | None, column: str,
+            other: bool = False) -> list[str]:
+    _require_selection(side, ids, condition, other)
     try:
         return select_samples(data, list(ids or []), None, condition, column)
     except InputError as exc:
@@ -113,6 +117,37 @@ def _select(data: Dataset, side: str, ids: Sequence[str] | None, condition: str 
             what = f"{column} {condition!r}" if condition is not None else "the ids given"
             raise InputError(f"{data.root}: no {side} selected ({what})") from None
         raise
+
+
+def _cases_except(data: Dataset, cases: list[str], conditions: Sequence[str], column: str) -> list[str]:
+    """The cases whose condition is none of `conditions` (a sample without a condition stays a case)."""
+    if not conditions:
+        return cases
+    if column not in data.samples.columns:
+        raise InputError(f"{data.root}: no '{column}' column for --cases-except-condition")
+    excluded = set(data.samples.loc[data.samples[column].astype("string").isin(list(conditions)), "sample_id"])
+    kept = [s for s in cases if s not in excluded]
+    if not kept:
+        raise InputError(f"{data.root}: no cases selected (every sample's {column} is one of "
+                         f"{sorted(conditions)}, given by --cases-except-condition)")
+    return kept
+
+
+def _trained_by(data: Dataset, controls: list[str], model_dir: Path | None) -> list[str]:
+    """The controls that the model in `model_dir` trained on (its training representations, split 'train')."""
+    if model_dir is None:
+        return controls
+    path = Path(model_dir) / TRAIN_REPRESENTATIONS
+    if not path.is_file():
+        raise InputError(f"--controls-trained-by {model_dir}: no {TRAIN_REPRESENTATIONS} (expected a model folder "
+                         "from `nofone train`)")
+    table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
+    trained = set(table.loc[table["split"] == "train", "sample_id"].astype(str))
+    kept = [s for s in controls if s in trained]
+    if not kept:
+        raise InputError(f"{data.root}: no controls selected: none of the samples that {model_dir} trained on "
+                         "is among them (--controls-trained-by)")
+    return kept
 
 
 def plan_controls(data: Dataset, cases: list[str], controls: list[str], *, same_tissue: bool,
@@ -159,8 +194,14 @@ def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = Non
              same_tissue: bool = False, n_controls: int | None = None, repeats: int = 1, seed: int = 0,
              alpha: float = 0.05, q_threshold: float = 0.01, lfc_threshold: float = 1.0,
              condition_column: str = "condition", tissue_column: str = "tissue",
+             cases_except_conditions: Sequence[str] = (), controls_trained_by: Path | None = None,
              n_cpus: int | None = None) -> pd.DataFrame:
-    """DESeq2 for each case against controls; returns the summary (also written to summary.tsv)."""
+    """DESeq2 for each case against controls; returns the summary (also written to summary.tsv).
+
+    Cases: the ids, the samples of `cases_condition`, and/or the samples whose condition is none of
+    `cases_except_conditions`. Controls: the ids and/or the samples of `controls_condition`, kept to
+    those the model in `controls_trained_by` trained on (all of them when nothing else is given).
+    """
     started = time.perf_counter()
     if n_controls is not None and n_controls < 2:
         raise InputError(f"--n-controls must be at least 2 (DESeq2 needs 2 controls), got {n_controls}")
@@ -171,8 +212,11 @@ def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = Non
     if not 0 < alpha < 1:
         raise InputError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
     data = Dataset(input_dir)
-    case_ids = _select(data, "cases", cases, cases_condition, condition_column)
-    control_ids = _select(data, "controls", controls, controls_condition, condition_column)
+    case_ids = _select(data, "cases", cases, cases_condition, condition_column, bool(cases_except_conditions))
+    case_ids = _cases_except(data, case_ids, cases_except_conditions, condition_column)
+    control_ids = _select(data, "controls", controls, controls_condition, condition_column,
+                          controls_trained_by is not None)
+    control_ids = _trained_by(data, control_ids, controls_trained_by)
     plan = plan_controls(data, case_ids, control_ids, same_tissue=same_tissue, tissue_column=tissue_column,
                          n_controls=n_controls)
     n_cpus = n_cpus or default_n_cpus()
@@ -211,7 +255,10 @@ def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = Non
         write_json_atomic(stage / REPORT_FILE, {
             "nofone_version": __version__, "pydeseq2_version": _pydeseq2_version(),
             "input": str(Path(input_dir).resolve()), "design": "~ group", "contrast": ["group", "case", "control"],
-            "n_cases": len(case_ids), "controls_condition": controls_condition, "n_control_pool": len(needed),
+            "n_cases": len(case_ids), "cases_except_conditions": list(cases_except_conditions),
+            "controls_condition": controls_condition,
+            "controls_trained_by": str(controls_trained_by) if controls_trained_by is not None else None,
+            "n_control_pool": len(needed),
             "same_tissue": same_tissue,
             "n_controls": n_controls or "all", "repeats": repeats, "seed": seed, "alpha": alpha,
             "q_threshold": q_threshold, "lfc_threshold": lfc_threshold,

@@ -67,43 +67,91 @@ class EvaluateOptions:
     extra: dict = field(default_factory=dict)
 
 
+# What each input folder must hold, and the option that names it (when not taken from --run)
+_PARTS = {
+    "data": ("--data", COUNTS_FILE, "a dataset folder from `nofone ingest` or `nofone filter`"),
+    "model": ("--model", "training_representations.parquet", "a model folder from `nofone train`"),
+    "representations": ("--representations", "representations.parquet",
+                        "a folder from `nofone represent` or `nofone gather`"),
+    "de": ("--de", "de.parquet", "a folder from `nofone de` or `nofone gather`"),
+}
+
+
 @dataclass
 class RunFolder:
-    """Where `nofone run` put its outputs."""
+    """Where the inputs are: the output folder of `nofone run` (root), each part of which an
+    explicit folder may replace (the Nextflow layout: filtered/, model/, cohort/ for both
+    representations and de); root is None when every part is given."""
 
-    root: Path
+    root: Path | None
     data: Path
     model: Path
     representations: Path
     de: Path
 
     @classmethod
-    def find(cls, root: Path) -> RunFolder:
+    def find(cls, root: Path | None = None, *, data: Path | None = None, model: Path | None = None,
+             representations: Path | None = None, de: Path | None = None) -> RunFolder:
+        explicit = {"data": data, "model": model, "representations": representations, "de": de}
+        for part, path in explicit.items():
+            if path is not None:
+                explicit[part] = _explicit_part(part, Path(path))
+        if root is None:
+            missing = [_PARTS[part][0] for part, path in explicit.items() if path is None]
+            if missing:
+                raise InputError(f"give --run (the output folder of `nofone run`) or every one of --data, --model, "
+                                 f"--representations and --de (missing: {', '.join(missing)})")
+            return cls(None, **explicit)
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"run folder {root} does not exist")
-        data = root / "filtered" if (root / "filtered" / COUNTS_FILE).is_file() else root / "data"
-        folder = cls(root, data, root / "model", root / "representations", root / "de")
+        defaults = {"data": root / "filtered" if (root / "filtered" / COUNTS_FILE).is_file() else root / "data",
+                    "model": root / "model", "representations": root / "representations", "de": root / "de"}
+        folder = cls(root, **{part: path or defaults[part] for part, path in explicit.items()})
         for part in ("data", "model", "representations", "de"):
-            if not getattr(folder, part).is_dir():
+            if explicit[part] is None and not getattr(folder, part).is_dir():
                 raise InputError(f"run folder {root} has no {getattr(folder, part).name}/ (made by `nofone run`?)")
         return folder
 
+    def as_dict(self) -> dict[str, str | None]:
+        return {k: (str(v) if v is not None else None) for k, v in self.__dict__.items()}
 
-def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
-    """Run every evaluation the inputs allow and write the tables; returns the summary."""
-    run = RunFolder.find(run_dir)
+
+def _explicit_part(part: str, path: Path) -> Path:
+    """A folder named by its option: it must exist and hold the file evaluate reads there."""
+    option, needed, what = _PARTS[part]
+    if not path.is_dir():
+        raise InputError(f"{option} {path} does not exist (expected {what})")
+    if not (path / needed).is_file():
+        raise InputError(f"{option} {path} has no {needed} (expected {what})")
+    return path
+
+
+def evaluate(run_dir: Path | None, outdir: Path, options: EvaluateOptions, *, data: Path | None = None,
+             model: Path | None = None, representations: Path | None = None, de: Path | None = None) -> dict:
+    """Run every evaluation the inputs allow and write the tables; returns the summary.
+
+    The inputs: the output folder of `nofone run` (`run_dir`), whose parts `data`, `model`,
+    `representations` and `de` replace; without `run_dir`, all four.
+    """
+    run = RunFolder.find(run_dir, data=data, model=model, representations=representations, de=de)
     started = time.perf_counter()
     data = Dataset(run.data)
     samples = data.samples.set_index("sample_id")
     training = pq.read_table(run.model / "training_representations.parquet").to_pandas()
     train_ids = training.loc[training["split"] == "train", "sample_id"].tolist()
+    absent = sorted(set(train_ids) - set(data.sample_ids))
+    if absent and options.deseq2:
+        raise InputError(f"{len(absent)} of the samples the model {run.model} trained on are not in {run.data} "
+                         f"(e.g. {absent[0]}): DESeq2 needs them as controls; give the data the model was "
+                         "trained on, or --no-deseq2")
     de = pq.read_table(run.de / "de.parquet").to_pandas()
     tested = list(dict.fromkeys(de["sample_id"]))
     condition = samples["condition"].astype(str) if "condition" in samples else pd.Series("", index=samples.index)
     negatives_all = [s for s in tested if condition.get(s) in {options.normal_value, *options.negative_conditions}]
-    never_trained = run.root / "heldout_normals.json"
-    if never_trained.is_file():  # `nofone run --holdout-fraction`: normals filtering and training never saw
+    # `nofone run --holdout-fraction`: normals that filtering and training never saw (a run folder only)
+    never_trained = run.root / "heldout_normals.json" if run.root is not None else None
+    if never_trained is not None and never_trained.is_file():
         held = set(json.loads(never_trained.read_text()))
         negatives_all = [s for s in negatives_all if s in held or condition.get(s) in set(options.negative_conditions)]
     rng = np.random.default_rng(options.seed)
@@ -111,7 +159,8 @@ def evaluate(run_dir: Path, outdir: Path, options: EvaluateOptions) -> dict:
                                   replace=False).tolist()) if negatives_all else []
     cases = [s for s in tested if s not in set(negatives_all)]
     tissue = samples["tissue"].astype(str) if "tissue" in samples else None
-    summary: dict = {"nofone_version": __version__, "run": str(run.root), "options": asdict(options),
+    summary: dict = {"nofone_version": __version__, "run": str(run.root) if run.root is not None else None,
+                     "inputs": run.as_dict(), "options": asdict(options),
                      "n_negative_controls": len(negatives), "n_cases": len(cases)}
     models = {_model_name(run.model): run.model} | {name: Path(path) for name, path in options.compare_models.items()}
     with staged_outdir(outdir) as stage:

@@ -10,10 +10,8 @@ both on test batches too).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,17 +21,16 @@ import numpy as np
 import torch
 
 from nofone.errors import InputError
-from nofone.models.checkpoint import (
-    flatten_optimizer,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-)
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
 from nofone.models.scaling import scaling_factor
-from nofone.models.training import TrainingData, calibrate_dispersion, component_purity
+from nofone.models.training import (
+    Checkpointing,
+    TrainingData,
+    TrainingState,
+    calibrate_dispersion,
+    component_purity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,72 +47,29 @@ class TrainResult:
     checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
-class _State:
-    """Everything a checkpoint holds."""
+class _State(TrainingState):
+    """The DGD's checkpointed state: with its training and held-out representations."""
 
     def __init__(self, module: DGDModule, z_train: torch.nn.Parameter, z_test: torch.nn.Parameter,
                  config: DGDConfig):
         t = config.training
-        self.module, self.z_train, self.z_test = module, z_train, z_test
         betas = tuple(t.betas)
-        self.optimizers = {
+        super().__init__(module, {
             "decoder": torch.optim.AdamW(module.decoder.parameters(), lr=t.lr_decoder, betas=betas,
                                          weight_decay=t.weight_decay),
             "dispersion": torch.optim.Adam([module.log_r], lr=t.lr_dispersion, betas=betas),
             "gmm": torch.optim.Adam(module.gmm.parameters(), lr=t.lr_gmm, betas=betas),
             "z_train": torch.optim.Adam([z_train], lr=t.lr_representation, betas=betas),
             "z_test": torch.optim.Adam([z_test], lr=t.lr_representation, betas=betas),
-        }
-        self.generator = torch.Generator().manual_seed(t.seed)
-        self.epoch = 0
-        self.history: list[dict] = []
-        self.best_nll = math.inf
-        self.best_epoch = 0
-        self.bad_evaluations = 0
-        self.best: dict[str, torch.Tensor] = {}
+        }, t.seed)
+        self.z_train, self.z_test = z_train, z_test
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        """A copy of what the best-so-far state must restore."""
-        out = {f"module.{k}": v.detach().clone() for k, v in self.module.state_dict().items()}
-        out["z_train"] = self.z_train.detach().clone()
-        out["z_test"] = self.z_test.detach().clone()
-        return out
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"z_train": self.z_train, "z_test": self.z_test}
 
-    def restore_best(self) -> None:
-        self.module.load_state_dict({k[len("module."):]: v for k, v in self.best.items() if k.startswith("module.")})
-        with torch.no_grad():
-            self.z_train.copy_(self.best["z_train"])
-            self.z_test.copy_(self.best["z_test"])
-
-    def tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
-        tensors["z_train"] = self.z_train.detach()
-        tensors["z_test"] = self.z_test.detach()
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.batches"] = self.generator.get_state()
-        tensors.update({f"best.{k}": v for k, v in self.best.items()})
-        meta: dict = {"history": self.history, "optimizers": {}, "best_nll": self.best_nll,
-                      "best_epoch": self.best_epoch, "bad_evaluations": self.bad_evaluations}
-        for name, optimizer in self.optimizers.items():
-            flat, desc = flatten_optimizer(name, optimizer)
-            tensors.update(flat)
-            meta["optimizers"][name] = desc
-        return tensors, meta
-
-    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
-        with torch.no_grad():
-            self.z_train.copy_(tensors["z_train"])
-            self.z_test.copy_(tensors["z_test"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.batches"])
-        for name, optimizer in self.optimizers.items():
-            restore_optimizer(name, optimizer, tensors, meta["optimizers"][name])
-        self.epoch = meta["epoch"]
-        self.history = meta["history"]
-        self.best_nll, self.best_epoch = meta["best_nll"], meta["best_epoch"]
-        self.bad_evaluations = meta["bad_evaluations"]
-        self.best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.z_train.copy_(tensors["z_train"])
+        self.z_test.copy_(tensors["z_test"])
 
 
 def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
@@ -142,29 +96,9 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     z_train = torch.nn.Parameter(z0[train_idx].clone().to(device))
     z_test = torch.nn.Parameter(z0[test_idx].clone().to(device))
     state = _State(module, z_train, z_test, config)
-    fingerprint = data.fingerprint()
-    config_json = json.dumps(config.to_dict(), sort_keys=True)
-    if checkpoint_dir is not None:
-        # one sub-folder per (data, config): a resumed run finds only checkpoints it can continue,
-        # and a run with other settings starts fresh instead of failing
-        key = hashlib.sha256((fingerprint + config_json).encode()).hexdigest()[:12]
-        checkpoint_dir = Path(checkpoint_dir) / f"run-{key}"
-
-    resumed_from = None
-    latest = latest_checkpoint(checkpoint_dir) if (checkpoint_dir and resume) else None
-    if resume and latest is None:
-        log.info("no checkpoint for these data and settings in %s: starting from scratch", checkpoint_dir)
-    if latest is not None:
-        tensors, meta = load_checkpoint(latest)
-        if meta.get("fingerprint") != fingerprint or meta.get("config") != config_json:
-            raise InputError(
-                f"checkpoint {latest} was made with other data or another config; "
-                "run without --resume (or delete the checkpoints) to start over"
-            )
-        state.restore(tensors, meta)
-        resumed_from = state.epoch
-        log.info("resumed from %s (epoch %d)", latest, state.epoch)
-    else:
+    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(config.to_dict(), sort_keys=True))
+    resumed_from = checkpoints.resume(state, resume)
+    if resumed_from is None:
         with torch.no_grad():
             relative = (counts[train_idx] / scale[train_idx, None]).mean(0)
             module.initialise_output_bias(relative.to(device))
@@ -190,26 +124,17 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
         if early and (state.epoch % t.eval_every == 0 or state.epoch == t.epochs):
             nll = _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
             record["heldout_nll_per_gene"] = nll
-            if nll < state.best_nll - 1e-9:
-                state.best_nll, state.best_epoch, state.bad_evaluations = nll, state.epoch, 0
-                state.best = state.snapshot()
-            else:
-                state.bad_evaluations += 1
-            stopped = state.bad_evaluations >= t.patience
+            stopped = state.observe(nll, t.patience)
         record["epoch"] = state.epoch
         record["seconds"] = round(time.perf_counter() - started, 3)
         state.history.append(record)
         if on_epoch:
             on_epoch(record)
-        last = state.epoch == t.epochs or stopped
-        if checkpoint_dir and (state.epoch % t.checkpoint_every == 0 or last):
-            tensors, meta = state.tensors()
-            meta |= {"fingerprint": fingerprint, "config": config_json}
-            save_checkpoint(checkpoint_dir, state.epoch, tensors, meta)
+        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
     if early and state.best:
         state.restore_best()
         log.info("restored the epoch with the best held-out NLL: %d (%.4f per gene)", state.best_epoch,
-                 state.best_nll)
+                 state.best_score)
     calibration = None
     if t.calibrate_dispersion and len(test_idx):
         _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
@@ -223,7 +148,7 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     latent[train_idx] = z_train.detach().cpu()
     latent[test_idx] = z_test.detach().cpu()
     return TrainResult(module.cpu(), latent.numpy(), state.history, resumed_from,
-                       state.best_epoch if early else None, stopped, calibration, checkpoint_dir)
+                       state.best_epoch if early else None, stopped, calibration, checkpoints.folder)
 
 
 def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,

@@ -12,7 +12,6 @@ end, the dispersion calibration (as for the DGD). Checkpoints and exact resume a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -25,18 +24,11 @@ import numpy as np
 import torch
 
 from nofone.errors import InputError
-from nofone.models.checkpoint import (
-    flatten_optimizer,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-)
 from nofone.models.nbvae.config import NBVAEConfig, check
 from nofone.models.nbvae.module import NBVAEModule
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference
-from nofone.models.training import TrainingData, calibrate_dispersion
+from nofone.models.training import Checkpointing, TrainingData, TrainingState, calibrate_dispersion
 
 log = logging.getLogger(__name__)
 #: Adam settings of the representation search (`nofone.inference.represent.SearchConfig`), used
@@ -66,56 +58,17 @@ def kl_weight(epoch: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, (epoch + 1) / warmup)
 
 
-class _State:
-    """Everything a checkpoint holds."""
+class _State(TrainingState):
+    """The NB-VAE's checkpointed state: network and dispersions, each with its optimiser."""
 
     def __init__(self, module: NBVAEModule, config: NBVAEConfig):
         t = config.training
-        self.module = module
         betas = tuple(t.betas)
         network = [p for name, p in module.named_parameters() if name != "log_r"]
-        self.optimizers = {
+        super().__init__(module, {
             "network": torch.optim.AdamW(network, lr=t.lr, betas=betas, weight_decay=t.weight_decay),
             "dispersion": torch.optim.Adam([module.log_r], lr=t.lr_dispersion, betas=betas),
-        }
-        self.generator = torch.Generator().manual_seed(t.seed)
-        self.epoch = 0
-        self.history: list[dict] = []
-        self.best_loss = math.inf
-        self.best_epoch = 0
-        self.bad_evaluations = 0
-        self.best: dict[str, torch.Tensor] = {}
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-
-    def restore_best(self) -> None:
-        self.module.load_state_dict(self.best)
-
-    def tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {f"module.{k}": v for k, v in self.module.state_dict().items()}
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.batches"] = self.generator.get_state()
-        tensors.update({f"best.{k}": v for k, v in self.best.items()})
-        meta: dict = {"history": self.history, "optimizers": {}, "best_loss": self.best_loss,
-                      "best_epoch": self.best_epoch, "bad_evaluations": self.bad_evaluations}
-        for name, optimizer in self.optimizers.items():
-            flat, desc = flatten_optimizer(name, optimizer)
-            tensors.update(flat)
-            meta["optimizers"][name] = desc
-        return tensors, meta
-
-    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.batches"])
-        for name, optimizer in self.optimizers.items():
-            restore_optimizer(name, optimizer, tensors, meta["optimizers"][name])
-        self.epoch = meta["epoch"]
-        self.history = meta["history"]
-        self.best_loss, self.best_epoch = meta["best_loss"], meta["best_epoch"]
-        self.bad_evaluations = meta["bad_evaluations"]
-        self.best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+        }, t.seed)
 
 
 def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
@@ -141,27 +94,10 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
     module.set_size_factor_reference(reference)
     sf = torch.as_tensor(sf_np, dtype=torch.float64)
     state = _State(module, config)
-    fingerprint = data.fingerprint()
-    config_json = json.dumps(config.to_dict(), sort_keys=True)
-    if checkpoint_dir is not None:
-        key = hashlib.sha256((fingerprint + config_json + "nbvae").encode()).hexdigest()[:12]
-        checkpoint_dir = Path(checkpoint_dir) / f"run-{key}"
-
-    resumed_from = None
-    latest = latest_checkpoint(checkpoint_dir) if (checkpoint_dir and resume) else None
-    if resume and latest is None:
-        log.info("no checkpoint for these data and settings in %s: starting from scratch", checkpoint_dir)
-    if latest is not None:
-        tensors, meta = load_checkpoint(latest)
-        if meta.get("fingerprint") != fingerprint or meta.get("config") != config_json:
-            raise InputError(
-                f"checkpoint {latest} was made with other data or another config; "
-                "run without --resume (or delete the checkpoints) to start over"
-            )
-        state.restore(tensors, meta)
-        resumed_from = state.epoch
-        log.info("resumed from %s (epoch %d)", latest, state.epoch)
-    else:
+    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(config.to_dict(), sort_keys=True),
+                                salt="nbvae")
+    resumed_from = checkpoints.resume(state, resume)
+    if resumed_from is None:
         _initialise(module, counts[train_idx], sf[train_idx], None if measured is None else measured[train_idx])
     module.to(device)
     x_dev, sf_dev = counts.to(device), sf.to(device)
@@ -184,26 +120,17 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
         if early and evaluate:
             loss = heldout_neg_elbo_per_gene(module, x_dev, sf_dev, m_dev, test_rows, t.eval_draws, t.seed)
             record["heldout_neg_elbo_per_gene"] = loss
-            if loss < state.best_loss - 1e-9:
-                state.best_loss, state.best_epoch, state.bad_evaluations = loss, state.epoch, 0
-                state.best = state.snapshot()
-            else:
-                state.bad_evaluations += 1
-            stopped = state.bad_evaluations >= t.patience
+            stopped = state.observe(loss, t.patience)
         record["epoch"] = state.epoch
         record["seconds"] = round(time.perf_counter() - started, 3)
         state.history.append(record)
         if on_epoch:
             on_epoch(record)
-        last = state.epoch == t.epochs or stopped
-        if checkpoint_dir and (state.epoch % t.checkpoint_every == 0 or last):
-            tensors, meta = state.tensors()
-            meta |= {"fingerprint": fingerprint, "config": config_json}
-            save_checkpoint(checkpoint_dir, state.epoch, tensors, meta)
+        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
     if early and state.best:
         state.restore_best()
         log.info("restored the epoch with the best held-out negative ELBO: %d (%.4f per gene)", state.best_epoch,
-                 state.best_loss)
+                 state.best_score)
     module.eval()
     calibration = None
     if t.calibrate_dispersion and len(test_idx):
@@ -218,7 +145,7 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
         mean, log_var = module.encode(x_dev, sf_dev, m_dev)
     return TrainResult(module.cpu(), mean.cpu().numpy(), log_var.cpu().numpy(), sf_np, reference.method,
                        state.history, resumed_from, state.best_epoch if early else None, stopped, calibration,
-                       checkpoint_dir)
+                       checkpoints.folder)
 
 
 @torch.no_grad()

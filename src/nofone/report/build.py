@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from nofone import __version__
 from nofone.errors import InputError
+from nofone.evaluate.agreement import compare_with_deseq2
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.report import figures
 from nofone.report.html import Section, esc, format_value, key_values, page, paragraph, png_figure, table
@@ -850,68 +851,6 @@ def _set(tree: dict, path: str, value) -> None:
     tree[last] = value
 
 
-def deseq2_agreement(table: pd.DataFrame, alpha: float = 0.05) -> dict:
-    """What `nofone cohort-de` puts under "deseq2" in its report, recomputed from cohort_de.tsv.
-
-    The same definitions as nofone.steps.cohort_de.compare_with_deseq2 (not imported: it needs
-    torch); used for any figure the report JSON lacks.
-    """
-    from scipy import stats
-
-    def column(name: str) -> np.ndarray:
-        return table[name].to_numpy(dtype=float) if name in table else np.full(len(table), np.nan)
-
-    ours, theirs = column("log2_fold_change"), column("deseq2_log2FoldChange")
-    padj, pvalue = column("deseq2_padj"), column("deseq2_pvalue")
-    both = np.isfinite(ours) & np.isfinite(theirs)
-    out: dict = {"n_genes": len(table), "n_both_finite": int(both.sum())}
-    if both.sum() >= 3:
-        out["pearson"] = float(stats.pearsonr(ours[both], theirs[both])[0])
-        out["spearman"] = float(stats.spearmanr(ours[both], theirs[both])[0])
-    tested = np.isfinite(padj) & both
-    if tested.sum() >= 3:
-        out["pearson_padj_not_na"] = float(stats.pearsonr(ours[tested], theirs[tested])[0])
-        out["spearman_padj_not_na"] = float(stats.spearmanr(ours[tested], theirs[tested])[0])
-    significant = np.isfinite(padj) & (padj < alpha)
-    out["deseq2_significant"] = int(significant.sum())
-    if significant.any():
-        out["sign_agreement_deseq2_significant"] = float(np.mean(np.sign(ours[significant]) ==
-                                                                 np.sign(theirs[significant])))
-    se = column("se_replicates")
-    se = np.where(np.isfinite(se), se, column("lfc_sd"))
-    strength = np.abs(ours) / np.maximum(se, 1e-12)
-    genes = table["gene_id"].astype(str).to_numpy()
-    overlap = {}
-    for k in (100, 500):
-        if both.sum() < k:
-            continue
-        by_lfc = (set(genes[both][np.argsort(-np.abs(ours[both]), kind="stable")[:k]])
-                  & set(genes[both][np.argsort(-np.abs(theirs[both]), kind="stable")[:k]]))
-        ok = both & np.isfinite(pvalue) & np.isfinite(strength)
-        by_sig = (set(genes[ok][np.argsort(-strength[ok], kind="stable")[:k]])
-                  & set(genes[ok][np.argsort(pvalue[ok], kind="stable")[:k]]))
-        overlap[str(k)] = {"by_abs_lfc": len(by_lfc) / k, "by_significance": len(by_sig) / k}
-    out["top_overlap"] = overlap
-    low, high = column("ci_low"), column("ci_high")
-    interval = np.isfinite(low) & np.isfinite(high) & np.isfinite(ours)
-    excludes = interval & ((low > 0) | (high < 0))
-    na_padj, na_lfc = ~np.isfinite(padj), ~np.isfinite(theirs)
-    out["deseq2_na"] = {
-        "padj_na": int(na_padj.sum()), "lfc_na": int(na_lfc.sum()),
-        "padj_na_with_finite_estimate_and_interval": int((na_padj & interval).sum()),
-        "padj_na_interval_excludes_zero": int((na_padj & excludes).sum()),
-        "lfc_na_with_finite_estimate_and_interval": int((na_lfc & interval).sum()),
-    }
-    if "ci_low_replicates" in table and "ci_high_replicates" in table:
-        rlow, rhigh = column("ci_low_replicates"), column("ci_high_replicates")
-        replicate = np.isfinite(rlow) & np.isfinite(rhigh) & ((rlow > 0) | (rhigh < 0))
-        out["deseq2_na"]["padj_na_replicate_interval_excludes_zero"] = int((na_padj & replicate).sum())
-        out["replicate_interval_excludes_zero"] = int(replicate.sum())
-        if significant.any():
-            out["deseq2_significant_replicate_interval_excludes_zero"] = float(replicate[significant].mean())
-    return out
-
-
 def _levels(cohort, report: dict) -> tuple[str | None, str | None, str | None, list[str]]:
     """(group column, level, reference, covariates) from the report JSON, else from the table's columns."""
     contrast = report.get("contrast") or {}
@@ -1147,7 +1086,7 @@ def _cohort_agreement(ctx: _Context, section: Section, report: dict, level, refe
         section.missing("DESeq2 was not run (`nofone cohort-de --no-deseq2`)" if report or table is not None
                         else f"{COHORT_RESULTS} not found")
         return
-    computed = deseq2_agreement(table, alpha) if has_columns else {}
+    computed = compare_with_deseq2(table, alpha) if has_columns else {}
     merged: dict = {}
     rows = []
     for key, label, _ in AGREEMENT_ROWS:

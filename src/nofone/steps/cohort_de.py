@@ -45,6 +45,7 @@ import torch
 
 from nofone import __version__
 from nofone.errors import InputError
+from nofone.evaluate.agreement import compare_with_deseq2
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset
 from nofone.models.nbvae.config import load_config
@@ -62,7 +63,6 @@ LATENT_FILE = "latent.tsv"
 LATENT_PLOT = "latent.png"
 MODEL_DIR = "model"
 DESEQ2_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj")
-TOP_K = (100, 500)
 #: Training epochs with the default preset: a cohort run has no held-out samples to stop on, and
 #: a dozen samples are memorised (dispersions drifting towards Poisson) well before 600 epochs.
 COHORT_EPOCHS = 300
@@ -358,68 +358,6 @@ def _run_deseq2(chunk, gene_ids: np.ndarray, metadata: pd.DataFrame, options: Co
     log.info("DESeq2 (pydeseq2) %s, %s vs %s", design, options.level, options.reference)
     return group_contrast(counts, meta, design, (options.group, options.level, options.reference), options.alpha,
                           default_n_cpus())
-
-
-def compare_with_deseq2(table: pd.DataFrame, alpha: float = 0.05, lfc_column: str = "deseq2_log2FoldChange",
-                        p_column: str = "deseq2_pvalue", padj_column: str = "deseq2_padj") -> dict:
-    """Agreement of the generative LFC with DESeq2's: correlations, top genes, DESeq2's NA genes."""
-    from scipy import stats
-
-    ours = table["log2_fold_change"].to_numpy(dtype=float)
-    theirs = table[lfc_column].to_numpy(dtype=float)
-    both = np.isfinite(ours) & np.isfinite(theirs)
-    out: dict = {"n_genes": len(table), "n_both_finite": int(both.sum())}
-    if both.sum() >= 3:
-        out["pearson"] = float(stats.pearsonr(ours[both], theirs[both])[0])
-        out["spearman"] = float(stats.spearmanr(ours[both], theirs[both])[0])
-    padj = table[padj_column].to_numpy(dtype=float)
-    pvalue = table[p_column].to_numpy(dtype=float)
-    tested = np.isfinite(padj) & both
-    if tested.sum() >= 3:
-        out["pearson_padj_not_na"] = float(stats.pearsonr(ours[tested], theirs[tested])[0])
-        out["spearman_padj_not_na"] = float(stats.spearmanr(ours[tested], theirs[tested])[0])
-    significant = np.isfinite(padj) & (padj < alpha)
-    out["deseq2_significant"] = int(significant.sum())
-    if significant.any():
-        out["sign_agreement_deseq2_significant"] = float(np.mean(np.sign(ours[significant]) ==
-                                                                 np.sign(theirs[significant])))
-    # "significance" of the generative estimate: |LFC| / its replicate standard error (the latent
-    # posterior sd where no group has replicates)
-    se = table["se_replicates"].to_numpy(dtype=float) if "se_replicates" in table else np.full(len(table), np.nan)
-    se = np.where(np.isfinite(se), se, table["lfc_sd"].to_numpy(dtype=float))
-    strength = np.abs(ours) / np.maximum(se, 1e-12)
-    overlap = {}
-    genes = table["gene_id"].to_numpy()
-    for k in TOP_K:
-        if both.sum() < k:
-            continue
-        by_lfc_ours = set(genes[both][np.argsort(-np.abs(ours[both]), kind="stable")[:k]])
-        by_lfc_theirs = set(genes[both][np.argsort(-np.abs(theirs[both]), kind="stable")[:k]])
-        ok = both & np.isfinite(pvalue)
-        by_sig_ours = set(genes[ok][np.argsort(-strength[ok], kind="stable")[:k]])
-        by_sig_theirs = set(genes[ok][np.argsort(pvalue[ok], kind="stable")[:k]])
-        overlap[str(k)] = {"by_abs_lfc": len(by_lfc_ours & by_lfc_theirs) / k,
-                           "by_significance": len(by_sig_ours & by_sig_theirs) / k}
-    out["top_overlap"] = overlap
-    interval = np.isfinite(table["ci_low"].to_numpy(dtype=float)) & np.isfinite(table["ci_high"].to_numpy(dtype=float))
-    excludes_zero = (table["ci_low"].to_numpy(dtype=float) > 0) | (table["ci_high"].to_numpy(dtype=float) < 0)
-    na_padj = ~np.isfinite(padj)
-    na_lfc = ~np.isfinite(theirs)
-    out["deseq2_na"] = {
-        "padj_na": int(na_padj.sum()),
-        "lfc_na": int(na_lfc.sum()),
-        "padj_na_with_finite_estimate_and_interval": int((na_padj & np.isfinite(ours) & interval).sum()),
-        "padj_na_interval_excludes_zero": int((na_padj & np.isfinite(ours) & interval & excludes_zero).sum()),
-        "lfc_na_with_finite_estimate_and_interval": int((na_lfc & np.isfinite(ours) & interval).sum()),
-    }
-    if "ci_low_replicates" in table:
-        low, high = table["ci_low_replicates"].to_numpy(dtype=float), table["ci_high_replicates"].to_numpy(dtype=float)
-        replicate_excludes = np.isfinite(low) & ((low > 0) | (high < 0))
-        out["deseq2_na"]["padj_na_replicate_interval_excludes_zero"] = int((na_padj & replicate_excludes).sum())
-        out["replicate_interval_excludes_zero"] = int(replicate_excludes.sum())
-        if significant.any():
-            out["deseq2_significant_replicate_interval_excludes_zero"] = float(replicate_excludes[significant].mean())
-    return out
 
 
 def _latent_table(sample_ids, latent: np.ndarray, metadata: pd.DataFrame, options: CohortDEOptions,

@@ -37,7 +37,7 @@ def test_count_and_summarise_calls():
     assert got[("b", 0.01)] == {"n_up": 1, "n_down": 1, "n_de": 2}
     summary = summarise_calls(calls.assign(method="m"), ["method", "q_threshold"])
     row = summary[summary["q_threshold"] == 0.01].iloc[0]
-    assert row["mean_de"] == 1.5 and row["up_down_ratio"] == 2.0 and row["n_samples"] == 2
+    assert row["mean_de"] == 1.5 and row["median_de"] == 1.5 and row["up_down_ratio"] == 2.0 and row["n_samples"] == 2
 
 
 def test_enrichment_score_is_the_papers_formula():

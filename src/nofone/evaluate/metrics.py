@@ -35,10 +35,12 @@ def count_calls(de: pd.DataFrame, q_thresholds: Sequence[float], lfc_threshold: 
 
 
 def summarise_calls(calls: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Mean (sd) DE genes per sample, mean up and down, and the up:down ratio of the totals."""
+    """Mean (sd) and median DE genes per sample, mean up and down, and the up:down ratio of the
+    totals. The median beside the mean: a few samples far from every training state can carry
+    most of the calls, for the model and for DESeq2 alike."""
     grouped = calls.groupby(list(by), sort=False)
     out = grouped.agg(n_samples=("n_de", "size"), mean_de=("n_de", "mean"), sd_de=("n_de", "std"),
-                      mean_up=("n_up", "mean"), mean_down=("n_down", "mean"),
+                      median_de=("n_de", "median"), mean_up=("n_up", "mean"), mean_down=("n_down", "mean"),
                       total_up=("n_up", "sum"), total_down=("n_down", "sum")).reset_index()
     out["up_down_ratio"] = (out["total_up"] / out["total_down"].replace(0, np.nan)).round(3)
     return out.drop(columns=["total_up", "total_down"]).fillna({"sd_de": 0.0})

@@ -139,7 +139,7 @@ def test_import_bulkdgd_fabricated_v1(tmp_path, runner):
     (lambda d, g: d.pop("nb._log_r"), r"lacks key\(s\) \['nb._log_r'\]"),
     (lambda d, g: d.__setitem__("main.2.weight", torch.zeros(16, 9)), r"main.2.weight has shape \(16, 9\)"),
     (lambda d, g: g.__setitem__("_means", torch.zeros(5, 7)), r"_means has shape \(5, 7\)"),
-    (lambda d, g: d.__setitem__("nb._log_r", torch.zeros(1, 29)), r"do not have 30 genes"),
+    (lambda d, g: d.__setitem__("nb._log_r", torch.zeros(1, 29)), r"nb._log_r has shape \(1, 29\); expected \(1, 30\)"),
 ])
 def test_import_bulkdgd_shape_errors(mutate, match):
     dec, gmm = _v1_state(30, latent=6, hidden=(8, 16), k=5)

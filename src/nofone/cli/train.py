@@ -10,6 +10,7 @@ from nofone.choices import PRESETS
 from nofone.cli.common import echo, handle_errors
 
 MODEL_TYPES = ("dgd", "nbvae")
+BULKDGD_FORMATS = ("auto", "v1", "v2")  # = nofone.models.dgd.bulkdgd.FORMATS, without importing torch here
 
 
 @handle_errors
@@ -79,28 +80,40 @@ def _model_type(asked: str | None, config: str | None) -> str:
 
 @handle_errors
 def import_bulkdgd_command(
-    decoder: Path = typer.Option(..., help="bulkDGD v1 decoder state dict (dec.pth)."),
-    gmm: Path = typer.Option(..., help="bulkDGD v1 GMM state dict (gmm.pth)."),
-    genes: Path = typer.Option(..., help="The model's gene list (genes_v1.txt), in decoder order."),
+    decoder: Path = typer.Option(..., help="bulkDGD decoder state dict (v1 dec.pth, or a 2.x decoder .pth)."),
+    gmm: Path = typer.Option(..., help="bulkDGD GMM file (v1 gmm.pth, or a 2.x gmm.pth)."),
+    genes: Path = typer.Option(..., help="The model's gene list (genes_v1.txt, 2.x genes.txt), in decoder order."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Model folder to write."),
+    fmt: str = typer.Option("auto", "--format", help=f"bulkDGD version of the files: {', '.join(BULKDGD_FORMATS)} (auto: from the files' keys; v2 means 2.x)."),
 ) -> None:
-    """Import the published bulkDGD v1 model (loaded with weights_only=True: no code runs).
+    """Import a bulkDGD model, v1 or 2.x (loaded with weights_only=True: no code runs).
+
+    The files do not record the decoder's activations; they are taken to be ReLU and softplus, as in every bulkDGD config. 2.x mixtures must have a diagonal covariance type.
 
     Example: nofone import-bulkdgd --decoder dec.pth --gmm gmm_v1.pth --genes genes_v1.txt --outdir bulkdgd_v1/
+    Example: nofone import-bulkdgd --decoder dec.pth --gmm gmm.pth --genes genes.txt --format v2 --outdir bulkdgd_v2/
     """
+    if fmt not in BULKDGD_FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(BULKDGD_FORMATS)}", param_hint="--format")
     from nofone.io.atomic import staged_outdir
     from nofone.io.gene_ids import read_gene_list
+    from nofone.models.dgd.bulkdgd import Labels
     from nofone.models.dgd.model import DGD, load_torch_state
 
-    model = DGD.from_bulkdgd_v1(
-        load_torch_state(decoder, "decoder"), load_torch_state(gmm, "GMM"), read_gene_list(genes),
-        source={"format": "bulkdgd-v1", "decoder": str(decoder), "gmm": str(gmm), "genes": str(genes)},
+    model = DGD.from_bulkdgd(
+        load_torch_state(decoder, "decoder"), load_torch_state(gmm, "GMM", scalars=True), read_gene_list(genes),
+        fmt, source={"decoder": str(decoder), "gmm": str(gmm), "genes": str(genes)},
+        labels=Labels(f"decoder {decoder}", f"GMM {gmm}", f"gene list {genes}"),
     )
     with staged_outdir(outdir) as stage:
         model.save(stage)
-    c = model.config
-    echo(f"imported bulkDGD v1: latent {c.latent_dim}, hidden {list(c.hidden)}, {model.n_components} "
-         f"components, {len(model.gene_ids)} genes -> {outdir}")
+    c, source = model.config, model.info["source"]
+    echo(f"imported bulkDGD {source['format'].removeprefix('bulkdgd-')} ({source['output_module']}, "
+         f"{source['latent_type']} {source['covariance_type']}): latent {c.latent_dim}, hidden {list(c.hidden)}, "
+         f"{model.n_components} components, {len(model.gene_ids)} genes -> {outdir}")
+    if c.dispersion == "latent":
+        echo("note: this model's dispersion depends on the latent point; `nofone represent` and `nofone de` "
+             "use one dispersion per gene and refuse it for now")
 
 
 def register(app: typer.Typer) -> None:

@@ -61,6 +61,9 @@ class DGDConfig:
     latent_dim: int = 50
     hidden: tuple[int, ...] = (500, 8000)
     dispersion_init: float = 2.0
+    # "gene": one r per gene (log_r). "latent": log r is a linear map of the last hidden layer,
+    # so r depends on the latent point (bulkDGD 2.x 'nb_full_dispersion'); import only.
+    dispersion: str = "gene"
     scaling: str = "mean"
     gmm: GMMConfig = field(default_factory=GMMConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -118,5 +121,7 @@ def _check(config: DGDConfig) -> None:
         problems.append("training.init must be 'pca' or 'zeros'")
     if config.scaling not in {"mean", "median", "measured"}:
         problems.append("scaling must be mean, median or measured")
+    if config.dispersion != "gene":
+        problems.append("dispersion must be 'gene' for training ('latent' exists only for imported bulkDGD 2.x models)")
     if problems:
         raise InputError("invalid DGD config: " + "; ".join(problems))

@@ -1,12 +1,13 @@
-"""The DGD as a model (scvi-tools style): save, load, import bulkDGD v1, and the small interface
+"""The DGD as a model (scvi-tools style): save, load, import bulkDGD (v1, 2.x), and the small interface
 that representation search and the tests use (`relative_means`, `dispersion`,
 `latent_log_prob`, `candidate_starts`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,9 @@ import torch
 
 from nofone.errors import InputError
 from nofone.models.base import ArtifactModel
+from nofone.models.dgd.bulkdgd import Labels, read_bulkdgd
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
-from nofone.models.gmm import GMMConfig
 
 MODEL_TYPE = "dgd"
 
@@ -58,66 +59,34 @@ class DGD(ArtifactModel):
         """The scaling the model was trained with (the paper's: the mean count)."""
         return self.config.scaling
 
+    def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: NB dispersion r at latent points z (per gene unless r depends on z)."""
+        return self.module.dispersion_at(z)
+
+    @classmethod
+    def from_bulkdgd(cls, decoder: Mapping, gmm: Mapping, gene_ids: list[str], fmt: str = "auto",
+                     source: dict | None = None, labels: Labels = Labels()) -> DGD:
+        """Build from bulkDGD v1 or 2.x files (see `nofone.models.dgd.bulkdgd`); errors name keys and shapes."""
+        imported = read_bulkdgd(decoder, gmm, len(gene_ids), fmt, labels)
+        module = DGDModule(imported.config, len(gene_ids))
+        module.load_state_dict(imported.state)
+        genes = pd.DataFrame({"gene_id": gene_ids, "gene_name": [""] * len(gene_ids)})
+        provenance = {**(source or {}), "format": f"bulkdgd-{imported.format}", **imported.details}
+        return cls(module, genes, {"source": provenance})
+
     @classmethod
     def from_bulkdgd_v1(cls, decoder: dict[str, torch.Tensor], gmm: dict[str, torch.Tensor],
                         gene_ids: list[str], source: dict | None = None) -> DGD:
         """Build from the published bulkDGD v1 state dicts (shapes checked, errors name keys)."""
-        _require(decoder, "decoder", ["main.0.weight", "main.0.bias", "nb._layer_means.weight",
-                                      "nb._layer_means.bias", "nb._log_r"])
-        _require(gmm, "GMM", ["_weights", "_means", "_log_var"])
-        hidden_keys = sorted(
-            (k for k in decoder if k.startswith("main.") and k.endswith(".weight")),
-            key=lambda k: int(k.split(".")[1]),
-        )
-        weights = [decoder[k] for k in hidden_keys]
-        latent_dim = weights[0].shape[1]
-        hidden = tuple(w.shape[0] for w in weights)
-        for a, b, key in zip(weights[:-1], weights[1:], hidden_keys[1:]):
-            if b.shape[1] != a.shape[0]:
-                raise InputError(f"decoder {key} has shape {tuple(b.shape)}; expected [*, {a.shape[0]}]")
-        out_w = decoder["nb._layer_means.weight"]
-        n_genes = out_w.shape[0]
-        if out_w.shape[1] != hidden[-1]:
-            raise InputError(
-                f"decoder nb._layer_means.weight has shape {tuple(out_w.shape)}; expected [G, {hidden[-1]}]"
-            )
-        log_r = decoder["nb._log_r"].reshape(-1)
-        if log_r.numel() != n_genes or decoder["nb._layer_means.bias"].numel() != n_genes:
-            raise InputError(f"decoder: nb._log_r / nb._layer_means.bias do not have {n_genes} genes")
-        if len(gene_ids) != n_genes:
-            raise InputError(f"gene list has {len(gene_ids)} genes but the decoder outputs {n_genes}")
-        k, d = gmm["_means"].shape
-        if d != latent_dim:
-            raise InputError(f"GMM _means has shape {(k, d)} but the decoder takes a {latent_dim}-d latent")
-        if tuple(gmm["_log_var"].shape) != (k, d) or gmm["_weights"].numel() != k:
-            raise InputError(f"GMM _log_var must be [{k}, {d}] and _weights [{k}]")
-        config = replace(DGDConfig(), latent_dim=latent_dim, hidden=hidden,
-                         gmm=replace(GMMConfig(), n_components=k))
-        module = DGDModule(config, n_genes)
-        state = {}
-        for i, key in enumerate(hidden_keys):
-            index = key.split(".")[1]
-            state[f"decoder.hidden.{2 * i}.weight"] = decoder[key]
-            state[f"decoder.hidden.{2 * i}.bias"] = decoder[f"main.{index}.bias"]
-        state["decoder.output.weight"] = out_w
-        state["decoder.output.bias"] = decoder["nb._layer_means.bias"]
-        state["log_r"] = log_r
-        state["gmm.means"] = gmm["_means"]
-        state["gmm.log_var"] = gmm["_log_var"]
-        state["gmm.logits"] = gmm["_weights"].reshape(-1)
-        module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-        genes = pd.DataFrame({"gene_id": gene_ids, "gene_name": [""] * n_genes})
-        return cls(module, genes, {"source": source or {"format": "bulkdgd-v1"}})
+        return cls.from_bulkdgd(decoder, gmm, gene_ids, "v1", source)
 
 
-def _require(state: dict, what: str, keys: list[str]) -> None:
-    missing = [k for k in keys if k not in state]
-    if missing:
-        raise InputError(f"bulkDGD {what} file lacks key(s) {missing}; found {sorted(state)[:12]}")
+def load_torch_state(path: Path, what: str, scalars: bool = False) -> dict[str, Any]:
+    """Load a PyTorch state dict safely (`weights_only=True`): tensors only, no code.
 
-
-def load_torch_state(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """Load a PyTorch state dict safely (`weights_only=True`): tensors only, no code."""
+    `scalars` also accepts plain values (int, float, str, bool, None) beside the tensors, as in
+    a bulkDGD 2.x GMM file.
+    """
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist")
     try:
@@ -127,7 +96,8 @@ def load_torch_state(path: Path, what: str) -> dict[str, torch.Tensor]:
             f"{what} {path} cannot be loaded as tensors only ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200]}); nofone never unpickles arbitrary objects"
         ) from exc
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+    plain = (int, float, str, bool, type(None)) if scalars else ()
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) or isinstance(v, plain) for v in state.values()):
         raise InputError(f"{what} {path} is not a state dict of tensors")
     return state
 

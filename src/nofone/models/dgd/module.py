@@ -2,7 +2,9 @@
 
 The decoder maps a latent point to per-gene *relative* means (softplus output); a sample's NB
 mean is that times its scaling factor (bulkDGD v1: the mean of its counts over the model's
-genes). Dispersion r_g = exp(log_r_g) is per gene. The model knows nothing of files.
+genes). Dispersion r_g = exp(log_r_g) is per gene; a model imported from bulkDGD 2.x with its
+'nb_full_dispersion' output instead has log r = a linear map of the last hidden layer, so r
+depends on the latent point (`config.dispersion == "latent"`). The model knows nothing of files.
 """
 
 from __future__ import annotations
@@ -13,15 +15,21 @@ import math
 import torch
 from torch import nn
 
+from nofone.errors import InputError
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.gmm import GaussianMixture
 from nofone.models.nb import nb_log_prob
 
+DISPERSIONS = ("gene", "latent")
+
 
 class Decoder(nn.Module):
-    """latent -> Linear/ReLU hidden layers -> Linear -> softplus (relative mean per gene)."""
+    """latent -> Linear/ReLU hidden layers -> Linear -> softplus (relative mean per gene).
 
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], n_genes: int):
+    With `latent_dispersion`, a second Linear head on the last hidden layer gives log r.
+    """
+
+    def __init__(self, latent_dim: int, hidden: tuple[int, ...], n_genes: int, latent_dispersion: bool = False):
         super().__init__()
         sizes = (latent_dim, *hidden)
         layers: list[nn.Module] = []
@@ -29,9 +37,15 @@ class Decoder(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU()]
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(sizes[-1], n_genes)
+        self.log_r = nn.Linear(sizes[-1], n_genes) if latent_dispersion else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return nn.functional.softplus(self.output(self.hidden(z)))
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(relative means, log r at z or None when r is per gene only), one hidden pass."""
+        h = self.hidden(z)
+        return nn.functional.softplus(self.output(h)), (None if self.log_r is None else self.log_r(h))
 
 
 class DGDModule(nn.Module):
@@ -41,19 +55,37 @@ class DGDModule(nn.Module):
         super().__init__()
         self.config = config
         self.n_genes = n_genes
-        self.decoder = Decoder(config.latent_dim, config.hidden, n_genes)
+        if config.dispersion not in DISPERSIONS:
+            raise InputError(f"DGD config: dispersion {config.dispersion!r} is not one of {DISPERSIONS}")
+        latent_dispersion = config.dispersion == "latent"
+        self.decoder = Decoder(config.latent_dim, config.hidden, n_genes, latent_dispersion)
         self.gmm = GaussianMixture(config.latent_dim, config.gmm)
-        self.log_r = nn.Parameter(torch.full((n_genes,), math.log(config.dispersion_init)))
+        if latent_dispersion:
+            self.register_parameter("log_r", None)
+        else:
+            self.log_r = nn.Parameter(torch.full((n_genes,), math.log(config.dispersion_init)))
 
     @property
     def dispersion(self) -> torch.Tensor:
+        """[G]: r per gene; a model whose r depends on the latent point refuses (see `dispersion_at`)."""
+        if self.log_r is None:
+            raise InputError(
+                "this DGD's dispersion depends on the latent point (imported from bulkDGD 2.x "
+                "'nb_full_dispersion'); this step uses one dispersion per gene and does not support it yet"
+            )
         return torch.exp(self.log_r)
+
+    def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: r at latent points z [..., D] (the per-gene r, broadcast, unless r depends on z)."""
+        if self.log_r is not None:
+            return torch.exp(self.log_r).expand(*z.shape[:-1], self.n_genes)
+        return torch.exp(self.decoder.decode(z)[1])
 
     def count_log_prob(self, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
                        measured: torch.Tensor | None = None) -> torch.Tensor:
         """[N] float64: sum over measured genes of log NB(x | scale * decoder(z), r)."""
-        mean = self.decoder(z) * scale.unsqueeze(-1)
-        ll = nb_log_prob(x, mean, self.dispersion)
+        relative, log_r = self.decoder.decode(z)
+        ll = nb_log_prob(x, relative * scale.unsqueeze(-1), torch.exp(self.log_r if log_r is None else log_r))
         if measured is not None:
             ll = ll * measured
         return ll.sum(-1)

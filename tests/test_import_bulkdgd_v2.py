@@ -9,13 +9,14 @@ import pickle
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import write
 
 from nofone.cli.app import app
 from nofone.errors import InputError
-from nofone.inference.represent import find_representations
 from nofone.io.artifact import read_artifact
 from nofone.models.dgd.bulkdgd import detect_format
 from nofone.models.dgd.config import load_config
@@ -306,17 +307,45 @@ def test_pickled_code_is_refused_never_run(tmp_path, runner, which):
     assert not marker.exists() and not (tmp_path / "m").exists()
 
 
-def test_latent_dispersion_is_refused_where_one_r_per_gene_is_used(tmp_path, runner):
+def test_latent_dispersion_model_runs_represent_and_de(tmp_path, runner):
+    """A 2.x 'nb_full_dispersion' model: one r per gene is refused where it would be wrong
+    (`model.dispersion`, training), while representation search and the tests use r at each
+    sample's own closest normal, as bulkDGD 2.x does."""
+    from nofone.inference.represent import SearchConfig
+    from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
+    from nofone.steps.de import differential_expression
+    from nofone.steps.represent import represent
+
     dec, gmm = v2_decoder(), tgmm_state()
     result = runner.invoke(app, save_files(tmp_path, dec, gmm))
-    assert result.exit_code == 0 and "refuse it for now" in " ".join(result.output.split())
+    assert result.exit_code == 0 and "use r at each sample's closest normal" in " ".join(result.output.split())
     model = DGD.load(tmp_path / "m")
     with pytest.raises(InputError, match="dispersion depends on the latent point"):
         _ = model.dispersion
-    with pytest.raises(InputError, match="dispersion depends on the latent point"):
-        find_representations(model, torch.ones(2, G), None)
     with pytest.raises(InputError, match="dispersion must be 'gene' for training"):
         load_config("small", {"dispersion": "latent"})
+    # counts drawn from the model at two latent points; represent and de end to end
+    z0 = probe_points(gmm, 3)[:3]
+    mean, r = bulkdgd_nb(dec, z0, torch.full((3, G), 50.0))
+    rng = np.random.default_rng(0)
+    counts = rng.negative_binomial(r.double().numpy(), (r / (r + mean)).double().numpy()).astype(np.int64)
+    data = tmp_path / "data"
+    data.mkdir()
+    ids = ["s1", "s2", "s3"]
+    with CountWriter(data / COUNTS_FILE, G) as writer:
+        writer.write(CountChunk(ids, counts))
+    write_tables(data, pd.DataFrame({"gene_id": model.gene_ids, "gene_name": ""}),
+                 pd.DataFrame({"sample_id": ids, "condition": "case"}))
+    represent(tmp_path / "m", data, tmp_path / "reps", SearchConfig(), device="cpu")
+    differential_expression(tmp_path / "m", tmp_path / "reps", data, tmp_path / "de", device="cpu")
+    reps = pd.read_parquet(tmp_path / "reps" / "representations.parquet")
+    table = pd.read_parquet(tmp_path / "de" / "de.parquet")
+    for i, sample in enumerate(ids):
+        z = torch.as_tensor(np.stack(reps.loc[reps["sample_id"] == sample, "latent"].to_numpy()))
+        expected = bulkdgd_nb(dec, z, torch.as_tensor(counts[i:i + 1]))[1][0].double().numpy()
+        got = table.loc[table["sample_id"] == sample].set_index("gene_id").loc[model.gene_ids, "dispersion"]
+        np.testing.assert_allclose(got.to_numpy(), expected, rtol=1e-5)
+    assert table["p_value"].between(0, 1).all()
 
 
 @pytest.mark.skipif(not REAL_GMM.is_file(), reason=f"the bulkDGD 2.0.1 trained GMM is not at {REAL_GMM} "

@@ -112,8 +112,8 @@ def import_bulkdgd_command(
          f"{source['latent_type']} {source['covariance_type']}): latent {c.latent_dim}, hidden {list(c.hidden)}, "
          f"{model.n_components} components, {len(model.gene_ids)} genes -> {outdir}")
     if c.dispersion == "latent":
-        echo("note: this model's dispersion depends on the latent point; `nofone represent` and `nofone de` "
-             "use one dispersion per gene and refuse it for now")
+        echo("note: this model's dispersion depends on the latent point: `nofone represent` and `nofone de` "
+             "use r at each sample's closest normal; it cannot be trained further")
 
 
 def register(app: typer.Typer) -> None:

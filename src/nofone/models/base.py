@@ -46,7 +46,13 @@ class ArtifactModel:
 
     @property
     def dispersion(self) -> torch.Tensor:
+        """[G]: one NB dispersion per gene (models whose r depends on the latent point refuse)."""
         return self.module.dispersion.detach()
+
+    def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: the NB dispersion at latent points z [..., D]; what inference and tests use,
+        so that a model whose r depends on z (bulkDGD 2.x 'nb_full_dispersion') serves too."""
+        return self.dispersion.expand(*z.shape[:-1], -1)
 
     def to(self, device: str) -> ArtifactModel:
         self.module.to(device)

@@ -72,7 +72,6 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
     gene_names = model.genes["gene_name"].fillna("").to_numpy(dtype=object)
     names_from_data = data.genes.set_index("gene_id")["gene_name"].astype(object).to_dict()
     gene_names = np.array([n or (names_from_data.get(g) or "") for g, n in zip(gene_ids, gene_names)], dtype=object)
-    r = model.dispersion.double().cpu().numpy()
     summaries = []
     started = time.perf_counter()
     with staged_outdir(outdir) as stage, pq.ParquetWriter(stage / DE_FILE, DE_SCHEMA, compression="zstd") as writer, \
@@ -90,6 +89,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
                 scale = (torch.as_tensor(reps["scale"][rows], device=device) if scaling is None
                          else scaling_factor(x_t, relative, m_t, scaling))
                 mean = (relative * scale.unsqueeze(-1)).cpu().numpy()
+                r = model.dispersion_at(latent).double().cpu().numpy()  # [n, G]: per gene, or per sample and gene
             x = chunk.counts
             measured = chunk.measured_mask()
             widen = model_error and test == "equal-tail-midp"
@@ -109,7 +109,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             table = pd.DataFrame({
                 "sample_id": np.asarray(chunk.sample_ids, dtype=object)[rows], "gene_id": gene_ids[cols],
                 "gene_name": gene_names[cols], "count": x[rows, cols], "normal_mean": mean[rows, cols],
-                "dispersion": r[cols], "log2_fold_change": lfc[rows, cols], "p_value": p[rows, cols],
+                "dispersion": r[rows, cols], "log2_fold_change": lfc[rows, cols], "p_value": p[rows, cols],
                 "q_value": q[rows, cols], "can_call_down": down_ok[rows, cols],
             })
             writer.write_table(pa.Table.from_pandas(table, schema=DE_SCHEMA, preserve_index=False))

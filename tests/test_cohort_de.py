@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, write
+from conftest import REPO, simulate_two_group_cohort, write
 
 from nofone.errors import InputError
-from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
 from nofone.models.nbvae.model import NBVAE
 from nofone.steps.cohort_de import (
     LATENT_FILE,
@@ -46,32 +45,8 @@ def _one_thread():
 
 
 def simulate_cohort(folder: Path, seed: int = 0) -> pd.DataFrame:
-    """Two cell types x two groups (ctrl, trt), PER_CELL samples each; NB counts. 20% of genes
-    differ between cell types; 15% are planted between groups (+-1 to 3 log2, the same in both
-    cell types). Returns the truth per gene (gene_id, gene_name, lfc)."""
-    rng = np.random.default_rng(seed)
-    log_mean = rng.uniform(np.log(3), np.log(3000), N_GENES)
-    cell_effect = np.where(rng.random(N_GENES) < 0.2, rng.normal(0, 1.5, N_GENES), 0.0) * np.log(2)
-    planted = rng.random(N_GENES) < 0.15
-    lfc = np.where(planted, rng.choice([-1, 1], N_GENES) * rng.uniform(1, 3, N_GENES), 0.0)
-    alpha = 0.03 + 1.0 / np.exp(log_mean)  # NB dispersion
-    rows, samples = [], []
-    for cell in ("A", "B"):
-        for group in ("ctrl", "trt"):
-            for i in range(PER_CELL):
-                mu = log_mean + (cell_effect if cell == "B" else 0) + (lfc * np.log(2) if group == "trt" else 0)
-                mean = np.exp(mu + rng.normal(0, 0.3))  # the sample's size factor
-                r = 1 / alpha
-                rows.append(rng.negative_binomial(r, r / (r + mean)))
-                samples.append({"sample_id": f"{cell}_{group}_{i}", "group": group, "celltype": cell,
-                                "depth": float(rng.uniform(1, 2))})
-    genes = pd.DataFrame({"gene_id": [f"ENSG{i:011d}" for i in range(N_GENES)],
-                          "gene_name": [f"G{i}" for i in range(N_GENES)]})
-    folder.mkdir(parents=True, exist_ok=True)
-    with CountWriter(folder / COUNTS_FILE, N_GENES) as writer:
-        writer.write(CountChunk([s["sample_id"] for s in samples], np.array(rows, dtype=np.int64)))
-    write_tables(folder, genes, pd.DataFrame(samples))
-    return genes.assign(lfc=lfc)
+    """Two cell types x two groups (ctrl, trt), PER_CELL samples each (see conftest)."""
+    return simulate_two_group_cohort(folder, N_GENES, PER_CELL, {"A": "A", "B": "B"}, seed=seed)
 
 
 def _plain(output: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, simulate_two_group_cohort
 
 from nofone.errors import InputError
 from nofone.io.ingest import IngestOptions
@@ -100,35 +100,9 @@ PER_CELL = 6  # samples per (cell type, group)
 
 
 def simulate_cohort(folder: Path, seed: int = 0) -> pd.DataFrame:
-    """Two cell types (with HTML in their names) x two groups (ctrl, trt), PER_CELL samples each,
-    NB counts, 15% of genes planted between the groups (as tests/test_cohort_de.py); gene names
-    `<i>G1</i>`. Returns the genes with their planted log2 fold change."""
-    import numpy as np
-
-    from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
-
-    rng = np.random.default_rng(seed)
-    log_mean = rng.uniform(np.log(3), np.log(3000), COHORT_GENES)
-    cell_effect = np.where(rng.random(COHORT_GENES) < 0.2, rng.normal(0, 1.5, COHORT_GENES), 0.0) * np.log(2)
-    planted = rng.random(COHORT_GENES) < 0.15
-    lfc = np.where(planted, rng.choice([-1, 1], COHORT_GENES) * rng.uniform(1, 3, COHORT_GENES), 0.0)
-    r = 1 / (0.03 + 1.0 / np.exp(log_mean))
-    rows, samples = [], []
-    for cell, name in CELL_TYPES.items():
-        for group in ("ctrl", "trt"):
-            for i in range(PER_CELL):
-                log_mu = log_mean + (cell_effect if cell == "B" else 0) + (lfc * np.log(2) if group == "trt" else 0)
-                mean = np.exp(log_mu + rng.normal(0, 0.3))  # the sample's size factor
-                rows.append(rng.negative_binomial(r, r / (r + mean)))
-                samples.append({"sample_id": f"{cell}_{group}_{i}", "group": group, "celltype": name,
-                                "depth": float(rng.uniform(1, 2))})
-    genes = pd.DataFrame({"gene_id": [f"ENSG{i:011d}" for i in range(COHORT_GENES)],
-                          "gene_name": [f"<i>G{i}</i>" for i in range(COHORT_GENES)]})
-    folder.mkdir(parents=True, exist_ok=True)
-    with CountWriter(folder / COUNTS_FILE, COHORT_GENES) as writer:
-        writer.write(CountChunk([s["sample_id"] for s in samples], np.array(rows, dtype=np.int64)))
-    write_tables(folder, genes, pd.DataFrame(samples))
-    return genes.assign(lfc=lfc)
+    """Two cell types (with HTML in their names) x two groups (ctrl, trt), PER_CELL samples each
+    (see conftest); gene names `<i>G1</i>`."""
+    return simulate_two_group_cohort(folder, COHORT_GENES, PER_CELL, CELL_TYPES, "<i>G{}</i>", seed)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from nofone.errors import InputError
+from nofone.io.gene_ids import read_named_table
 
 ID_COLUMNS = ("entrez", "entrezid", "entrez_id", "entrez_gene_id", "ensgene", "ensembl", "ensembl_gene_id",
               "gene_id")
@@ -40,17 +39,10 @@ _EMPTY = {"", "NA", "nan", "NaN", "None"}
 def read_symbol_map(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read a symbol map (see the module docstring); keys and values are stripped strings."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"symbol map {path} does not exist")
-    sep = "," if ".csv" in path.suffixes else "\t"
-    try:
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise InputError(f"symbol map {path}: cannot be read ({exc})") from None
+    table, lower = read_named_table(path, "symbol map")
     if table.shape[1] < 2:
         raise InputError(f"symbol map {path}: needs at least two columns (key, symbol) with a header; "
                          f"found {list(table.columns)}")
-    lower = {c.strip().lower(): c for c in table.columns}
     symbol = next((lower[c] for c in SYMBOL_COLUMNS if c in lower), None)
     ids = [lower[c] for c in ID_COLUMNS if c in lower]
     mapping: dict[str, str] = {}

@@ -57,6 +57,19 @@ def id_kind(values: np.ndarray | list[str]) -> str:
     return "symbol"
 
 
+def read_named_table(path: Path, what: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A TSV or CSV (by its suffixes; optionally gzipped) with a header, every cell as text, and
+    its columns by lower-cased name: how annotations and symbol maps are read."""
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    sep = "," if ".csv" in path.suffixes else "\t"
+    try:
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise InputError(f"{what} {path}: cannot be read ({exc})") from None
+    return table, {c.strip().lower(): c for c in table.columns}
+
+
 @dataclass
 class Annotation:
     """Gene annotation: Ensembl ids with symbols, Entrez ids and biotypes where available."""
@@ -71,14 +84,7 @@ class Annotation:
     def read(cls, path: str | os.PathLike[str]) -> Annotation:
         """Read a TSV/CSV (optionally gzipped) annotation; columns are recognised by name."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"annotation {path} does not exist")
-        sep = "," if ".csv" in path.suffixes else "\t"
-        try:
-            table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-        except Exception as exc:
-            raise InputError(f"annotation {path}: cannot be read ({exc})") from exc
-        lower = {c.strip().lower(): c for c in table.columns}
+        table, lower = read_named_table(path, "annotation")
         found = {
             role: next((lower[a] for a in aliases if a in lower), None)
             for role, aliases in ANNOTATION_ALIASES.items()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +146,21 @@ class TrainingState:
         else:
             self.bad_evaluations += 1
         return self.bad_evaluations >= patience
+
+    def end_epoch(self, record: dict, started: float, on_epoch: Callable[[dict], None] | None) -> None:
+        """Close an epoch: its number and duration into `record`, the history, the callback."""
+        record["epoch"] = self.epoch
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        self.history.append(record)
+        if on_epoch:
+            on_epoch(record)
+
+    def restore_best_epoch(self, score_name: str) -> None:
+        """After early stopping: back to the epoch with the best held-out score, if one was kept."""
+        if self.best:
+            self.restore_best()
+            log.info("restored the epoch with the best %s: %d (%.4f per gene)", score_name, self.best_epoch,
+                     self.best_score)
 
     def tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = self._state()

@@ -22,6 +22,7 @@ import torch
 from nofone.io.atomic import staged_outdir
 from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
+from nofone.models.base import ArtifactModel
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.model import DGD
 from nofone.models.dgd.train import train_dgd
@@ -85,7 +86,7 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
                            on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     model = DGD(result.module, data.genes[["gene_id", "gene_name"]].fillna(""))
-    table = _representation_table(model, training, result.latent)
+    table = representation_table(model, training, result.latent)
     history = pd.DataFrame(result.history)
     final = result.history[-1]
     summary = {
@@ -165,28 +166,10 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
     return summary
 
 
-@torch.no_grad()
 def nbvae_representation_table(model: NBVAE, data: TrainingData, latent: np.ndarray,
                                size_factors: np.ndarray) -> pd.DataFrame:
     """The DGD's columns for an NB-VAE: posterior mean, one component, NLL at the training offset."""
-    z = torch.as_tensor(latent, dtype=torch.float32)
-    x = torch.as_tensor(data.counts, dtype=torch.float64)
-    measured = None if data.measured is None else torch.as_tensor(data.measured)
-    ll = nb_log_prob(x, model.relative_means(z).double() * torch.as_tensor(size_factors)[:, None], model.dispersion)
-    if measured is not None:
-        ll = ll * measured
-    n_measured = x.shape[1] if measured is None else measured.sum(-1).numpy()
-    nll = -ll.sum(-1).numpy()
-    table = pd.DataFrame({
-        "sample_id": data.sample_ids, "split": data.split,
-        "tissue": data.tissue if data.tissue is not None else None,
-        "component": np.zeros(len(latent), dtype=np.int32),
-        "component_probability": np.ones(len(latent)),
-        "nll": nll, "nll_per_gene": nll / n_measured,
-        "latent_nll": -model.latent_log_prob(z).double().numpy(),
-    })
-    table["latent"] = list(latent.astype(np.float32))
-    return table
+    return representation_table(model, data, latent, torch.as_tensor(size_factors, dtype=torch.float64))
 
 
 def _purity(table: pd.DataFrame, part: str) -> float | None:
@@ -197,15 +180,18 @@ def _purity(table: pd.DataFrame, part: str) -> float | None:
 
 
 @torch.no_grad()
-def _representation_table(model: DGD, data: TrainingData, latent: np.ndarray) -> pd.DataFrame:
-    """Final latent, component and likelihoods of every training and held-out sample."""
+def representation_table(model: ArtifactModel, data: TrainingData, latent: np.ndarray,
+                         scale: torch.Tensor | None = None) -> pd.DataFrame:
+    """Final latent, component and likelihoods of every training and held-out sample; `scale`
+    [N] is each sample's NB offset (default: the mean count, as the DGD is trained)."""
     z = torch.as_tensor(latent, dtype=torch.float32)
     resp = model.responsibilities(z).numpy()
     x = torch.as_tensor(data.counts, dtype=torch.float64)
     measured = None if data.measured is None else torch.as_tensor(data.measured)
     relative = model.relative_means(z).double()
-    scale = scaling_factor(x, relative, measured, "mean")
-    ll = nb_log_prob(x, relative * scale[:, None], model.dispersion)
+    if scale is None:
+        scale = scaling_factor(x, relative, measured, "mean")
+    ll = nb_log_prob(x, relative * scale[:, None], model.dispersion_at(z).double())
     if measured is not None:
         ll = ll * measured
     n_measured = x.shape[1] if measured is None else measured.sum(-1).numpy()

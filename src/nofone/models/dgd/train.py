@@ -125,16 +125,10 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
             nll = _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
             record["heldout_nll_per_gene"] = nll
             stopped = state.observe(nll, t.patience)
-        record["epoch"] = state.epoch
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        state.history.append(record)
-        if on_epoch:
-            on_epoch(record)
+        state.end_epoch(record, started, on_epoch)
         checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
-    if early and state.best:
-        state.restore_best()
-        log.info("restored the epoch with the best held-out NLL: %d (%.4f per gene)", state.best_epoch,
-                 state.best_score)
+    if early:
+        state.restore_best_epoch("held-out NLL")
     calibration = None
     if t.calibrate_dispersion and len(test_idx):
         _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)

@@ -121,16 +121,10 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
             loss = heldout_neg_elbo_per_gene(module, x_dev, sf_dev, m_dev, test_rows, t.eval_draws, t.seed)
             record["heldout_neg_elbo_per_gene"] = loss
             stopped = state.observe(loss, t.patience)
-        record["epoch"] = state.epoch
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        state.history.append(record)
-        if on_epoch:
-            on_epoch(record)
+        state.end_epoch(record, started, on_epoch)
         checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
-    if early and state.best:
-        state.restore_best()
-        log.info("restored the epoch with the best held-out negative ELBO: %d (%.4f per gene)", state.best_epoch,
-                 state.best_score)
+    if early:
+        state.restore_best_epoch("held-out negative ELBO")
     module.eval()
     calibration = None
     if t.calibrate_dispersion and len(test_idx):

@@ -15,7 +15,6 @@ components, and the AUROC of the per-gene NLL (tumours vs held-out normals).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import sys
@@ -28,21 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("NOFONE_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def atlas_sheet(path: Path) -> Path:
-    rows = ["sample,counts,condition,tissue,source"]
-    for f in sorted((DATA / "normal_atlas").glob("*-rsem-count-*.txt.gz")):
-        tissue, _, _, source = f.name.split(".")[0].split("-", 3)
-        condition = "tumour" if source == "tcga-t" else "normal"
-        with gzip.open(f, "rt") as handle:
-            samples = handle.readline().rstrip("\n").split("\t")[2:]
-        rows += [f"{s},{f},{condition},{tissue},{source}" for s in samples]
-    path.write_text("\n".join(rows) + "\n")
-    return path
+from common import DATA, REPO, atlas_sheet
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -78,7 +63,7 @@ def main() -> None:
     annotation = DATA / "annotation" / "ensembl_grch38_gene_symbol_biotype_unique.tsv.gz"
     timings = {}
     t = time.perf_counter()
-    ingest(atlas_sheet(out / "atlas.csv"), out / "data", IngestOptions(round_counts=True, annotation=annotation))
+    ingest(atlas_sheet(out / "atlas.csv")[0], out / "data", IngestOptions(round_counts=True, annotation=annotation))
     timings["ingest_s"] = time.perf_counter() - t
     data = Dataset(out / "data")
     split = stratified_split(data.samples, args.heldout_fraction, args.seed)

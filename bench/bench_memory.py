@@ -33,46 +33,11 @@ os.environ.setdefault("NOFONE_PROGRESS", "0")
 
 import argparse
 import json
-import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-NOFONE = Path(sys.executable).with_name("nofone")
-TIME = Path("/usr/bin/time")
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
-    """Run `cmd`; wall seconds and peak RSS (MiB) of the process tree's largest process."""
-    env = {**os.environ, **(env or {})}
-    if TIME.is_file():
-        start = time.perf_counter()
-        proc = subprocess.run([str(TIME), "-v", *cmd], capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - start
-        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-        if proc.returncode != 0 or not match:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        return {"wall_s": wall, "peak_rss_mib": int(match.group(1)) / 1024, "via": "/usr/bin/time -v"}
-    wrapper = (
-        "import json, resource, subprocess, sys, time\n"
-        "t = time.perf_counter(); rc = subprocess.call(sys.argv[1:])\n"
-        "print(json.dumps({'rc': rc, 'wall_s': time.perf_counter() - t,"
-        " 'kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({result['rc']}):\n{proc.stderr[-3000:]}")
-    return {"wall_s": result["wall_s"], "peak_rss_mib": result["kib"] / 1024, "via": "getrusage(RUSAGE_CHILDREN)"}
-
-
-def size_mib(path: Path) -> float:
-    if path.is_file():
-        return path.stat().st_size / 2**20
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+from common import NOFONE, REPO, measure, size_mib
 
 
 def make_model(dataset: Path, folder: Path, seed: int) -> None:

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,19 @@ from nofone.models.checkpoint import (
 from nofone.models.nb import nb_log_prob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class TrainingOutcome:
+    """What every model's training returns besides its module and latent points: the history,
+    where it resumed, early stopping, the dispersion calibration and the checkpoint folder."""
+
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    calibration: dict | None = None
+    checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
 @dataclass

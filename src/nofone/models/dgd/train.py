@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from nofone.models.scaling import scaling_factor
 from nofone.models.training import (
     Checkpointing,
     TrainingData,
+    TrainingOutcome,
     TrainingState,
     calibrate_dispersion,
     component_purity,
@@ -35,16 +36,10 @@ from nofone.models.training import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainResult:
+@dataclass(kw_only=True)
+class TrainResult(TrainingOutcome):
     module: DGDModule
     latent: np.ndarray  # [N, D], rows in the order of TrainingData
-    history: list[dict] = field(default_factory=list)
-    resumed_from: int | None = None
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    calibration: dict | None = None
-    checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
 class _State(TrainingState):
@@ -141,8 +136,9 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
     latent = torch.empty(len(data.sample_ids), config.latent_dim)
     latent[train_idx] = z_train.detach().cpu()
     latent[test_idx] = z_test.detach().cpu()
-    return TrainResult(module.cpu(), latent.numpy(), state.history, resumed_from,
-                       state.best_epoch if early else None, stopped, calibration, checkpoints.folder)
+    return TrainResult(module=module.cpu(), latent=latent.numpy(), history=state.history, resumed_from=resumed_from,
+                       best_epoch=state.best_epoch if early else None, stopped_early=stopped,
+                       calibration=calibration, checkpoint_dir=checkpoints.folder)
 
 
 def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,

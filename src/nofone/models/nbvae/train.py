@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,13 @@ from nofone.models.nbvae.config import NBVAEConfig, check
 from nofone.models.nbvae.module import NBVAEModule
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference
-from nofone.models.training import Checkpointing, TrainingData, TrainingState, calibrate_dispersion
+from nofone.models.training import (
+    Checkpointing,
+    TrainingData,
+    TrainingOutcome,
+    TrainingState,
+    calibrate_dispersion,
+)
 
 log = logging.getLogger(__name__)
 #: Adam settings of the representation search (`nofone.inference.represent.SearchConfig`), used
@@ -38,19 +44,13 @@ SEARCH_BETAS = (0.5, 0.9)
 __all__ = ["TrainResult", "TrainingData", "kl_weight", "train_nbvae"]
 
 
-@dataclass
-class TrainResult:
+@dataclass(kw_only=True)
+class TrainResult(TrainingOutcome):
     module: NBVAEModule
     latent: np.ndarray  # [N, D] posterior means, rows in the order of TrainingData
     log_var: np.ndarray  # [N, D] posterior log-variances
     size_factors: np.ndarray  # [N]
     size_factor_method: str
-    history: list[dict] = field(default_factory=list)
-    resumed_from: int | None = None
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    calibration: dict | None = None
-    checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
 def kl_weight(epoch: int, warmup: int) -> float:
@@ -137,9 +137,10 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
                  calibration["nll_after"])
     with torch.no_grad():
         mean, log_var = module.encode(x_dev, sf_dev, m_dev)
-    return TrainResult(module.cpu(), mean.cpu().numpy(), log_var.cpu().numpy(), sf_np, reference.method,
-                       state.history, resumed_from, state.best_epoch if early else None, stopped, calibration,
-                       checkpoints.folder)
+    return TrainResult(module=module.cpu(), latent=mean.cpu().numpy(), log_var=log_var.cpu().numpy(),
+                       size_factors=sf_np, size_factor_method=reference.method, history=state.history,
+                       resumed_from=resumed_from, best_epoch=state.best_epoch if early else None,
+                       stopped_early=stopped, calibration=calibration, checkpoint_dir=checkpoints.folder)
 
 
 @torch.no_grad()

@@ -108,12 +108,45 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     assert (tmp_path / "de" / "samples" / "s0.tsv").is_file()
     assert set(de.columns) == {"sample_id", "gene_id", "gene_name", "count", "normal_mean", "dispersion",
                                "log2_fold_change", "p_value", "q_value", "can_call_down"}
-    # the per-sample model-error widening leaves a perfectly modelled sample (almost always) alone
-    summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
-                                      q_threshold=0.05, lfc_threshold=0.0, device="cpu")
+    # the model error is reported without --model-error too, and a perfectly modelled sample has
+    # (almost always) none, so the widened test leaves it alone
     assert (summary["model_error_sd"] == 0).mean() >= 0.9
+    widened_summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
+                                              q_threshold=0.05, lfc_threshold=0.0, model_error=True, device="cpu")
+    pd.testing.assert_series_equal(widened_summary["model_error_sd"], summary["model_error_sd"])
     widened = pq.read_table(tmp_path / "de2" / DE_FILE).to_pandas()
+    unwidened = widened["sample_id"].map(summary.set_index("sample_id")["model_error_sd"]) == 0
+    np.testing.assert_array_equal(widened["p_value"][unwidened], de["p_value"][unwidened])
     assert (widened["p_value"] < 0.05).mean() <= (de["p_value"] < 0.05).mean() + 1e-12
+
+
+def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, tmp_path):
+    """A sample the model fits badly (means off by a log-normal error of sd 0.4) gets its model
+    error in summary.tsv either way; only --model-error changes its p-values."""
+    from nofone.steps.common import model_fingerprint
+
+    folder, model = saved_model
+    n = 6
+    g = torch.Generator().manual_seed(3)
+    z = model.module.gmm.means[torch.arange(n) % model.n_components] + 0.2 * torch.randn(
+        n, model.config.latent_dim, generator=g)
+    scale = np.full(n, 800.0)
+    with torch.no_grad():
+        mean = (model.relative_means(z).double() * torch.as_tensor(scale)[:, None]).numpy()
+    rng = np.random.default_rng(4)
+    off = mean * np.exp(rng.normal(0, 0.4, mean.shape))
+    r = model.dispersion.double().numpy()
+    counts = rng.negative_binomial(r, r / (r + off))
+    ids = [f"bad{i}" for i in range(n)]
+    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
+    write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
+    plain = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
+                                    model_error=False, write_tsv=False, device="cpu")
+    widened = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "wide",
+                                      model_error=True, write_tsv=False, device="cpu")
+    assert plain["model_error_sd"].between(0.3, 0.5).all(), plain["model_error_sd"]
+    pd.testing.assert_series_equal(plain["model_error_sd"], widened["model_error_sd"])
+    assert widened["n_de"].sum() < plain["n_de"].sum() / 5
 
 
 def test_density_rule_matches_bulkdgd_exact_rule_with_identical_weights(saved_model, tmp_path):

@@ -666,7 +666,11 @@ def _degs(ctx: _Context, section: Section) -> None:
     shown = frame.drop(columns=[c for c in ("scale",) if c in frame])
     section.add(ctx.html_table("de_per_sample", frame,
                                "DE genes per sample (n_cannot_call_down: genes whose expected count is so low that "
-                               "even 0 reads would not be a significant down call).", shown=shown))
+                               "even 0 reads would not be a significant down call; model_error_sd: how far, on the "
+                               "log scale, the sample's closest normal misses it beyond the NB's own noise, 0 for a "
+                               "sample the model fits as well as its held-out normals; many calls with a large "
+                               "model_error_sd mean a sample the model covers poorly, and `de --model-error` "
+                               "tests against it).", shown=shown))
 
 
 # ------------------------------------------------------------------------------------------ volcano

@@ -92,9 +92,10 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
                 r = model.dispersion_at(latent).double().cpu().numpy()  # [n, G]: per gene, or per sample and gene
             x = chunk.counts
             measured = chunk.measured_mask()
-            widen = model_error and test == "equal-tail-midp"
-            s2 = sample_model_error(x, mean, r, measured) if widen else np.zeros(len(x))
-            if widen and (s2 > 0).any():
+            # always estimated and reported (how far the model's normals are from this sample);
+            # the test is widened by it only when asked
+            s2 = sample_model_error(x, mean, r, measured)
+            if model_error and test == "equal-tail-midp" and (s2 > 0).any():
                 p = equal_tail_midp_lognormal(x, mean, r, s2)
                 down_ok = min_pvalue_down_lognormal(mean, r, s2) < q_threshold
             else:

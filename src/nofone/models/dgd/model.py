@@ -5,6 +5,7 @@ that representation search and the tests use (`relative_means`, `dispersion`,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,10 @@ def load_torch_state(path: Path, what: str, scalars: bool = False) -> dict[str, 
     if not path.is_file():
         raise InputError(f"{what} {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of files it then refuses; the error below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(
             f"{what} {path} cannot be loaded as tensors only ({type(exc).__name__}: "

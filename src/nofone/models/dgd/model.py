@@ -5,6 +5,7 @@ that representation search and the tests use (`relative_means`, `dispersion`,
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -95,6 +96,11 @@ def load_torch_state(path: Path, what: str, scalars: bool = False) -> dict[str, 
             # torch warns about the pickle protocol of files it then refuses; the error below says it
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"{what} {path} holds pickled Python objects, not only tensors; nofone loads tensors only "
+            "(torch.load(weights_only=True)) and never unpickles code: save the model's state_dict() instead"
+        ) from exc
     except Exception as exc:
         raise InputError(
             f"{what} {path} cannot be loaded as tensors only ({type(exc).__name__}: "

@@ -1,7 +1,7 @@
 """What every model artifact class shares: genes, device, saving and loading.
 
-A subclass names its `MODEL_TYPE`, the key of its settings in config.json, and how to build
-its config and torch module; the maths lives in the module.
+A subclass names its `MODEL_TYPE` (the key of its settings in config.json), its config class
+and its torch module class; the maths lives in the module.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ class ArtifactModel:
 
     MODEL_TYPE: ClassVar[str]
     DISPLAY_NAME: ClassVar[str]
+    #: the settings class (with `from_dict(data, where=...)` and `to_dict()`) and the torch
+    #: module built from (config, n_genes) when an artifact is loaded
+    CONFIG_CLASS: ClassVar[type]
+    MODULE_CLASS: ClassVar[type[torch.nn.Module]]
 
     def __init__(self, module: torch.nn.Module, genes: pd.DataFrame, info: dict | None = None):
         self.module = module.eval()
@@ -58,14 +62,9 @@ class ArtifactModel:
         self.module.to(device)
         return self
 
-    # -- what a subclass provides ------------------------------------------------------------
-    @classmethod
-    def config_from_dict(cls, data: dict, where: str) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def build_module(cls, config: Any, n_genes: int) -> torch.nn.Module:
-        raise NotImplementedError
+    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: the decoded expression relative to the sample's scale, at latent points z."""
+        return self.module.decoder(z)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, folder: Path, extra_info: dict | None = None) -> None:
@@ -88,8 +87,8 @@ class ArtifactModel:
             raise InputError(f"model {folder} is a {model_type!r} model, not {cls.DISPLAY_NAME}")
         if cls.MODEL_TYPE not in artifact.config:
             raise InputError(f"model {folder}: config.json has no '{cls.MODEL_TYPE}' settings")
-        config = cls.config_from_dict(artifact.config[cls.MODEL_TYPE], f"{folder}/config.json")
-        module = cls.build_module(config, len(artifact.genes))
+        config = cls.CONFIG_CLASS.from_dict(artifact.config[cls.MODEL_TYPE], where=f"{folder}/config.json")
+        module = cls.MODULE_CLASS(config, len(artifact.genes))
         try:
             module.load_state_dict(artifact.tensors)
         except RuntimeError as exc:

@@ -29,21 +29,12 @@ class DGD(ArtifactModel):
 
     MODEL_TYPE = MODEL_TYPE
     DISPLAY_NAME = "a DGD"
-
-    @classmethod
-    def config_from_dict(cls, data: dict, where: str) -> DGDConfig:
-        return DGDConfig.from_dict(data, where=where)
-
-    @classmethod
-    def build_module(cls, config: DGDConfig, n_genes: int) -> DGDModule:
-        return DGDModule(config, n_genes)
+    CONFIG_CLASS = DGDConfig
+    MODULE_CLASS = DGDModule
 
     @property
     def n_components(self) -> int:
         return self.module.gmm.n_components
-
-    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module.decoder(z)
 
     def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.gmm.log_prob(z)

@@ -36,14 +36,8 @@ class NBVAE(ArtifactModel):
 
     MODEL_TYPE = MODEL_TYPE
     DISPLAY_NAME = "an NB-VAE"
-
-    @classmethod
-    def config_from_dict(cls, data: dict, where: str) -> NBVAEConfig:
-        return NBVAEConfig.from_dict(data, where=where)
-
-    @classmethod
-    def build_module(cls, config: NBVAEConfig, n_genes: int) -> NBVAEModule:
-        return NBVAEModule(config, n_genes)
+    CONFIG_CLASS = NBVAEConfig
+    MODULE_CLASS = NBVAEModule
 
     @property
     def n_components(self) -> int:
@@ -54,9 +48,6 @@ class NBVAE(ArtifactModel):
         return "median"
 
     # -- the LatentModel interface ---------------------------------------------------------------
-
-    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module.decoder(z)
 
     def log2_relative_means(self, z: torch.Tensor) -> torch.Tensor:
         """log2 of the decoded normalised expression (the decoder's log link, divided by ln 2)."""

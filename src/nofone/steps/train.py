@@ -11,6 +11,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +77,8 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
                     config.training.batch_size, config.training.epochs)
     started = time.perf_counter()
     with progress("training", config.training.epochs) as advance:
-        def on_epoch(record: dict) -> None:
-            info = {"loss": record["loss_train"]}
-            if "loss_test" in record:
-                info["test"] = record["loss_test"]
-            info["comps"] = record["components_used"]
-            advance(1, **info)
         result = train_dgd(training, config, device=device, checkpoint_dir=checkpoint_dir, resume=resume,
-                           on_epoch=on_epoch)
+                           on_epoch=_show_epoch(advance, comps="components_used"))
     seconds = time.perf_counter() - started
     model = DGD(result.module, data.genes[["gene_id", "gene_name"]].fillna(""))
     table = representation_table(model, training, result.latent)
@@ -112,6 +107,17 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
     return summary
 
 
+def _show_epoch(advance: Callable[..., None], **extra: str) -> Callable[[dict], None]:
+    """The progress bar's per-epoch callback: training loss, held-out loss when there is one, and
+    `extra` fields (label=record key)."""
+    def on_epoch(record: dict) -> None:
+        info = {"loss": record["loss_train"]}
+        if "loss_test" in record:
+            info["test"] = record["loss_test"]
+        advance(1, **info, **{label: record[key] for label, key in extra.items()})
+    return on_epoch
+
+
 def _write(outdir: Path, model, history: pd.DataFrame, table: pd.DataFrame, summary: dict) -> None:
     with staged_outdir(outdir) as stage:
         history.to_csv(stage / HISTORY, sep="\t", index=False)
@@ -136,13 +142,8 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
              n_train, len(training.sample_ids) - n_train, data.n_genes, steps, device)
     started = time.perf_counter()
     with progress("training", t.epochs) as advance:
-        def on_epoch(record: dict) -> None:
-            info = {"loss": record["loss_train"]}
-            if "loss_test" in record:
-                info["test"] = record["loss_test"]
-            advance(1, **info)
         result = train_nbvae(training, config, device=device, checkpoint_dir=checkpoint_dir, resume=resume,
-                             on_epoch=on_epoch)
+                             on_epoch=_show_epoch(advance))
     seconds = time.perf_counter() - started
     model = NBVAE(result.module, data.genes[["gene_id", "gene_name"]].fillna(""))
     table = nbvae_representation_table(model, training, result.latent, result.size_factors)

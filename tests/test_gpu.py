@@ -93,10 +93,9 @@ def test_checkpoint_written_on_cuda_resumes_on_cpu(sim, tmp_path):
 
 @needs_cuda
 def test_represent_and_de_on_cuda_match_the_cpu(sim, cpu_model):
-    ids = None
     out = {}
     for device in ("cpu", "cuda"):
-        represent(cpu_model, sim / "data", sim / f"reps_{device}", SearchConfig(), ids, chunk_size=16, device=device)
+        represent(cpu_model, sim / "data", sim / f"reps_{device}", SearchConfig(), None, chunk_size=16, device=device)
         differential_expression(cpu_model, sim / f"reps_{device}", sim / "data", sim / f"de_{device}",
                                 write_tsv=False, device=device)
         reps = pq.read_table(sim / f"reps_{device}" / REPRESENTATIONS).to_pandas().set_index("sample_id")

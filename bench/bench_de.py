@@ -8,7 +8,8 @@ Run: .venv/bin/python bench/bench_de.py  (about a minute; 2 threads, as a laptop
       lpmf(x)])) / sum(exp(lpmf)). Re-implemented faithfully with torch below, timed on a subset
       of genes and SCALED linearly to 16,883 genes (the loop is linear in genes).
 (ii)  nofone: equal-tail mid-p and the exact density rule, vectorised, on one sample of 16,883
-      genes and on 100 samples x 16,883 genes (per-sample cost).
+      genes and on 100 samples x 16,883 genes (per-sample cost), on one thread and on 2 threads
+      with the genes cut into blocks as `nofone de` does (`nofone.stats.parallel`).
 (iii) speed-ups (seconds per sample of the grid loop / ours).
 Means are drawn like real counts (m = exp(N(4, 2))), sizes r lognormal around 5, and counts from
 NB(m', r) where 10% of genes have a fold change 2^N(0, 2), so some p-values are far in the tails.
@@ -31,6 +32,7 @@ import torch
 from scipy.stats import nbinom
 
 from nofone.stats.nb_tests import density_pvalue, equal_tail_midp
+from nofone.stats.parallel import by_gene_blocks
 
 N_GENES = 16_883
 
@@ -117,11 +119,16 @@ def main() -> None:
     best_threads = min(grid_subset_s, key=grid_subset_s.__getitem__)
     grid_sample_s = grid_subset_s[best_threads] * N_GENES / args.subset
 
-    mid_1 = _time(lambda: equal_tail_midp(x1, m1, r), repeats=15)
-    dens_1 = _time(lambda: density_pvalue(x1, m1, r), repeats=15)
+    def on_threads(test, x, m, threads):  # as nofone de runs a test: genes in blocks, one per thread
+        return lambda: by_gene_blocks(lambda g: test(x[..., g], m[..., g], r[g]), N_GENES, threads)
+
     xb, mb, _ = _draw(rng, args.samples)
-    mid_b = _time(lambda: equal_tail_midp(xb, mb, r), repeats=2) / args.samples
-    dens_b = _time(lambda: density_pvalue(xb, mb, r), repeats=2) / args.samples
+    ours = {}
+    for threads in (1, 2):
+        for name, test in (("equal-tail mid-p", equal_tail_midp), ("density rule (exact)", density_pvalue)):
+            ours[f"nofone {name}, 1 sample, {threads} thread(s)"] = _time(on_threads(test, x1, m1, threads), 15)
+            ours[f"nofone {name}, {args.samples} samples (per sample), {threads} thread(s)"] = _time(
+                on_threads(test, xb, mb, threads), 2) / args.samples
 
     p_exact = density_pvalue(x1[sub], m1[sub], r[sub])
     rows = [
@@ -130,15 +137,12 @@ def main() -> None:
             f" (SCALED from {args.subset} genes)",
             grid_sample_s,
         ),
-        ("nofone equal-tail mid-p, 1 sample", mid_1),
-        ("nofone density rule (exact), 1 sample", dens_1),
-        (f"nofone equal-tail mid-p, {args.samples} samples (per sample)", mid_b),
-        (f"nofone density rule (exact), {args.samples} samples (per sample)", dens_b),
+        *ours.items(),
     ]
     print(
         f"DE per-gene tests, {N_GENES:,} genes per sample; OMP_NUM_THREADS="
         f"{os.environ['OMP_NUM_THREADS']}, {os.cpu_count()} CPUs visible; nofone's tests are"
-        " numpy/scipy (one thread)"
+        " numpy/scipy, on 1 thread and on 2 (genes in blocks, as nofone de runs them)"
     )
     for threads, secs in sorted(grid_subset_s.items(), reverse=True):
         print(

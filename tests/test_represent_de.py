@@ -149,6 +149,52 @@ def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, 
     assert widened["n_de"].sum() < plain["n_de"].sum() / 5
 
 
+@pytest.mark.parametrize("model_error", [False, True])
+def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_model, tmp_path, monkeypatch,
+                                                                          model_error):
+    """Genes cut into blocks on threads give bit-identical results (plain and widened tests), and
+    each sample's TSV holds the Parquet rows to six significant digits."""
+    from nofone.stats import parallel
+    from nofone.steps.common import model_fingerprint
+
+    folder, model = saved_model
+    n = 5
+    g = torch.Generator().manual_seed(5)
+    z = model.module.gmm.means[torch.arange(n) % model.n_components] + 0.2 * torch.randn(
+        n, model.config.latent_dim, generator=g)
+    scale = np.full(n, 600.0)
+    with torch.no_grad():
+        mean = (model.relative_means(z).double() * torch.as_tensor(scale)[:, None]).numpy()
+    rng = np.random.default_rng(6)
+    r = model.dispersion.double().numpy()
+    counts = rng.negative_binomial(r, r / (r + mean * np.exp(rng.normal(0, 0.4, mean.shape))))
+    ids = [f"t{i}" for i in range(n)]
+    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
+    write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "one",
+                                model_error=model_error, device="cpu")
+        monkeypatch.setattr(parallel, "MIN_BLOCK", 64)
+        torch.set_num_threads(3)
+        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "three",
+                                model_error=model_error, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    one = pq.read_table(tmp_path / "one" / DE_FILE).to_pandas()
+    pd.testing.assert_frame_equal(one, pq.read_table(tmp_path / "three" / DE_FILE).to_pandas())
+    for sample in ids:
+        written = pd.read_csv(tmp_path / "three" / "samples" / f"{sample}.tsv", sep="\t",
+                              dtype={"gene_name": str}, keep_default_na=False)
+        rows = one[one["sample_id"] == sample].drop(columns="sample_id").reset_index(drop=True)
+        assert list(written.columns) == list(rows.columns)
+        assert (written["gene_id"] == rows["gene_id"]).all() and (written["count"] == rows["count"]).all()
+        assert (written["can_call_down"] == rows["can_call_down"]).all()
+        for column in ("normal_mean", "dispersion", "log2_fold_change", "p_value", "q_value"):
+            np.testing.assert_allclose(written[column], rows[column], rtol=5e-6, atol=0)
+
+
 def test_density_rule_matches_bulkdgd_exact_rule_with_identical_weights(saved_model, tmp_path):
     from nofone.steps.common import model_fingerprint
 

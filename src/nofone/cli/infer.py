@@ -56,6 +56,7 @@ def de_command(
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
     model_error: bool = typer.Option(False, "--model-error/--no-model-error", help="Test against the NB widened by the sample's own estimated model error on the mean (equal-tail test only; see stats/model_error.py): far fewer false calls in samples the model fits poorly, at the cost of calling only genes that stand out from the sample's overall deviation (a tumour far from every normal state keeps only its most extreme genes). Off: the paper's test."),
+    outlier_null: bool = typer.Option(False, "--outlier-null/--no-outlier-null", help="Test against the model's outlier mixture, calibrated at training on held-out normals (equal-tail test only; see stats/outlier_null.py): a gene is called only when it deviates more than genes of normal individuals do. Far fewer false calls in normals, fewer calls in tumours. Off: the paper's test."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -68,7 +69,7 @@ def de_command(
 
     summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
                                       q_threshold=q_threshold, lfc_threshold=lfc_threshold,
-                                      model_error=model_error, write_tsv=tsv,
+                                      model_error=model_error, outlier_null=outlier_null, write_tsv=tsv,
                                       chunk_size=chunk_size, device=device)
     echo(f"tested {len(summary)} samples: median {int(summary['n_de'].median())} DE genes per sample "
          f"(q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")

@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 @dataclass(kw_only=True)
 class TrainingOutcome:
     """What every model's training returns besides its module and latent points: the history,
-    where it resumed, early stopping, the dispersion calibration and the checkpoint folder."""
+    where it resumed, early stopping, the calibrations on held-out normals and the checkpoint folder."""
 
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
     best_epoch: int | None = None
     stopped_early: bool = False
     calibration: dict | None = None
+    outlier_null: dict | None = None  # see nofone.stats.outlier_null
     checkpoint_dir: Path | None = None  # this run's own checkpoint folder
 
 
@@ -91,6 +92,24 @@ def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
     with torch.no_grad():
         module.log_r.copy_((a + b * module.log_r.double()).to(module.log_r.dtype))
     return {"a": a, "b": b, "nll_before": before, "nll_after": after, "applied": True}
+
+
+def calibrate_on_heldout(module: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
+                         measured: torch.Tensor | None) -> tuple[dict, dict]:
+    """Both calibrations on the held-out normals at their closest normals z: the dispersion
+    (`calibrate_dispersion`), then the outlier null of `nofone de --outlier-null` with the
+    calibrated dispersion."""
+    from nofone.stats.outlier_null import fit_outlier_null
+
+    calibration = calibrate_dispersion(module, x, z, scale, measured)
+    with torch.no_grad():
+        mean = (module.decoder(z) * scale.unsqueeze(-1)).double().cpu().numpy()
+        r = torch.exp(module.log_r.detach().double()).cpu().numpy()
+    null = fit_outlier_null(x.cpu().numpy(), mean, r, None if measured is None else measured.cpu().numpy())
+    log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f); "
+             "outlier null: %.2f%% of genes off by log-sd %.2f", x.shape[0], calibration["a"], calibration["b"],
+             calibration["nll_before"], calibration["nll_after"], 100 * null.pi, null.tau)
+    return calibration, null.to_dict()
 
 
 def component_purity(component: np.ndarray, tissue: np.ndarray) -> float:

@@ -17,6 +17,7 @@ import torch
 
 from nofone import __version__
 from nofone.errors import InputError
+from nofone.io import tsv
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.io.samplesheet import validate_sample_id
@@ -24,7 +25,9 @@ from nofone.models.scaling import SCALINGS, scaling_factor
 from nofone.progress import progress
 from nofone.stats.model_error import equal_tail_midp_lognormal, min_pvalue_down_lognormal, sample_model_error
 from nofone.stats.multiple_testing import bh_adjust
-from nofone.stats.nb_tests import TESTS, can_call_down, log2_fold_change
+from nofone.stats.nb_tests import TESTS, log2_fold_change, min_pvalue_down
+from nofone.stats.outlier_null import OutlierNull, equal_tail_midp_outlier, min_pvalue_down_outlier
+from nofone.stats.parallel import by_gene_blocks
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
 from nofone.steps.represent import REPRESENTATIONS, read_representations
 
@@ -41,11 +44,20 @@ DE_SCHEMA = pa.schema([
 def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path, *,
                             test: str = "equal-tail-midp", scaling: str | None = None,
                             q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-                            model_error: bool = False, write_tsv: bool = True, chunk_size: int = 64,
-                            device: str = "auto") -> pd.DataFrame:
-    """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv)."""
+                            model_error: bool = False, outlier_null: bool = False, write_tsv: bool = True,
+                            chunk_size: int = 64, device: str = "auto") -> pd.DataFrame:
+    """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv).
+
+    `model_error` widens each sample's test by its own estimated model error; `outlier_null`
+    tests against the model's outlier mixture calibrated on held-out normals at training
+    (`nofone.stats.outlier_null`). Both need the equal-tail test and exclude each other.
+    """
     if test not in TESTS:
         raise InputError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
+    if (model_error or outlier_null) and test != "equal-tail-midp":
+        raise InputError("--model-error and --outlier-null need --test equal-tail-midp")
+    if model_error and outlier_null:
+        raise InputError("use either --model-error or --outlier-null, not both")
     if scaling is not None and scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
     device = resolve_device(device)
@@ -59,6 +71,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             f"{rep_path} was made with another model ({meta.get('model')}); run `nofone represent` "
             f"with {model_dir} again"
         )
+    null = OutlierNull.from_model_info(model.info, str(model_dir)) if outlier_null else None
     data = Dataset(input_dir)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
     row_of = {s: i for i, s in enumerate(reps["sample_id"])}
@@ -73,6 +86,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
     names_from_data = data.genes.set_index("gene_id")["gene_name"].astype(object).to_dict()
     gene_names = np.array([n or (names_from_data.get(g) or "") for g, n in zip(gene_ids, gene_names)], dtype=object)
     summaries = []
+    threads = torch.get_num_threads()  # what --threads set (torch's default otherwise)
     started = time.perf_counter()
     with staged_outdir(outdir) as stage, pq.ParquetWriter(stage / DE_FILE, DE_SCHEMA, compression="zstd") as writer, \
             progress("testing genes", len(row_of)) as advance:
@@ -95,12 +109,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             # always estimated and reported (how far the model's normals are from this sample);
             # the test is widened by it only when asked
             s2 = sample_model_error(x, mean, r, measured)
-            if model_error and test == "equal-tail-midp" and (s2 > 0).any():
-                p = equal_tail_midp_lognormal(x, mean, r, s2)
-                down_ok = min_pvalue_down_lognormal(mean, r, s2) < q_threshold
-            else:
-                p = TESTS[test](x, mean, r)
-                down_ok = can_call_down(mean, r, q_threshold, test)
+            p, down_ok = _test_genes(x, mean, r, s2 if model_error else None, null, test, q_threshold, threads)
             p = np.where(measured, p, np.nan)
             q = bh_adjust(p, axis=1)
             lfc = log2_fold_change(x, mean)
@@ -118,8 +127,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             for i, sample in enumerate(chunk.sample_ids):
                 part = table.iloc[bounds[i]:bounds[i + 1]]
                 if write_tsv:
-                    part.drop(columns="sample_id").to_csv(stage / "samples" / f"{sample}.tsv", sep="\t",
-                                                         index=False, float_format="%.6g")
+                    tsv.write_tsv(part.drop(columns="sample_id"), stage / "samples" / f"{sample}.tsv")
                 summaries.append(_summary(sample, part, q_threshold, lfc_threshold, reps, row_of[sample]) |
                                  {"model_error_sd": float(np.sqrt(s2[i]))})
             advance(len(chunk))
@@ -128,11 +136,40 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
         write_json_atomic(stage / "de_report.json", {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
             "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
-            "model_error": model_error,
+            "model_error": model_error, "outlier_null": null.to_dict() if null else None,
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),
             "missing_model_genes": alignment.n_missing, "seconds": round(time.perf_counter() - started, 2),
         })
     return summary
+
+
+def _test_genes(x: np.ndarray, mean: np.ndarray, r: np.ndarray, s2: np.ndarray | None, null: OutlierNull | None,
+                test: str, q_threshold: float, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """p-values and the can-call-down flags of a chunk [N, G], on `threads` threads. `s2` (the
+    samples' model error, widening the test when any sample has one) or `null` (the calibrated
+    outlier mixture) change the equal-tail test's null."""
+    if s2 is not None and (s2 > 0).any():
+        def pvalues(g: slice) -> np.ndarray:
+            return equal_tail_midp_lognormal(x[:, g], mean[:, g], r[:, g], s2)
+
+        def smallest_down(g: slice) -> np.ndarray:
+            return min_pvalue_down_lognormal(mean[:, g], r[:, g], s2)
+    elif null is not None:
+        def pvalues(g: slice) -> np.ndarray:
+            return equal_tail_midp_outlier(x[:, g], mean[:, g], r[:, g], null)
+
+        def smallest_down(g: slice) -> np.ndarray:
+            return min_pvalue_down_outlier(mean[:, g], r[:, g], null)
+    else:
+        def pvalues(g: slice) -> np.ndarray:
+            return TESTS[test](x[:, g], mean[:, g], r[:, g])
+
+        def smallest_down(g: slice) -> np.ndarray:
+            return min_pvalue_down(mean[:, g], r[:, g], test)
+    n_genes = x.shape[1]
+    p = by_gene_blocks(pvalues, n_genes, threads)
+    down_ok = by_gene_blocks(smallest_down, n_genes, threads) < q_threshold
+    return p, down_ok
 
 
 def _summary(sample: str, table: pd.DataFrame, q: float, lfc: float, reps: dict, row: int) -> dict:

@@ -48,6 +48,8 @@ class RunOptions:
     normal_value: str = "normal"
     search: SearchConfig = field(default_factory=SearchConfig)
     test: str = "equal-tail-midp"
+    model_error: bool = False  # see `nofone de --model-error`
+    outlier_null: bool = False  # see `nofone de --outlier-null`
     q_threshold: float = 0.01
     lfc_threshold: float = 1.0
     device: str = "auto"
@@ -98,7 +100,8 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     represent(model_dir, data_dir, outdir / "representations", options.search, targets, device=options.device)
     log.info("5/5 differential expression")
     summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de",
-                                      test=options.test, q_threshold=options.q_threshold,
+                                      test=options.test, model_error=options.model_error,
+                                      outlier_null=options.outlier_null, q_threshold=options.q_threshold,
                                       lfc_threshold=options.lfc_threshold, device=options.device)
     report = _run_summary(summary, data, model_dir, options)
     write_json_atomic(outdir / "run_summary.json", report)

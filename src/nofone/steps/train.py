@@ -95,7 +95,7 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
         "tissue_purity_test": _purity(table, "test") if tissue is not None else None,
         "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "dispersion_calibration": result.calibration,
+        "dispersion_calibration": result.calibration, "outlier_null": result.outlier_null,
         "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
         "model_type": model.model_type,
     }
@@ -157,7 +157,7 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
         "components_used": 1, "active_latent_dims": final["active_latent_dims"],
         "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "dispersion_calibration": result.calibration,
+        "dispersion_calibration": result.calibration, "outlier_null": result.outlier_null,
         "size_factors": {"method": result.size_factor_method,
                          "reference_genes": model.module.size_factor_reference().n_reference_genes},
         "input": str(Path(input_dir).resolve()), "condition": condition,

@@ -29,7 +29,7 @@ from nofone.models.training import (
     TrainingData,
     TrainingOutcome,
     TrainingState,
-    calibrate_dispersion,
+    calibrate_on_heldout,
     component_purity,
 )
 
@@ -124,21 +124,19 @@ def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
         checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
     if early:
         state.restore_best_epoch("held-out NLL")
-    calibration = None
+    calibration = outlier_null = None
     if t.calibrate_dispersion and len(test_idx):
         _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
-        calibration = calibrate_dispersion(module, x_dev[test_rows], state.z_test.detach(), scale_dev[test_rows],
+        calibration, outlier_null = calibrate_on_heldout(module, x_dev[test_rows], state.z_test.detach(),
+                                                         scale_dev[test_rows],
                                            None if m_dev is None else m_dev[test_rows])
-        log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f)",
-                 len(test_idx), calibration["a"], calibration["b"], calibration["nll_before"],
-                 calibration["nll_after"])
     module.eval()
     latent = torch.empty(len(data.sample_ids), config.latent_dim)
     latent[train_idx] = z_train.detach().cpu()
     latent[test_idx] = z_test.detach().cpu()
     return TrainResult(module=module.cpu(), latent=latent.numpy(), history=state.history, resumed_from=resumed_from,
                        best_epoch=state.best_epoch if early else None, stopped_early=stopped,
-                       calibration=calibration, checkpoint_dir=checkpoints.folder)
+                       calibration=calibration, outlier_null=outlier_null, checkpoint_dir=checkpoints.folder)
 
 
 def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,

@@ -33,7 +33,7 @@ from nofone.models.training import (
     TrainingData,
     TrainingOutcome,
     TrainingState,
-    calibrate_dispersion,
+    calibrate_on_heldout,
 )
 
 log = logging.getLogger(__name__)
@@ -126,21 +126,19 @@ def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
     if early:
         state.restore_best_epoch("held-out negative ELBO")
     module.eval()
-    calibration = None
+    calibration = outlier_null = None
     if t.calibrate_dispersion and len(test_idx):
         x_t = x_dev[test_rows]
         m_t = None if m_dev is None else m_dev[test_rows]
         z, scale = closest_normal(module, x_t, m_t, t.eval_steps, t.lr_representation)
-        calibration = calibrate_dispersion(module, x_t, z, scale, m_t)
-        log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f)",
-                 len(test_idx), calibration["a"], calibration["b"], calibration["nll_before"],
-                 calibration["nll_after"])
+        calibration, outlier_null = calibrate_on_heldout(module, x_t, z, scale, m_t)
     with torch.no_grad():
         mean, log_var = module.encode(x_dev, sf_dev, m_dev)
     return TrainResult(module=module.cpu(), latent=mean.cpu().numpy(), log_var=log_var.cpu().numpy(),
                        size_factors=sf_np, size_factor_method=reference.method, history=state.history,
                        resumed_from=resumed_from, best_epoch=state.best_epoch if early else None,
-                       stopped_early=stopped, calibration=calibration, checkpoint_dir=checkpoints.folder)
+                       stopped_early=stopped, calibration=calibration, outlier_null=outlier_null,
+                       checkpoint_dir=checkpoints.folder)
 
 
 @torch.no_grad()

@@ -1,0 +1,143 @@
+"""The outlier null of `nofone de --outlier-null`: its fit, its exact tails and its use in de."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from scipy import integrate, stats
+from test_represent_de import random_model, write_dataset, write_representations
+
+from nofone.errors import InputError
+from nofone.models.dgd.model import DGD
+from nofone.stats.model_error import _gauss_hermite
+from nofone.stats.nb_tests import equal_tail_midp
+from nofone.stats.outlier_null import (
+    TAIL_NODES,
+    OutlierNull,
+    equal_tail_midp_outlier,
+    fit_outlier_null,
+    min_pvalue_down_outlier,
+)
+from nofone.steps.de import DE_FILE, differential_expression
+
+
+def _draw(rng, pi: float, tau: float, n: int = 10, g: int = 3000):
+    mean = np.exp(rng.normal(4, 1.5, (n, g)))
+    r = np.exp(rng.normal(np.log(8), 0.5, g))
+    off = np.where(rng.uniform(size=mean.shape) < pi, np.exp(rng.normal(0, 1, mean.shape) * tau), 1.0)
+    return rng.negative_binomial(r, r / (r + mean * off)), mean, r
+
+
+def test_fit_recovers_planted_outliers_and_finds_none_in_plain_nb():
+    rng = np.random.default_rng(1)
+    null = fit_outlier_null(*_draw(rng, 0.03, 1.0))
+    assert 0.02 < null.pi < 0.04 and 0.85 < null.tau < 1.15, null
+    assert null.n_samples == 10 and null.n_values == 30_000
+    plain = fit_outlier_null(*_draw(rng, 0.0, 0.0))
+    assert plain.pi < 0.002, plain
+
+
+def test_mixture_pvalues_equal_the_mixture_of_scipys_nb_tails():
+    """Equal-tail mid-p of (1 - pi) NB(m, r) + pi NB(m e, r), ln e ~ N(0, tau^2) on the same
+    quadrature nodes, against scipy.stats.nbinom's own cdf/sf/pmf, down to p ~ 1e-100."""
+    rng = np.random.default_rng(2)
+    null = OutlierNull(pi=0.02, tau=0.8)
+    nodes, weights = _gauss_hermite(TAIL_NODES)
+    for _ in range(30):
+        m, r = float(np.exp(rng.uniform(0, 7))), float(np.exp(rng.uniform(-1, 4)))
+        for x in {0, int(m), int(m * rng.uniform(0, 3)), int(m * 20 + 30)}:
+            p0 = r / (r + m)
+            lower = (1 - null.pi) * (stats.nbinom.cdf(x - 1, r, p0) + 0.5 * stats.nbinom.pmf(x, r, p0))
+            upper = (1 - null.pi) * (stats.nbinom.sf(x, r, p0) + 0.5 * stats.nbinom.pmf(x, r, p0))
+            for z, w in zip(nodes, weights, strict=True):
+                p = r / (r + m * np.exp(null.tau * z))
+                lower += null.pi * w * (stats.nbinom.cdf(x - 1, r, p) + 0.5 * stats.nbinom.pmf(x, r, p))
+                upper += null.pi * w * (stats.nbinom.sf(x, r, p) + 0.5 * stats.nbinom.pmf(x, r, p))
+            expected = min(1.0, 2 * min(lower, upper))
+            got = equal_tail_midp_outlier(np.array([x]), np.array([m]), np.array([r]), null)[0]
+            if expected > 1e-100:
+                assert got == pytest.approx(expected, rel=1e-7), (m, r, x)
+
+
+@pytest.mark.parametrize(("m", "r", "x", "tau", "rel"), [
+    (50.0, 5.0, 900, 1.2, 1e-3), (1000.0, 20.0, 8000, 0.8, 1e-2), (200.0, 10.0, 0, 1.0, 1e-6),
+    (5000.0, 50.0, 60000, 1.0, 0.07), (5000.0, 50.0, 300, 1.0, 0.07),  # the narrowest NBs: the documented bound
+])
+def test_quadrature_against_numerical_integration(m, r, x, tau, rel):
+    """TAIL_NODES nodes against adaptive integration of the log-normal part's tail."""
+    def tail(z: float) -> float:
+        p = r / (r + m * np.exp(tau * z))
+        side = stats.nbinom.sf(x, r, p) if x > m else stats.nbinom.cdf(x - 1, r, p)
+        return (side + 0.5 * stats.nbinom.pmf(x, r, p)) * stats.norm.pdf(z)
+
+    centre = np.log(max(x, 0.5) / m) / tau
+    expected = 2 * integrate.quad(tail, -15, 15, points=[0.0, centre], limit=500, epsabs=0)[0]
+    null = OutlierNull(pi=1.0, tau=tau)  # only the log-normal part
+    got = equal_tail_midp_outlier(np.array([x]), np.array([m]), np.array([r]), null)[0]
+    assert got == pytest.approx(expected, rel=rel)
+
+
+def test_no_outliers_is_the_plain_test():
+    rng = np.random.default_rng(3)
+    x, m, r = _draw(rng, 0.0, 0.0, n=2, g=500)
+    np.testing.assert_array_equal(equal_tail_midp_outlier(x, m, r, OutlierNull(0.0, 0.0)), equal_tail_midp(x, m, r))
+    down, plain = min_pvalue_down_outlier(m, r, OutlierNull(0.05, 1.0)), equal_tail_midp(np.zeros_like(m), m, r)
+    assert (down[plain < 1e-3] > plain[plain < 1e-3]).all()  # a wider null makes a 0 less surprising
+
+
+def _model_with_null(tmp_path, null: OutlierNull | None):
+    model = random_model(seed=4)
+    info = {"training": {"outlier_null": null.to_dict()}} if null else {}
+    DGD(model.module, model.genes, info).save(tmp_path / "model")
+    return DGD.load(tmp_path / "model")
+
+
+def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_path):
+    """Normals with 3% outlier genes (log-sd 1): the plain test calls them, the calibrated null
+    hardly does, and a 64-fold change planted in 15 genes of a 'tumour' is still called."""
+    from nofone.steps.common import model_fingerprint
+
+    model = _model_with_null(tmp_path, OutlierNull(0.03, 1.0, 10, 6000))
+    n, rng = 8, np.random.default_rng(5)
+    z = model.module.gmm.means[torch.arange(n) % model.n_components]
+    scale = np.full(n, 1000.0)
+    with torch.no_grad():
+        mean = (model.relative_means(z).double() * torch.as_tensor(scale)[:, None]).numpy()
+    off = np.where(rng.uniform(size=mean.shape) < 0.03, np.exp(rng.normal(0, 1, mean.shape)), 1.0)
+    r = model.dispersion.double().numpy()
+    planted = np.flatnonzero((mean[0] > 30) & (r > 5))[:15]
+    off[0] = 1.0
+    off[0, planted] = 64.0
+    counts = rng.negative_binomial(r, r / (r + mean * off))
+    ids = ["tumour"] + [f"normal{i}" for i in range(1, n)]
+    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
+    write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(tmp_path / "model"))
+    plain = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
+                                    write_tsv=False, device="cpu").set_index("sample_id")
+    mixture = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "mix",
+                                      outlier_null=True, write_tsv=False, device="cpu").set_index("sample_id")
+    normals = [s for s in ids if s != "tumour"]
+    assert plain.loc[normals, "n_de"].mean() > 5 * max(mixture.loc[normals, "n_de"].mean(), 0.5)
+    de = pq.read_table(tmp_path / "mix" / DE_FILE).to_pandas()
+    called = de[(de["sample_id"] == "tumour") & (de["q_value"] < 0.01) & (de["log2_fold_change"] > 1)]
+    assert set(np.asarray(model.gene_ids)[planted]) <= set(called["gene_id"])
+
+
+def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path):
+    model = _model_with_null(tmp_path, None)
+    from nofone.steps.common import model_fingerprint
+
+    z = model.module.gmm.means[:2]
+    write_dataset(tmp_path / "data", np.ones((2, model.module.n_genes), np.int64), model.gene_ids, ["a", "b"])
+    write_representations(tmp_path / "reps", model, ["a", "b"], z, np.full(2, 100.0),
+                          model_fingerprint(tmp_path / "model"))
+    args = (tmp_path / "model", tmp_path / "reps", tmp_path / "data")
+    with pytest.raises(InputError, match="no calibrated outlier null"):
+        differential_expression(*args, tmp_path / "e1", outlier_null=True, device="cpu")
+    with pytest.raises(InputError, match="need --test equal-tail-midp"):
+        differential_expression(*args, tmp_path / "e2", outlier_null=True, test="density", device="cpu")
+    with pytest.raises(InputError, match="not both"):
+        differential_expression(*args, tmp_path / "e3", outlier_null=True, model_error=True, device="cpu")
+    assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3))

@@ -484,7 +484,7 @@ VARIANTS = [
           "represent_method": "one_opt", "de_test": "density", "q_threshold": 0.05, "lfc_threshold": 0.5,
           "normal_value": "healthy", "chunk_size": 3}),
     ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz"}),
-    (("test",), COHORT_PARAMS),
+    (("test",), COHORT_PARAMS | {"de_null": "outlier"}),
     ((), {"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
           "cohort_epochs": 5, "cohort_latent_dim": 2, "gene_sets": "h.all.gmt", "symbol_map": "mouse_to_human.tsv"}),
     ((), {"skip_deseq2": True, "negative_conditions": "heldout_normal, Normal tissue,", "deseq2_n_controls": 5,
@@ -1144,3 +1144,12 @@ def test_every_process_has_an_nf_test():
         assert inputs == {str(i) for i in range(len(PROCESSES[name].inputs))}, f"{path}: inputs"
     pipeline = (REPO / "tests" / "main.nf.test").read_text()
     assert 'script "../main.nf"' in pipeline and 'profile "test"' in pipeline and 'options "-stub"' in pipeline
+
+
+@pytest.mark.parametrize(("de_null", "flag"), [("nb", ""), ("outlier", " --outlier-null"),
+                                                ("model-error", " --model-error")])
+def test_de_null_ext_args(de_null, flag):
+    """--de_null picks the DE test's null: the paper's NB, the calibrated outlier mixture or the
+    sample's own model error."""
+    args = task_scope("NOFONE_DE", params_for(de_null=de_null), ())["task"]["ext"]["args"]
+    assert args == f"--test equal-tail-midp --q-threshold 0.01 --lfc-threshold 1.0{flag}"

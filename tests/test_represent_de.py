@@ -76,6 +76,21 @@ def write_representations(folder, model: DGD, ids: list[str], z: torch.Tensor, s
     pq.write_table(table, folder / REPRESENTATIONS)
 
 
+def badly_modelled(model: DGD, n: int, latent_seed: int, scale: float, seed: int, sd: float = 0.4):
+    """n samples near the components whose true means are the model's times a log-normal error of
+    sd `sd` per gene: (latent points, scales, counts)."""
+    g = torch.Generator().manual_seed(latent_seed)
+    z = model.module.gmm.means[torch.arange(n) % model.n_components] + 0.2 * torch.randn(
+        n, model.config.latent_dim, generator=g)
+    scales = np.full(n, scale)
+    with torch.no_grad():
+        mean = (model.relative_means(z).double() * torch.as_tensor(scales)[:, None]).numpy()
+    rng = np.random.default_rng(seed)
+    off = mean * np.exp(rng.normal(0, sd, mean.shape))
+    r = model.dispersion.double().numpy()
+    return z, scales, rng.negative_binomial(r, r / (r + off))
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "m"
@@ -127,16 +142,7 @@ def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, 
 
     folder, model = saved_model
     n = 6
-    g = torch.Generator().manual_seed(3)
-    z = model.module.gmm.means[torch.arange(n) % model.n_components] + 0.2 * torch.randn(
-        n, model.config.latent_dim, generator=g)
-    scale = np.full(n, 800.0)
-    with torch.no_grad():
-        mean = (model.relative_means(z).double() * torch.as_tensor(scale)[:, None]).numpy()
-    rng = np.random.default_rng(4)
-    off = mean * np.exp(rng.normal(0, 0.4, mean.shape))
-    r = model.dispersion.double().numpy()
-    counts = rng.negative_binomial(r, r / (r + off))
+    z, scale, counts = badly_modelled(model, n, latent_seed=3, scale=800.0, seed=4)
     ids = [f"bad{i}" for i in range(n)]
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
@@ -159,15 +165,7 @@ def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_
 
     folder, model = saved_model
     n = 5
-    g = torch.Generator().manual_seed(5)
-    z = model.module.gmm.means[torch.arange(n) % model.n_components] + 0.2 * torch.randn(
-        n, model.config.latent_dim, generator=g)
-    scale = np.full(n, 600.0)
-    with torch.no_grad():
-        mean = (model.relative_means(z).double() * torch.as_tensor(scale)[:, None]).numpy()
-    rng = np.random.default_rng(6)
-    r = model.dispersion.double().numpy()
-    counts = rng.negative_binomial(r, r / (r + mean * np.exp(rng.normal(0, 0.4, mean.shape))))
+    z, scale, counts = badly_modelled(model, n, latent_seed=5, scale=600.0, seed=6)
     ids = [f"t{i}" for i in range(n)]
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))

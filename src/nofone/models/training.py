@@ -24,6 +24,7 @@ from nofone.models.checkpoint import (
     save_checkpoint,
 )
 from nofone.models.nb import nb_log_prob
+from nofone.stats.optimise import lbfgs
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,7 @@ def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
 
     params = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
     before = float(nll(params.detach()))
-    optimizer = torch.optim.LBFGS([params], lr=1, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = nll(params)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    lbfgs(nll, params, max_iter=100)
     a, b = (float(v) for v in params.detach())
     after = float(nll(params.detach()))
     if not (np.isfinite(after) and after <= before):

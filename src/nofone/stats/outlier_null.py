@@ -27,6 +27,7 @@ from numpy.polynomial.hermite_e import hermegauss
 from nofone.errors import InputError
 from nofone.stats.model_error import lognormal_tails
 from nofone.stats.nb_tests import _NB, equal_tail_midp
+from nofone.stats.optimise import lbfgs
 
 #: Values (genes x samples) used for the fit, drawn at random when there are more.
 FIT_VALUES = 200_000
@@ -115,15 +116,7 @@ def _minimise(nll, tau: float) -> tuple[float, float, float]:
     """L-BFGS from pi = 1%, tau as given; returns (loss, pi, tau), pi at most one half (an
     "outlier" share above that is not one)."""
     params = torch.tensor([np.log(0.01 / 0.99), np.log(tau)], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([params], lr=1, max_iter=50, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = nll(params)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    lbfgs(nll, params, max_iter=50)
     with torch.no_grad():
         params[0].clamp_(max=0.0)
         return float(nll(params)), float(torch.sigmoid(params[0])), float(torch.exp(params[1]))

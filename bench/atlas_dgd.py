@@ -10,6 +10,14 @@ the model trained on 2 CPU threads; held-out normals and tumours represented and
 Printed: training time, DE genes per held-out normal (q < 0.01, |log2FC| > 1) with the
 up:down ratio next to the paper's and R DESeq2's figures, tumour assignment to colon/rectum
 components, and the AUROC of the per-gene NLL (tumours vs held-out normals).
+
+Then the default test beside `--outlier-null` (same model, same representations), with a
+positive control in the spirit of the paper's enrichment score: DESeq2 (pydeseq2) on half the
+rectal tumours against the colon/rectum normals gives the cohort's DE genes (padj < 0.01,
+|LFC| > 1); for each tumour of the other half, the share of its single-sample calls that are
+cohort DE genes of the same direction (precision, and its ratio to the share of such genes
+among all tested: enrichment), and the share of the cohort's strongest changes (|LFC| > 3) it
+calls (recall). `--dispersion latent` trains r as a function of the latent point instead.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heldout-fraction", type=float, default=0.15)
+    parser.add_argument("--dispersion", choices=["gene", "latent"], default=None,
+                        help="override the config's dispersion (default: the preset's, per gene)")
     args = parser.parse_args()
     if not (DATA / "normal_atlas").is_dir():
         sys.exit(f"the normal atlas is not at {DATA / 'normal_atlas'}")
@@ -77,7 +87,8 @@ def main() -> None:
     keep = np.flatnonzero(np.isin(data.gene_ids, genes))
     (out / "eval").mkdir(exist_ok=True)
     copy_subset(data, out / "eval", gene_index=keep, sample_ids=heldout + tumours)
-    config = load_config(args.config, {"training.epochs": args.epochs, "training.seed": args.seed})
+    config = load_config(args.config, {"training.epochs": args.epochs, "training.seed": args.seed,
+                                       "dispersion": args.dispersion})
     t = time.perf_counter()
     summary = train(out / "train", out / "model", config, device="cpu")
     timings["train_s"] = time.perf_counter() - t
@@ -87,6 +98,10 @@ def main() -> None:
     t = time.perf_counter()
     de = differential_expression(out / "model", out / "reps", out / "eval", out / "de", device="cpu", write_tsv=False)
     timings["de_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    de_outlier = differential_expression(out / "model", out / "reps", out / "eval", out / "de_outlier", device="cpu",
+                                         write_tsv=False, outlier_null=True)
+    timings["de_outlier_null_s"] = time.perf_counter() - t
 
     normals = de[de["sample_id"].isin(heldout)]
     tumour_rows = de[de["sample_id"].isin(tumours)]
@@ -118,6 +133,17 @@ def main() -> None:
         "training": {k: summary[k] for k in ("components_used", "largest_component_fraction",
                                              "tissue_purity_train", "tissue_purity_test", "dispersion_range")},
     }
+    normals_outlier = de_outlier[de_outlier["sample_id"].isin(heldout)]
+    tumours_outlier = de_outlier[de_outlier["sample_id"].isin(tumours)]
+    result["outlier_null"] = {
+        "fitted": summary["outlier_null"],
+        "degs_per_heldout_normal": float(normals_outlier["n_de"].mean()),
+        "degs_per_heldout_normal_median": float(normals_outlier["n_de"].median()),
+        "up_down_heldout": [int(normals_outlier["n_up"].sum()), int(normals_outlier["n_down"].sum())],
+        "degs_per_tumour": float(tumours_outlier["n_de"].mean()),
+    }
+    result["tumour_positive_control"] = tumour_positive_control(
+        data, out, tumours, args.seed, {"default": out / "de", "outlier_null": out / "de_outlier"})
     (out / "atlas_result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print()
@@ -130,6 +156,58 @@ def main() -> None:
     print(f"{'NLL AUROC tumour vs held-out normal':42s}{auc:14.3f}{'':>12s}{'':>24s}{0.97:16.2f}")
     print(f"{'tumours in colon/rectum components':42s}{colorectal:14.1%}")
     print(f"{'training time (2 CPU threads)':42s}{timings['train_s'] / 60:13.1f}m")
+    print()
+    control = result["tumour_positive_control"]
+    print(f"same model and representations; tumour calls against the cohort DESeq2 of {control['n_truth_tumours']} "
+          f"other tumours vs {control['n_truth_normals']} colon/rectum normals")
+    print(f"{'':48s}{'default (NB)':>14s}{'--outlier-null':>16s}")
+    rows = [("DE genes per held-out normal: mean", "%.2f", result["degs_per_heldout_normal"],
+             result["outlier_null"]["degs_per_heldout_normal"]),
+            ("DE genes per held-out normal: median", "%.0f", result["degs_per_heldout_normal_median"],
+             result["outlier_null"]["degs_per_heldout_normal_median"]),
+            ("DE genes per tumour: mean", "%.1f", result["degs_per_tumour"], result["outlier_null"]["degs_per_tumour"])]
+    rows += [(label, fmt, control["default"][key], control["outlier_null"][key])
+             for label, fmt, key in [("tumour calls that are cohort DE, same sign", "%.3f", "precision"),
+                                     ("  enrichment over chance", "%.2f", "enrichment"),
+                                     ("cohort |LFC| > 3 genes called per tumour", "%.3f", "recall_lfc3")]]
+    for label, fmt, a, b in rows:
+        print(f"{label:48s}{fmt % a:>14s}{fmt % b:>16s}")
+
+
+def tumour_positive_control(data, out: Path, tumours: list[str], seed: int, runs: dict[str, Path]) -> dict:
+    """Single-tumour calls scored against a cohort DESeq2 of the other half of the tumours."""
+    from nofone.baselines.deseq2 import group_contrast
+
+    order = np.random.default_rng(seed).permutation(sorted(tumours))
+    truth_ids, scored = sorted(order[: len(order) // 2]), set(order[len(order) // 2:])
+    samples = data.samples
+    normals = samples.loc[(samples["condition"] == "normal") & samples["tissue"].isin(["coad", "read"]),
+                          "sample_id"].tolist()
+    genes = pd.read_parquet(runs["default"] / "de.parquet", columns=["gene_id"])["gene_id"].unique()
+    keep = np.flatnonzero(np.isin(data.gene_ids, genes))
+    chunk = data.read(truth_ids + normals)
+    counts = pd.DataFrame(chunk.counts[:, keep], index=chunk.sample_ids, columns=np.asarray(data.gene_ids)[keep])
+    status = pd.DataFrame({"status": ["tumour" if s in truth_ids else "normal" for s in chunk.sample_ids]},
+                          index=chunk.sample_ids)
+    cohort = group_contrast(counts, status, "~ status", ("status", "tumour", "normal"))
+    de_sign = np.sign(cohort["log2FoldChange"]).where((cohort["padj"] < 0.01) & (cohort["log2FoldChange"].abs() > 1), 0)
+    strong = (cohort["padj"] < 0.01) & (cohort["log2FoldChange"].abs() > 3)
+    chance = float((de_sign != 0).mean())
+    result: dict = {"n_truth_tumours": len(truth_ids), "n_truth_normals": len(normals),
+                    "n_scored_tumours": len(scored), "cohort_de_genes": int((de_sign != 0).sum()),
+                    "cohort_lfc3_genes": int(strong.sum())}
+    for name, folder in runs.items():
+        table = pd.read_parquet(folder / "de.parquet", columns=["sample_id", "gene_id", "log2_fold_change", "q_value"])
+        calls = table[table["sample_id"].isin(scored) & (table["q_value"] < 0.01)
+                      & (table["log2_fold_change"].abs() > 1)]
+        agree = de_sign.reindex(calls["gene_id"]).to_numpy() == np.sign(calls["log2_fold_change"].to_numpy())
+        per = pd.DataFrame({"sample_id": calls["sample_id"].to_numpy(), "agree": agree,
+                            "strong": strong.reindex(calls["gene_id"]).to_numpy()}).groupby("sample_id")
+        precision = float(per["agree"].mean().reindex(sorted(scored)).mean())
+        result[name] = {"precision": precision, "enrichment": precision / chance,
+                        "recall_lfc3": float(per["strong"].sum().reindex(sorted(scored), fill_value=0).mean()
+                                             / max(1, strong.sum()))}
+    return result
 
 
 if __name__ == "__main__":

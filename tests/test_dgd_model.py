@@ -201,3 +201,28 @@ def test_import_with_the_published_gmm(tmp_path):
     assert abs(float(gmm["_log_var"].mean()) - 2 * math.log(0.1)) < 0.05
     model.save(tmp_path / "m")
     assert DGD.load(tmp_path / "m").n_components == 45
+
+
+@pytest.mark.parametrize("dispersion", ["gene", "latent"])
+def test_dispersion_calibration_rescales_log_r_at_every_latent_point(dispersion):
+    """The held-out calibration log r -> a + b log r must hold wherever r is evaluated: for a
+    latent-dependent r that means rescaling the head (W -> bW, c -> a + bc), not one vector."""
+    torch.manual_seed(0)
+    config = load_config("small", {"latent_dim": 3, "hidden": [5, 7], "dispersion": dispersion,
+                                   "gmm.n_components": 2})
+    module = DGDModule(config, 11)
+    z = torch.randn(4, 3)
+    # a fresh head starts where the per-gene model starts: r = dispersion_init everywhere
+    torch.testing.assert_close(module.dispersion_at(z), torch.full((4, 11), config.dispersion_init))
+    if dispersion == "latent":
+        with torch.no_grad():
+            module.decoder.log_r.weight.normal_()
+        assert module.log_dispersion_at(z).std(0).min() > 0  # r differs between latent points
+        names = {n for n, _ in module.named_parameters()}
+        head = {id(p) for g in module.dispersion_param_groups(1e-3) for p in g["params"]}
+        mean = {id(p) for p in module.decoder.mean_parameters()}
+        assert not head & mean and len(head | mean) == len(names) - len(list(module.gmm.parameters()))
+    before = module.log_dispersion_at(z).detach().double()
+    module.rescale_log_dispersion(-0.4, 1.3)
+    torch.testing.assert_close(module.log_dispersion_at(z).detach().double(), -0.4 + 1.3 * before,
+                               rtol=1e-5, atol=1e-5)

@@ -309,7 +309,7 @@ def test_pickled_code_is_refused_never_run(tmp_path, runner, which):
 
 def test_latent_dispersion_model_runs_represent_and_de(tmp_path, runner):
     """A 2.x 'nb_full_dispersion' model: one r per gene is refused where it would be wrong
-    (`model.dispersion`, training), while representation search and the tests use r at each
+    (`model.dispersion`), while representation search and the tests use r at each
     sample's own closest normal, as bulkDGD 2.x does."""
     from nofone.inference.represent import SearchConfig
     from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
@@ -322,8 +322,8 @@ def test_latent_dispersion_model_runs_represent_and_de(tmp_path, runner):
     model = DGD.load(tmp_path / "m")
     with pytest.raises(InputError, match="dispersion depends on the latent point"):
         _ = model.dispersion
-    with pytest.raises(InputError, match="dispersion must be 'gene' for training"):
-        load_config("small", {"dispersion": "latent"})
+    with pytest.raises(InputError, match="dispersion must be 'gene'"):
+        load_config("small", {"dispersion": "per-sample"})
     # counts drawn from the model at two latent points; represent and de end to end
     z0 = probe_points(gmm, 3)[:3]
     mean, r = bulkdgd_nb(dec, z0, torch.full((3, G), 50.0))

@@ -65,6 +65,34 @@ def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path)
     assert not (tmp_path / "a" / "checkpoints").exists()
 
 
+def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_data, tmp_path):
+    """`"dispersion": "latent"`: r from a head on the decoder, trained, calibrated on the held-out
+    normals, saved, and used at each sample's own closest normal by represent and de."""
+    from nofone.inference.represent import SearchConfig
+    from nofone.steps.de import differential_expression
+    from nofone.steps.represent import represent
+
+    settings = json.loads(_config(tmp_path, epochs=10, early_stopping=False).read_text()) | {"dispersion": "latent"}
+    config = load_config(str(write(tmp_path / "latent.json", json.dumps(settings))))
+    summary = train(small_data, tmp_path / "m", config, device="cpu")
+    model = DGD.load(tmp_path / "m")
+    assert model.config.dispersion == "latent"
+    with pytest.raises(InputError, match="dispersion depends on the latent point"):
+        _ = model.dispersion
+    low, high = summary["dispersion_range"]
+    assert 0 < low < high and summary["dispersion_calibration"]["applied"]
+    assert summary["outlier_null"]["n_samples"] == summary["n_test"]
+    reps = pq.read_table(tmp_path / "m" / "training_representations.parquet").to_pandas()
+    z = torch.as_tensor(np.stack(reps["latent"].to_numpy()))
+    r = model.dispersion_at(z)
+    assert (r.std(0) / r.mean(0)).median() > 0.01  # the trained head makes r vary with the latent point
+    represent(tmp_path / "m", small_data, tmp_path / "r", SearchConfig(), device="cpu")
+    differential_expression(tmp_path / "m", tmp_path / "r", small_data, tmp_path / "e", device="cpu")
+    de = pd.read_parquet(tmp_path / "e" / "de.parquet", columns=["sample_id", "gene_id", "dispersion", "p_value"])
+    per_gene = de.pivot(index="gene_id", columns="sample_id", values="dispersion")
+    assert (per_gene.std(axis=1) > 0).mean() > 0.9 and de["p_value"].between(0, 1).all()
+
+
 def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
     config = _config(tmp_path, epochs=40, early_stopping=True, patience=100)
     base = [sys.executable, "-m", "nofone", "-q", "train", "--input", str(small_data), "--config", str(config),

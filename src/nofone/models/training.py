@@ -65,10 +65,13 @@ class TrainingData:
 
 def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
                          measured: torch.Tensor | None) -> dict:
-    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood."""
+    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood.
+
+    `module` gives `decoder(z)` (relative means), `log_dispersion_at(z)` and
+    `rescale_log_dispersion(a, b)`; r may be per gene or depend on the latent point."""
     with torch.no_grad():
         mean = (module.decoder(z) * scale.unsqueeze(-1)).double()
-        log_r = module.log_r.detach().double()
+        log_r = module.log_dispersion_at(z).detach().double()
     n_values = float(measured.sum()) if measured is not None else float(x.numel())
 
     def nll(params: torch.Tensor) -> torch.Tensor:
@@ -82,8 +85,7 @@ def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
     after = float(nll(params.detach()))
     if not (np.isfinite(after) and after <= before):
         return {"a": 0.0, "b": 1.0, "nll_before": before, "nll_after": before, "applied": False}
-    with torch.no_grad():
-        module.log_r.copy_((a + b * module.log_r.double()).to(module.log_r.dtype))
+    module.rescale_log_dispersion(a, b)
     return {"a": a, "b": b, "nll_before": before, "nll_after": after, "applied": True}
 
 
@@ -97,7 +99,7 @@ def calibrate_on_heldout(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
     calibration = calibrate_dispersion(module, x, z, scale, measured)
     with torch.no_grad():
         mean = (module.decoder(z) * scale.unsqueeze(-1)).double().cpu().numpy()
-        r = torch.exp(module.log_r.detach().double()).cpu().numpy()
+        r = torch.exp(module.log_dispersion_at(z).detach().double()).cpu().numpy()
     null = fit_outlier_null(x.cpu().numpy(), mean, r, None if measured is None else measured.cpu().numpy())
     log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f); "
              "outlier null: %.2f%% of genes off by log-sd %.2f", x.shape[0], calibration["a"], calibration["b"],

@@ -93,7 +93,7 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
         "largest_component_fraction": final["largest_component_fraction"],
         "tissue_purity_train": final.get("tissue_purity"),
         "tissue_purity_test": _purity(table, "test") if tissue is not None else None,
-        "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
+        "dispersion_range": dispersion_range(model, result.latent[training.split == "train"]),
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "dispersion_calibration": result.calibration, "outlier_null": result.outlier_null,
         "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
@@ -155,7 +155,7 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
         "seconds": round(seconds, 1), "device": device, "resumed_from_epoch": result.resumed_from,
         "final_loss_train": final["loss_train"], "final_loss_test": final.get("loss_test"),
         "components_used": 1, "active_latent_dims": final["active_latent_dims"],
-        "dispersion_range": [float(np.quantile(model.dispersion.numpy(), q)) for q in (0.05, 0.95)],
+        "dispersion_range": dispersion_range(model, result.latent),
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "dispersion_calibration": result.calibration, "outlier_null": result.outlier_null,
         "size_factors": {"method": result.size_factor_method,
@@ -165,6 +165,15 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
     _write(outdir, model, pd.DataFrame(result.history), table, summary)
     _drop_checkpoints(result.checkpoint_dir, checkpoint_dir, keep_checkpoints)
     return summary
+
+
+@torch.no_grad()
+def dispersion_range(model: ArtifactModel, latent: np.ndarray) -> list[float]:
+    """5% and 95% quantiles of r over genes (and over the training samples' closest normals,
+    where r depends on the latent point)."""
+    varies = getattr(model.config, "dispersion", "gene") == "latent"
+    r = model.dispersion_at(torch.as_tensor(latent if varies else latent[:1], dtype=torch.float32))
+    return [float(v) for v in np.quantile(r.numpy(), (0.05, 0.95))]
 
 
 def nbvae_representation_table(model: NBVAE, data: TrainingData, latent: np.ndarray,

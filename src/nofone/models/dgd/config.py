@@ -62,7 +62,7 @@ class DGDConfig:
     hidden: tuple[int, ...] = (500, 8000)
     dispersion_init: float = 2.0
     # "gene": one r per gene (log_r). "latent": log r is a linear map of the last hidden layer,
-    # so r depends on the latent point (bulkDGD 2.x 'nb_full_dispersion'); import only.
+    # so r depends on the latent point (as bulkDGD 2.x's 'nb_full_dispersion').
     dispersion: str = "gene"
     scaling: str = "mean"
     gmm: GMMConfig = field(default_factory=GMMConfig)
@@ -121,7 +121,7 @@ def _check(config: DGDConfig) -> None:
         problems.append("training.init must be 'pca' or 'zeros'")
     if config.scaling not in {"mean", "median", "measured"}:
         problems.append("scaling must be mean, median or measured")
-    if config.dispersion != "gene":
-        problems.append("dispersion must be 'gene' for training ('latent' exists only for imported bulkDGD 2.x models)")
+    if config.dispersion not in {"gene", "latent"}:
+        problems.append("dispersion must be 'gene' (one r per gene) or 'latent' (r depends on the latent point)")
     if problems:
         raise InputError("invalid DGD config: " + "; ".join(problems))

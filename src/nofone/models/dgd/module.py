@@ -2,9 +2,10 @@
 
 The decoder maps a latent point to per-gene *relative* means (softplus output); a sample's NB
 mean is that times its scaling factor (bulkDGD v1: the mean of its counts over the model's
-genes). Dispersion r_g = exp(log_r_g) is per gene; a model imported from bulkDGD 2.x with its
-'nb_full_dispersion' output instead has log r = a linear map of the last hidden layer, so r
-depends on the latent point (`config.dispersion == "latent"`). The model knows nothing of files.
+genes). Dispersion r_g = exp(log_r_g) is per gene (`config.dispersion == "gene"`, the paper);
+with `"latent"` log r is a linear map of the decoder's last hidden layer, so r depends on the
+latent point (bulkDGD 2.x's 'nb_full_dispersion'). A gene that varies a lot between tissues
+then need not get a wide NB in every tissue. The model knows nothing of files.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class Decoder(nn.Module):
         self.output = nn.Linear(sizes[-1], n_genes)
         self.log_r = nn.Linear(sizes[-1], n_genes) if latent_dispersion else None
 
+    def mean_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the dispersion head's (that one has its own optimiser)."""
+        head = set() if self.log_r is None else {id(p) for p in self.log_r.parameters()}
+        return [p for p in self.parameters() if id(p) not in head]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return nn.functional.softplus(self.output(self.hidden(z)))
 
@@ -62,24 +68,49 @@ class DGDModule(nn.Module):
         self.gmm = GaussianMixture(config.latent_dim, config.gmm)
         if latent_dispersion:
             self.register_parameter("log_r", None)
+            with torch.no_grad():  # start where the per-gene model starts: r = dispersion_init everywhere
+                self.decoder.log_r.weight.zero_()
+                self.decoder.log_r.bias.fill_(math.log(config.dispersion_init))
         else:
             self.log_r = nn.Parameter(torch.full((n_genes,), math.log(config.dispersion_init)))
+
+    def dispersion_param_groups(self, weight_lr: float) -> list[dict]:
+        """What the dispersion optimiser steps: log r per gene, or the decoder's log r head, whose
+        weights (hundreds per gene, each moving log r) take `weight_lr`, the decoder's rate."""
+        if self.log_r is not None:
+            return [{"params": [self.log_r]}]
+        head = self.decoder.log_r
+        return [{"params": [head.bias]}, {"params": [head.weight], "lr": weight_lr}]
 
     @property
     def dispersion(self) -> torch.Tensor:
         """[G]: r per gene; a model whose r depends on the latent point refuses (see `dispersion_at`)."""
         if self.log_r is None:
             raise InputError(
-                "this DGD's dispersion depends on the latent point (imported from bulkDGD 2.x "
-                "'nb_full_dispersion'); this step uses one dispersion per gene and does not support it yet"
+                "this DGD's dispersion depends on the latent point (config dispersion 'latent'); "
+                "this step uses one dispersion per gene and does not support it yet"
             )
         return torch.exp(self.log_r)
 
     def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         """[..., G]: r at latent points z [..., D] (the per-gene r, broadcast, unless r depends on z)."""
+        return torch.exp(self.log_dispersion_at(z))
+
+    def log_dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: log r at latent points z [..., D]."""
         if self.log_r is not None:
-            return torch.exp(self.log_r).expand(*z.shape[:-1], self.n_genes)
-        return torch.exp(self.decoder.decode(z)[1])
+            return self.log_r.expand(*z.shape[:-1], self.n_genes)
+        return self.decoder.decode(z)[1]
+
+    @torch.no_grad()
+    def rescale_log_dispersion(self, a: float, b: float) -> None:
+        """log r <- a + b log r at every latent point (for the head: W <- bW, c <- a + bc)."""
+        if self.log_r is not None:
+            self.log_r.copy_((a + b * self.log_r.double()).to(self.log_r.dtype))
+        else:
+            head = self.decoder.log_r
+            head.weight.mul_(b)
+            head.bias.copy_((a + b * head.bias.double()).to(head.bias.dtype))
 
     def count_log_prob(self, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
                        measured: torch.Tensor | None = None) -> torch.Tensor:

@@ -50,9 +50,10 @@ class _State(TrainingState):
         t = config.training
         betas = tuple(t.betas)
         super().__init__(module, {
-            "decoder": torch.optim.AdamW(module.decoder.parameters(), lr=t.lr_decoder, betas=betas,
+            "decoder": torch.optim.AdamW(module.decoder.mean_parameters(), lr=t.lr_decoder, betas=betas,
                                          weight_decay=t.weight_decay),
-            "dispersion": torch.optim.Adam([module.log_r], lr=t.lr_dispersion, betas=betas),
+            "dispersion": torch.optim.Adam(module.dispersion_param_groups(t.lr_decoder), lr=t.lr_dispersion,
+                                           betas=betas),
             "gmm": torch.optim.Adam(module.gmm.parameters(), lr=t.lr_gmm, betas=betas),
             "z_train": torch.optim.Adam([z_train], lr=t.lr_representation, betas=betas),
             "z_test": torch.optim.Adam([z_test], lr=t.lr_representation, betas=betas),
@@ -222,7 +223,7 @@ def _diagnostics(state: _State, tissue: np.ndarray | None, train_idx: np.ndarray
     module = state.module
     component = module.gmm.component_log_prob(state.z_train).argmax(-1).cpu().numpy()
     counts = np.bincount(component, minlength=module.gmm.n_components)
-    r = module.dispersion.detach().cpu().numpy()
+    r = (module.log_r if module.log_r is not None else module.log_dispersion_at(state.z_train)).exp().cpu().numpy()
     out = {
         "components_used": int((counts > 0).sum()),
         "largest_component_fraction": float(counts.max() / max(1, counts.sum())),

@@ -99,6 +99,15 @@ class NBVAEModule(nn.Module):
     def dispersion(self) -> torch.Tensor:
         return torch.exp(self.log_r)
 
+    def log_dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: log r at latent points z (one r per gene, broadcast)."""
+        return self.log_r.expand(*z.shape[:-1], self.log_r.shape[0])
+
+    @torch.no_grad()
+    def rescale_log_dispersion(self, a: float, b: float) -> None:
+        """log r <- a + b log r (the held-out calibration)."""
+        self.log_r.copy_((a + b * self.log_r.double()).to(self.log_r.dtype))
+
     # -- size factors ----------------------------------------------------------------------------
 
     def size_factor_reference(self) -> SizeFactorReference:

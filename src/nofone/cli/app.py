@@ -43,7 +43,7 @@ def main_callback(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv: debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars."),
     threads: int | None = typer.Option(None, "--threads", min=1, envvar="NOFONE_THREADS",
-                                       help="CPU threads for torch and BLAS (default: all cores; a cluster task passes its cpus)."),
+                                       help="CPU threads for torch, BLAS and the per-gene tests of de (default: all cores; a cluster task passes its cpus)."),
 ) -> None:
     setup_logging(verbose, quiet)
     if quiet:

@@ -91,6 +91,20 @@ def badly_modelled(model: DGD, n: int, latent_seed: int, scale: float, seed: int
     return z, scales, rng.negative_binomial(r, r / (r + off))
 
 
+def write_badly_modelled(saved_model, tmp_path, n: int, prefix: str, latent_seed: int, scale: float,
+                         seed: int) -> list[str]:
+    """`badly_modelled` samples as a dataset (tmp_path/data) with their true representations
+    (tmp_path/reps) for the saved model; their sample ids."""
+    from nofone.steps.common import model_fingerprint
+
+    folder, model = saved_model
+    z, scales, counts = badly_modelled(model, n, latent_seed, scale, seed)
+    ids = [f"{prefix}{i}" for i in range(n)]
+    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
+    write_representations(tmp_path / "reps", model, ids, z, scales, model_fingerprint(folder))
+    return ids
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model") / "m"
@@ -138,14 +152,8 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
 def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, tmp_path):
     """A sample the model fits badly (means off by a log-normal error of sd 0.4) gets its model
     error in summary.tsv either way; only --model-error changes its p-values."""
-    from nofone.steps.common import model_fingerprint
-
-    folder, model = saved_model
-    n = 6
-    z, scale, counts = badly_modelled(model, n, latent_seed=3, scale=800.0, seed=4)
-    ids = [f"bad{i}" for i in range(n)]
-    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
-    write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
+    folder = saved_model[0]
+    write_badly_modelled(saved_model, tmp_path, 6, "bad", latent_seed=3, scale=800.0, seed=4)
     plain = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
                                     model_error=False, write_tsv=False, device="cpu")
     widened = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "wide",
@@ -161,14 +169,9 @@ def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_
     """Genes cut into blocks on threads give bit-identical results (plain and widened tests), and
     each sample's TSV holds the Parquet rows to six significant digits."""
     from nofone.stats import parallel
-    from nofone.steps.common import model_fingerprint
 
-    folder, model = saved_model
-    n = 5
-    z, scale, counts = badly_modelled(model, n, latent_seed=5, scale=600.0, seed=6)
-    ids = [f"t{i}" for i in range(n)]
-    write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
-    write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
+    folder = saved_model[0]
+    ids = write_badly_modelled(saved_model, tmp_path, 5, "t", latent_seed=5, scale=600.0, seed=6)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -58,6 +58,10 @@ class ArtifactModel:
         so that a model whose r depends on z (bulkDGD 2.x 'nb_full_dispersion') serves too."""
         return self.dispersion.expand(*z.shape[:-1], -1)
 
+    def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:
+        """Every r the model has at the points z (here one per gene: [G])."""
+        return self.dispersion
+
     def to(self, device: str) -> ArtifactModel:
         self.module.to(device)
         return self

@@ -171,8 +171,7 @@ def _train_nbvae(training: TrainingData, data: Dataset, input_dir: Path, outdir:
 def dispersion_range(model: ArtifactModel, latent: np.ndarray) -> list[float]:
     """5% and 95% quantiles of r over genes (and over the training samples' closest normals,
     where r depends on the latent point)."""
-    varies = getattr(model.config, "dispersion", "gene") == "latent"
-    r = model.dispersion_at(torch.as_tensor(latent if varies else latent[:1], dtype=torch.float32))
+    r = model.dispersion_values(torch.as_tensor(latent, dtype=torch.float32))
     return [float(v) for v in np.quantile(r.numpy(), (0.05, 0.95))]
 
 

@@ -56,6 +56,10 @@ class DGD(ArtifactModel):
         """[..., G]: NB dispersion r at latent points z (per gene unless r depends on z)."""
         return self.module.dispersion_at(z)
 
+    def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:
+        """[G] when r is per gene, else r at the points z (for summaries of the spread of r)."""
+        return self.module.dispersion_values(z).detach()
+
     @classmethod
     def from_bulkdgd(cls, decoder: Mapping, gmm: Mapping, gene_ids: list[str], fmt: str = "auto",
                      source: dict | None = None, labels: Labels = Labels()) -> DGD:

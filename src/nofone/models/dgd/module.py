@@ -96,6 +96,10 @@ class DGDModule(nn.Module):
         """[..., G]: r at latent points z [..., D] (the per-gene r, broadcast, unless r depends on z)."""
         return torch.exp(self.log_dispersion_at(z))
 
+    def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:
+        """Every r the model has at the points z: [G] when r is per gene, else [..., G] at z."""
+        return torch.exp(self.log_r) if self.log_r is not None else self.dispersion_at(z)
+
     def log_dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         """[..., G]: log r at latent points z [..., D]."""
         if self.log_r is not None:

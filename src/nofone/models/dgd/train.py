@@ -223,7 +223,7 @@ def _diagnostics(state: _State, tissue: np.ndarray | None, train_idx: np.ndarray
     module = state.module
     component = module.gmm.component_log_prob(state.z_train).argmax(-1).cpu().numpy()
     counts = np.bincount(component, minlength=module.gmm.n_components)
-    r = (module.log_r if module.log_r is not None else module.log_dispersion_at(state.z_train)).exp().cpu().numpy()
+    r = module.dispersion_values(state.z_train).cpu().numpy()
     out = {
         "components_used": int((counts > 0).sum()),
         "largest_component_fraction": float(counts.max() / max(1, counts.sum())),

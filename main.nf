@@ -58,6 +58,10 @@ def checkPlatform() {
             error("-profile awsbatch needs a work directory on S3: -work-dir s3://bucket/work")
         }
     }
+    // The density rule is defined for the NB only (nofone de would refuse it after represent)
+    if (params.de_test == 'density' && params.de_null in ['outlier', 'model-error']) {
+        error("--de_null ${params.de_null} needs --de_test equal-tail-midp; use --de_null auto or nb with the density rule")
+    }
     // The container profiles (nextflow.config) bind-mount the checkpoint folder: it must exist
     // before the first container starts, or Docker creates it owned by root
     if (params.checkpoint_dir) {

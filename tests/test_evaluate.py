@@ -123,6 +123,29 @@ def test_evaluate_writes_every_table(small_run, runner):
     assert (spikes.loc[spikes["method"] == "dgd", "recall"] > 0.2).all()
     auc = pd.read_csv(out / "nll_auroc.tsv", sep="\t")
     assert {"case", "training"} <= set(auc["group"])
+    # spike-ins are tested with the null the run's de used
+    assert json.loads((out / "evaluation.json").read_text())["options"]["null"] == "auto"
+
+
+@pytest.mark.parametrize(("report", "null"), [
+    ({"null": "outlier", "null_requested": "nb"}, "nb"),
+    ({"null": "nb", "null_requested": "auto"}, "auto"),
+    ({"model_error": True, "outlier_null": None}, "model-error"),
+    ({"model_error": False, "outlier_null": {"pi": 0.02, "tau": 0.8}}, "outlier"),
+    ({"model_error": False, "outlier_null": None}, "nb"),
+    (None, "auto"),
+])
+def test_null_of_a_de_folder_is_the_one_it_was_asked_for(tmp_path, report, null):
+    """Also for reports of older nofone versions (flags), and none (auto)."""
+    from nofone.steps.evaluate import null_of_de
+
+    if report is not None:
+        (tmp_path / "de_report.json").write_text(json.dumps(report))
+    assert null_of_de(tmp_path) == null
+    if report is not None:  # a folder gathered from chunks (Nextflow)
+        (tmp_path / "de_report.json").unlink()
+        (tmp_path / "gather_report.json").write_text(json.dumps({"reports": {"de_report.json": [report]}}))
+        assert null_of_de(tmp_path) == null
 
 
 def test_evaluate_compares_a_second_model(small_run, runner):

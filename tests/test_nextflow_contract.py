@@ -1146,10 +1146,9 @@ def test_every_process_has_an_nf_test():
     assert 'script "../main.nf"' in pipeline and 'profile "test"' in pipeline and 'options "-stub"' in pipeline
 
 
-@pytest.mark.parametrize(("de_null", "flag"), [("nb", ""), ("outlier", " --outlier-null"),
-                                                ("model-error", " --model-error")])
-def test_de_null_ext_args(de_null, flag):
-    """--de_null picks the DE test's null: the paper's NB, the calibrated outlier mixture or the
-    sample's own model error."""
+@pytest.mark.parametrize("de_null", ["auto", "outlier", "nb", "model-error"])
+def test_de_null_ext_args(de_null):
+    """--de_null picks the DE test's null: the calibrated outlier mixture where the model has one
+    (auto), the outlier mixture, the paper's NB or the sample's own model error."""
     args = task_scope("NOFONE_DE", params_for(de_null=de_null), ())["task"]["ext"]["args"]
-    assert args == f"--test equal-tail-midp --q-threshold 0.01 --lfc-threshold 1.0{flag}"
+    assert args == f"--test equal-tail-midp --null {de_null} --q-threshold 0.01 --lfc-threshold 1.0"

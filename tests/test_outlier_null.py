@@ -1,6 +1,9 @@
-"""The outlier null of `nofone de --outlier-null`: its fit, its exact tails and its use in de."""
+"""The outlier null of `nofone de` (`--null outlier`, the default where a model has one): its fit,
+its exact tails and its use in de."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -96,7 +99,8 @@ def _model_with_null(tmp_path, null: OutlierNull | None):
 
 def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_path):
     """Normals with 3% outlier genes (log-sd 1): the plain test calls them, the calibrated null
-    hardly does, and a 64-fold change planted in 15 genes of a 'tumour' is still called."""
+    (the default for a model that has one) hardly does, and a 64-fold change planted in 15 genes
+    of a 'tumour' is still called."""
     from nofone.steps.common import model_fingerprint
 
     model = _model_with_null(tmp_path, OutlierNull(0.03, 1.0, 10, 6000))
@@ -115,9 +119,9 @@ def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_p
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(tmp_path / "model"))
     plain = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
-                                    write_tsv=False, device="cpu").set_index("sample_id")
+                                    null="nb", write_tsv=False, device="cpu").set_index("sample_id")
     mixture = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "mix",
-                                      outlier_null=True, write_tsv=False, device="cpu").set_index("sample_id")
+                                      write_tsv=False, device="cpu").set_index("sample_id")
     normals = [s for s in ids if s != "tumour"]
     assert plain.loc[normals, "n_de"].mean() > 5 * max(mixture.loc[normals, "n_de"].mean(), 0.5)
     de = pq.read_table(tmp_path / "mix" / DE_FILE).to_pandas()
@@ -126,6 +130,8 @@ def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_p
 
 
 def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path):
+    """--null outlier on a model without one, or with the density rule, and unknown nulls are
+    refused before anything is written; the default (auto) falls back to the NB there and says so."""
     model = _model_with_null(tmp_path, None)
     from nofone.steps.common import model_fingerprint
 
@@ -134,10 +140,40 @@ def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path)
     write_representations(tmp_path / "reps", model, ["a", "b"], z, np.full(2, 100.0),
                           model_fingerprint(tmp_path / "model"))
     args = (tmp_path / "model", tmp_path / "reps", tmp_path / "data")
-    with pytest.raises(InputError, match="no calibrated outlier null"):
-        differential_expression(*args, tmp_path / "e1", outlier_null=True, device="cpu")
-    with pytest.raises(InputError, match="need --test equal-tail-midp"):
-        differential_expression(*args, tmp_path / "e2", outlier_null=True, test="density", device="cpu")
-    with pytest.raises(InputError, match="not both"):
-        differential_expression(*args, tmp_path / "e3", outlier_null=True, model_error=True, device="cpu")
+    with pytest.raises(InputError, match=r"no calibrated outlier null.*--null nb"):
+        differential_expression(*args, tmp_path / "e1", null="outlier", device="cpu")
+    for null in ("outlier", "model-error"):
+        with pytest.raises(InputError, match=f"--null {null} needs --test equal-tail-midp"):
+            differential_expression(*args, tmp_path / "e2", null=null, test="density", device="cpu")
+    with pytest.raises(InputError, match="unknown null 'gamma'; use one of auto, outlier, nb, model-error"):
+        differential_expression(*args, tmp_path / "e3", null="gamma", device="cpu")
     assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3))
+    differential_expression(*args, tmp_path / "auto", write_tsv=False, device="cpu")
+    report = json.loads((tmp_path / "auto" / "de_report.json").read_text())
+    assert (report["null"], report["null_requested"], report["outlier_null"]) == ("nb", "auto", None)
+
+
+def test_the_default_null_is_the_calibrated_one_with_the_equal_tail_test_only(tmp_path):
+    """auto: the stored mixture with the equal-tail test (same p-values as --null outlier), the NB
+    with the density rule; the report names what was used."""
+    from nofone.steps.common import model_fingerprint
+
+    model = _model_with_null(tmp_path, OutlierNull(0.02, 0.8, 30, 1000))
+    rng = np.random.default_rng(2)
+    z = model.module.gmm.means[:3]
+    counts = rng.negative_binomial(5, 0.05, size=(3, model.module.n_genes))
+    write_dataset(tmp_path / "data", counts, model.gene_ids, ["a", "b", "c"])
+    write_representations(tmp_path / "reps", model, ["a", "b", "c"], z, np.full(3, 100.0),
+                          model_fingerprint(tmp_path / "model"))
+    args = (tmp_path / "model", tmp_path / "reps", tmp_path / "data")
+    runs = {"auto": {}, "outlier": {"null": "outlier"}, "nb": {"null": "nb"}, "density": {"test": "density"}}
+    p = {}
+    for name, kwargs in runs.items():
+        differential_expression(*args, tmp_path / name, write_tsv=False, device="cpu", **kwargs)
+        p[name] = pq.read_table(tmp_path / name / DE_FILE).to_pandas()["p_value"].to_numpy()
+        report = json.loads((tmp_path / name / "de_report.json").read_text())
+        expected = "outlier" if name in ("auto", "outlier") else "nb"
+        assert report["null"] == expected, (name, report)
+        assert (report["outlier_null"] is not None) == (expected == "outlier")
+    np.testing.assert_array_equal(p["auto"], p["outlier"])
+    assert (p["auto"] >= 0.98 * p["nb"]).all() and (p["auto"] > p["nb"]).mean() > 0.5

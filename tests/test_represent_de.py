@@ -127,7 +127,7 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
     summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de",
-                                      q_threshold=0.05, lfc_threshold=0.0, model_error=False, device="cpu")
+                                      q_threshold=0.05, lfc_threshold=0.0, null="nb", device="cpu")
     de = pq.read_table(tmp_path / "de" / DE_FILE).to_pandas()
     testable = de[de["normal_mean"] >= 20]
     ks = stats.kstest(testable["p_value"], "uniform")
@@ -137,11 +137,11 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     assert (tmp_path / "de" / "samples" / "s0.tsv").is_file()
     assert set(de.columns) == {"sample_id", "gene_id", "gene_name", "count", "normal_mean", "dispersion",
                                "log2_fold_change", "p_value", "q_value", "can_call_down"}
-    # the model error is reported without --model-error too, and a perfectly modelled sample has
+    # the model error is reported without --null model-error too, and a perfectly modelled sample has
     # (almost always) none, so the widened test leaves it alone
     assert (summary["model_error_sd"] == 0).mean() >= 0.9
     widened_summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
-                                              q_threshold=0.05, lfc_threshold=0.0, model_error=True, device="cpu")
+                                              q_threshold=0.05, lfc_threshold=0.0, null="model-error", device="cpu")
     pd.testing.assert_series_equal(widened_summary["model_error_sd"], summary["model_error_sd"])
     widened = pq.read_table(tmp_path / "de2" / DE_FILE).to_pandas()
     unwidened = widened["sample_id"].map(summary.set_index("sample_id")["model_error_sd"]) == 0
@@ -151,21 +151,21 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
 
 def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, tmp_path):
     """A sample the model fits badly (means off by a log-normal error of sd 0.4) gets its model
-    error in summary.tsv either way; only --model-error changes its p-values."""
+    error in summary.tsv either way; only --null model-error changes its p-values."""
     folder = saved_model[0]
     write_badly_modelled(saved_model, tmp_path, 6, "bad", latent_seed=3, scale=800.0, seed=4)
     plain = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
-                                    model_error=False, write_tsv=False, device="cpu")
+                                    null="nb", write_tsv=False, device="cpu")
     widened = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "wide",
-                                      model_error=True, write_tsv=False, device="cpu")
+                                      null="model-error", write_tsv=False, device="cpu")
     assert plain["model_error_sd"].between(0.3, 0.5).all(), plain["model_error_sd"]
     pd.testing.assert_series_equal(plain["model_error_sd"], widened["model_error_sd"])
     assert widened["n_de"].sum() < plain["n_de"].sum() / 5
 
 
-@pytest.mark.parametrize("model_error", [False, True])
+@pytest.mark.parametrize("null", ["nb", "model-error"])
 def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_model, tmp_path, monkeypatch,
-                                                                          model_error):
+                                                                          null):
     """Genes cut into blocks on threads give bit-identical results (plain and widened tests), and
     each sample's TSV holds the Parquet rows to six significant digits."""
     from nofone.stats import parallel
@@ -176,11 +176,11 @@ def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_
     try:
         torch.set_num_threads(1)
         differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "one",
-                                model_error=model_error, device="cpu")
+                                null=null, device="cpu")
         monkeypatch.setattr(parallel, "MIN_BLOCK", 64)
         torch.set_num_threads(3)
         differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "three",
-                                model_error=model_error, device="cpu")
+                                null=null, device="cpu")
     finally:
         torch.set_num_threads(threads)
     one = pq.read_table(tmp_path / "one" / DE_FILE).to_pandas()

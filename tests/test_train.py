@@ -57,7 +57,7 @@ def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path)
     assert len(reps["latent"].iloc[0]) == 4
     info = read_artifact(tmp_path / "a").config
     assert info["model_type"] == "dgd" and info["training"]["n_train"] + info["training"]["n_test"] == 60
-    # the outlier null of `de --outlier-null`, fitted on the held-out normals, deterministically
+    # the outlier null of `de` (its default null), fitted on the held-out normals, deterministically
     null = info["training"]["outlier_null"]
     assert set(null) == {"pi", "tau", "n_samples", "n_values"} and 0 <= null["pi"] <= 0.5
     assert null["n_samples"] == info["training"]["n_test"] and null["n_values"] > 0

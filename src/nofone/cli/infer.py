@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from nofone.choices import SCALINGS, TESTS
+from nofone.choices import NULLS, SCALINGS, TESTS
 from nofone.choices import SEARCH_METHODS as METHODS
 from nofone.cli.common import echo, handle_errors
 
@@ -55,8 +56,7 @@ def de_command(
     scaling: str | None = typer.Option(None, help=f"Recompute scaling factors ({', '.join(SCALINGS)}); default: as in represent."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
-    model_error: bool = typer.Option(False, "--model-error/--no-model-error", help="Test against the NB widened by the sample's own estimated model error on the mean (equal-tail test only; see stats/model_error.py): far fewer false calls in samples the model fits poorly, at the cost of calling only genes that stand out from the sample's overall deviation (a tumour far from every normal state keeps only its most extreme genes). Off: the paper's test."),
-    outlier_null: bool = typer.Option(False, "--outlier-null/--no-outlier-null", help="Test against the model's outlier mixture, calibrated at training on held-out normals (equal-tail test only; see stats/outlier_null.py): a gene is called only when it deviates more than genes of normal individuals do. Far fewer false calls in normals, fewer calls in tumours. Off: the paper's test."),
+    null: str = typer.Option("auto", "--null", help=f"What the equal-tail test holds as normal ({', '.join(NULLS)}). outlier: the model's NB, except that a share of genes, as large as in the held-out normals at training, may be off by a log-normal factor: a gene is called only when it deviates more than genes of healthy individuals do (far fewer false calls in normals, fewer and surer calls in tumours; stats/outlier_null.py). nb: the model's NB, the paper's test (ranks more genes; on real normals it calls genes that healthy people also show). model-error: the NB widened by the sample's own estimated model error (stats/model_error.py). auto (default): outlier when the model was calibrated with one at training and the test is equal-tail, else nb."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -69,10 +69,11 @@ def de_command(
 
     summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
                                       q_threshold=q_threshold, lfc_threshold=lfc_threshold,
-                                      model_error=model_error, outlier_null=outlier_null, write_tsv=tsv,
+                                      null=null, write_tsv=tsv,
                                       chunk_size=chunk_size, device=device)
-    echo(f"tested {len(summary)} samples: median {int(summary['n_de'].median())} DE genes per sample "
-         f"(q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")
+    used = json.loads((outdir / "de_report.json").read_text())["null"]
+    echo(f"tested {len(summary)} samples against the {used} null: median {int(summary['n_de'].median())} DE genes "
+         f"per sample (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")
 
 
 def register(app: typer.Typer) -> None:

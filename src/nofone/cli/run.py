@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nofone.choices import PRESETS, TESTS
+from nofone.choices import NULLS, PRESETS, TESTS
 from nofone.cli.common import handle_errors
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ def run_command(
     normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
     method: str = typer.Option("two_opt", help="Representation search: two_opt or one_opt."),
     test: str = typer.Option("equal-tail-midp", help=f"Per-gene test: {', '.join(TESTS)}."),
-    model_error: bool = typer.Option(False, "--model-error", help="Widen each sample's test by its own model error (see `nofone de --help`)."),
-    outlier_null: bool = typer.Option(False, "--outlier-null", help="Test against the outlier mixture calibrated on held-out normals at training (see `nofone de --help`)."),
+    null: str = typer.Option("auto", "--null", help=f"What the DE test holds as normal ({', '.join(NULLS)}; see `nofone de --help`)."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for DE calls."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for DE calls."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -56,8 +55,7 @@ def run_command(
         model=model, config=load_config(config, {"training.epochs": epochs, "training.seed": seed}),
         ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
         group=group, protein_coding=protein_coding, condition_column=condition_column,
-        normal_value=normal_value, search=SearchConfig(method=method), test=test, model_error=model_error,
-        outlier_null=outlier_null, q_threshold=q_threshold,
+        normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
         seed=seed or 0,
     )

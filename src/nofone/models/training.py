@@ -92,7 +92,7 @@ def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
 def calibrate_on_heldout(module: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
                          measured: torch.Tensor | None) -> tuple[dict, dict]:
     """Both calibrations on the held-out normals at their closest normals z: the dispersion
-    (`calibrate_dispersion`), then the outlier null of `nofone de --outlier-null` with the
+    (`calibrate_dispersion`), then the outlier null of `nofone de` (its default null) with the
     calibrated dispersion."""
     from nofone.stats.outlier_null import fit_outlier_null
 

@@ -299,6 +299,20 @@ def _demo_scores(ctx: _Context) -> str | None:
             "were not planted (observed FDR).")
 
 
+def _null_words(report: dict) -> str:
+    """How the de report's null widened the NB, in words for the call rule."""
+    null = report.get("null") or ("model-error" if report.get("model_error") else "nb")
+    if null == "model-error":
+        return " widened by the sample’s own model error"
+    if null != "outlier":
+        return ""
+    fitted = report.get("outlier_null") or {}
+    if not fitted.get("pi"):
+        return " (the outlier mixture calibrated at training found no outliers among held-out normals: the plain NB)"
+    return (f", allowing for the {100 * fitted['pi']:.1f}% of genes that healthy individuals show off their normal "
+            f"(a log-normal outlier mixture of log-sd {fitted['tau']:.2f}, calibrated on held-out normals at training)")
+
+
 def _call_rule(report: dict | None) -> tuple[str, str]:
     if not report:
         return "", "not available: de/de_report.json not found"
@@ -308,7 +322,7 @@ def _call_rule(report: dict | None) -> tuple[str, str]:
     rule = f"q < {format_value(q)} and |log2 fold change| > {format_value(lfc)}"
     details = (f"A gene is called DE in a sample when <strong>{esc(rule)}</strong>. Test: {esc(test)} against "
                f"the negative binomial of the sample's closest normal"
-               f"{' with the sample’s own model error' if report.get('model_error') else ''}; q-values by "
+               f"{_null_words(report)}; q-values by "
                f"Benjamini-Hochberg within each sample; log2 fold change = log2((count + 1) / (normal mean + 1)).")
     if report.get("missing_model_genes"):
         missing = esc(format_value(report["missing_model_genes"]))
@@ -669,7 +683,7 @@ def _degs(ctx: _Context, section: Section) -> None:
                                "even 0 reads would not be a significant down call; model_error_sd: how far, on the "
                                "log scale, the sample's closest normal misses it beyond the NB's own noise, 0 for a "
                                "sample the model fits as well as its held-out normals; many calls with a large "
-                               "model_error_sd mean a sample the model covers poorly, and `de --model-error` "
+                               "model_error_sd mean a sample the model covers poorly, and `de --null model-error` "
                                "tests against it).", shown=shown))
 
 

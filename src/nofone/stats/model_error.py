@@ -82,21 +82,33 @@ _Z, _W = _gauss_hermite(NODES)
 def lognormal_tails(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray, s2: float | np.ndarray,
                     nodes: int = NODES) -> tuple[np.ndarray, np.ndarray]:
     """Mid-p tails (P(X < x) + P(X = x)/2, P(X > x) + P(X = x)/2) of NB(mean e, r) with
-    ln e ~ N(0, s2), elementwise; each summed over the quadrature nodes from its own accurate
-    side (lower via the CDF, upper via the survival function), so small values keep their precision.
-    The quadrature's error grows as the NB narrows relative to sqrt(s2) (well-expressed genes
-    with large r); `nodes` trades it against time."""
+    ln e ~ N(0, s2), elementwise.
+
+    The two mid-p tails sum to 1, so only one is integrated over the quadrature nodes, from its
+    accurate side: the upper (via the survival function) where x >= mean, else the lower (via
+    the CDF); the other is 1 minus it. Where x >= mean the lower tail is at least about one half
+    (the NB's and the log-normal's medians lie below their means), so the small tail, whose
+    precision matters, is always the one summed. The part of the pmf that depends on x and r only
+    is computed once for all nodes. The quadrature's error grows as the NB narrows relative to
+    sqrt(s2) (well-expressed genes with large r); `nodes` trades it against time."""
     x, mean, r = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(mean, np.float64),
                                      np.asarray(dispersion, np.float64))
-    lower, upper, mass = np.zeros(x.shape), np.zeros(x.shape), np.zeros(x.shape)
-    sd = np.sqrt(s2)
+    shape = x.shape
+    x, mean, r = x.ravel(), mean.ravel(), r.ravel()
+    sd = np.broadcast_to(np.sqrt(np.asarray(s2, np.float64)), shape).ravel()
+    up = np.flatnonzero(x >= mean)
+    down = np.flatnonzero(x < mean)
+    base = _NB(mean, r)
+    log_comb = base.log_comb(x)
+    side = np.zeros(x.shape)
     z_nodes, weights = (_Z, _W) if nodes == NODES else _gauss_hermite(nodes)
     for z, w in zip(z_nodes, weights, strict=True):
-        nb = _NB(mean * np.exp(sd * z), r)
-        lower += w * nb.cdf(x - 1.0)
-        upper += w * nb.sf(x)
-        mass += w * np.exp(nb.logpmf(x))
-    return lower + 0.5 * mass, upper + 0.5 * mass
+        nb = base.at_mean(mean * np.exp(sd * z))
+        side += w * 0.5 * np.exp(nb.logpmf(x, log_comb=log_comb))
+        side[up] += w * nb.sf(x[up], up)
+        side[down] += w * nb.cdf(x[down] - 1.0, down)
+    upper = np.where(x >= mean, side, 1.0 - side)
+    return (1.0 - upper).reshape(shape), upper.reshape(shape)
 
 
 def equal_tail_midp_lognormal(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray,

@@ -77,11 +77,15 @@ class _NB:
     genes (`idx`), so everything that does not depend on k is computed here, once.
     """
 
-    def __init__(self, m: FloatArray, r: FloatArray) -> None:
+    def __init__(self, m: FloatArray, r: FloatArray, shared: _NB | None = None) -> None:
         self.m, self.r = m, r
-        self.inf_r = np.isinf(r)
-        self.big_r = (r >= _LARGE_R) & ~self.inf_r
-        self.any_inf, self.any_big = bool(self.inf_r.any()), bool(self.big_r.any())
+        if shared is None:
+            self.inf_r = np.isinf(r)
+            self.big_r = (r >= _LARGE_R) & ~self.inf_r
+            self.any_inf, self.any_big = bool(self.inf_r.any()), bool(self.big_r.any())
+        else:
+            self.inf_r, self.big_r = shared.inf_r, shared.big_r
+            self.any_inf, self.any_big = shared.any_inf, shared.any_big
         self.zero_m = m == 0
         self.any_zero_m = bool(self.zero_m.any())
         # Placeholder sizes keep the generic formulas free of inf/inf warnings; the special
@@ -96,8 +100,12 @@ class _NB:
             if self.any_inf:
                 self.log_q = np.where(self.inf_r, np.log(m), self.log_q)
                 self.c0 = np.where(self.inf_r, -m, self.c0)
-        self.lg_r = special.gammaln(rs)
+        self.lg_r = special.gammaln(rs) if shared is None else shared.lg_r
         self.rs = rs
+
+    def at_mean(self, m: FloatArray) -> _NB:
+        """The same sizes r at other means: what depends on r alone is not computed again."""
+        return _NB(m, self.r, shared=self)
 
     # -- pieces -------------------------------------------------------------------------------
     def _take(self, a: FloatArray, idx: NDArray[np.intp] | None) -> FloatArray:
@@ -120,10 +128,14 @@ class _NB:
                 out[inf] = -special.gammaln(k[inf] + 1.0)
         return out
 
-    def logpmf(self, k: FloatArray, idx: NDArray[np.intp] | None = None) -> FloatArray:
-        """log pmf at integer k >= 0 (k may be any float array aligned with idx)."""
+    def logpmf(self, k: FloatArray, idx: NDArray[np.intp] | None = None,
+               log_comb: FloatArray | None = None) -> FloatArray:
+        """log pmf at integer k >= 0 (k may be any float array aligned with idx); `log_comb`, the
+        part that depends on k and r only, may be passed when it is already known."""
+        if log_comb is None:
+            log_comb = self.log_comb(k, idx)
         with np.errstate(invalid="ignore"):
-            out = self.log_comb(k, idx) + k * self._take(self.log_q, idx) + self._take(self.c0, idx)
+            out = log_comb + k * self._take(self.log_q, idx) + self._take(self.c0, idx)
         if self.any_zero_m:  # point mass at 0: 0 * log(0) must read as 0, not NaN
             zero = self._take(self.zero_m, idx)
             if zero.any():

@@ -57,6 +57,11 @@ class OutlierNull:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @staticmethod
+    def stored_in(info: dict) -> bool:
+        """Whether the model was calibrated with one at training."""
+        return bool((info.get("training") or {}).get("outlier_null"))
+
     @classmethod
     def from_model_info(cls, info: dict, where: str) -> OutlierNull:
         """The null stored at training, or a clear error for models without one."""
@@ -65,7 +70,7 @@ class OutlierNull:
             raise InputError(
                 f"{where}: the model has no calibrated outlier null (it was imported, trained without held-out "
                 "normals (training.test_fraction 0), or trained by an older nofone); train it again to use "
-                "--outlier-null")
+                "--null outlier, or test against the model's NB with --null nb")
         return cls(**{k: stored[k] for k in ("pi", "tau", "n_samples", "n_values") if k in stored})
 
 

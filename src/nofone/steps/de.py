@@ -1,6 +1,8 @@
 """`nofone de`: test every gene of every sample against the NB of its closest normal.
 
-The NB means are decoded again from the stored latent points (one decoder pass per chunk), so
+By default that NB allows, as a mixture, for the share of genes that healthy individuals show
+off their predicted normal (the outlier null calibrated at training, `resolve_null`). The NB
+means are decoded again from the stored latent points (one decoder pass per chunk), so
 representations stay small. Missing model genes are not tested and not counted by BH.
 """
 
@@ -16,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nofone import __version__
+from nofone.choices import NULLS
 from nofone.errors import InputError
 from nofone.io import tsv
 from nofone.io.atomic import staged_outdir, write_json_atomic
@@ -44,20 +47,16 @@ DE_SCHEMA = pa.schema([
 def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path, *,
                             test: str = "equal-tail-midp", scaling: str | None = None,
                             q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-                            model_error: bool = False, outlier_null: bool = False, write_tsv: bool = True,
+                            null: str = "auto", write_tsv: bool = True,
                             chunk_size: int = 64, device: str = "auto") -> pd.DataFrame:
     """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv).
 
-    `model_error` widens each sample's test by its own estimated model error; `outlier_null`
-    tests against the model's outlier mixture calibrated on held-out normals at training
-    (`nofone.stats.outlier_null`). Both need the equal-tail test and exclude each other.
+    `null` is what the test holds as normal (`resolve_null`): the model's outlier mixture
+    calibrated on held-out normals at training (`nofone.stats.outlier_null`; the default where
+    the model has one), the model's NB (the paper's test), or the NB widened by each sample's
+    own estimated model error (`nofone.stats.model_error`).
     """
-    if test not in TESTS:
-        raise InputError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
-    if (model_error or outlier_null) and test != "equal-tail-midp":
-        raise InputError("--model-error and --outlier-null need --test equal-tail-midp")
-    if model_error and outlier_null:
-        raise InputError("use either --model-error or --outlier-null, not both")
+    check_null(null, test)
     if scaling is not None and scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
     device = resolve_device(device)
@@ -71,7 +70,8 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             f"{rep_path} was made with another model ({meta.get('model')}); run `nofone represent` "
             f"with {model_dir} again"
         )
-    null = OutlierNull.from_model_info(model.info, str(model_dir)) if outlier_null else None
+    null_used, outlier = resolve_null(null, test, model.info, str(model_dir))
+    model_error = null_used == "model-error"
     data = Dataset(input_dir)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
     row_of = {s: i for i, s in enumerate(reps["sample_id"])}
@@ -109,7 +109,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             # always estimated and reported (how far the model's normals are from this sample);
             # the test is widened by it only when asked
             s2 = sample_model_error(x, mean, r, measured)
-            p, down_ok = _test_genes(x, mean, r, s2 if model_error else None, null, test, q_threshold, threads)
+            p, down_ok = _test_genes(x, mean, r, s2 if model_error else None, outlier, test, q_threshold, threads)
             p = np.where(measured, p, np.nan)
             q = bh_adjust(p, axis=1)
             lfc = log2_fold_change(x, mean)
@@ -136,11 +136,42 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
         write_json_atomic(stage / "de_report.json", {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
             "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
-            "model_error": model_error, "outlier_null": null.to_dict() if null else None,
+            "null": null_used, "null_requested": null, "model_error": model_error,
+            "outlier_null": outlier.to_dict() if outlier else None,
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),
             "missing_model_genes": alignment.n_missing, "seconds": round(time.perf_counter() - started, 2),
         })
     return summary
+
+
+def check_null(requested: str, test: str) -> None:
+    """Refuse an unknown null, or one the test cannot use, before any work is done."""
+    if test not in TESTS:
+        raise InputError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
+    if requested not in NULLS:
+        raise InputError(f"unknown null {requested!r}; use one of {', '.join(NULLS)}")
+    if requested in ("outlier", "model-error") and test != "equal-tail-midp":
+        raise InputError(f"--null {requested} needs --test equal-tail-midp (the density rule is defined for "
+                         "the NB only)")
+
+
+def resolve_null(requested: str, test: str, model_info: dict, where: str) -> tuple[str, OutlierNull | None]:
+    """The null the test uses, and the outlier mixture when that is it.
+
+    "auto" is the outlier mixture when the model has one (trained by nofone with held-out
+    normals) and the test is equal-tail, else the NB: the mixture is what keeps the calls in
+    normals the model never saw near the nominal rate (see stats/outlier_null.py); imported
+    models and the density rule fall back to the paper's NB test. Asking for "outlier" or
+    "model-error" explicitly where they cannot be used is an error.
+    """
+    check_null(requested, test)
+    if requested == "auto":
+        if test != "equal-tail-midp" or not OutlierNull.stored_in(model_info):
+            return "nb", None
+        requested = "outlier"
+    if requested == "outlier":
+        return "outlier", OutlierNull.from_model_info(model_info, where)
+    return requested, None
 
 
 def _test_genes(x: np.ndarray, mean: np.ndarray, r: np.ndarray, s2: np.ndarray | None, null: OutlierNull | None,

@@ -18,7 +18,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class EvaluateOptions:
     compare_models: dict[str, str] = field(default_factory=dict)  # name -> model folder, beside the run's
     seed: int = 0
     device: str = "auto"
+    null: str = "auto"  # set from the run's de_report.json: spike-ins are tested as the run's de was
     extra: dict = field(default_factory=dict)
 
 
@@ -146,6 +147,7 @@ def evaluate(run_dir: Path | None, outdir: Path, options: EvaluateOptions, *, da
                          f"(e.g. {absent[0]}): DESeq2 needs them as controls; give the data the model was "
                          "trained on, or --no-deseq2")
     de = pq.read_table(run.de / "de.parquet").to_pandas()
+    options = replace(options, null=null_of_de(run.de))
     tested = list(dict.fromkeys(de["sample_id"]))
     condition = samples["condition"].astype(str) if "condition" in samples else pd.Series("", index=samples.index)
     negatives_all = [s for s in tested if condition.get(s) in {options.normal_value, *options.negative_conditions}]
@@ -212,6 +214,22 @@ def _model_name(folder: Path) -> str:
         return "model"
 
 
+def null_of_de(de_dir: Path) -> str:
+    """The null a `nofone de` folder was tested with (as asked: "auto" resolves per model), so
+    that spike-ins and compared models are tested the same way; a gathered folder (Nextflow) keeps
+    its chunks' reports in gather_report.json; older reports had flags."""
+    try:
+        report = json.loads((Path(de_dir) / "de_report.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        try:
+            report = json.loads((Path(de_dir) / "gather_report.json").read_text())["reports"]["de_report.json"][0]
+        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
+            return "auto"
+    if "null_requested" in report:
+        return report["null_requested"]
+    return "model-error" if report.get("model_error") else "outlier" if report.get("outlier_null") else "nb"
+
+
 def _model_calls(model_dir: Path, data_dir: Path, sample_ids: list[str], work: Path,
                  options: EvaluateOptions) -> pd.DataFrame:
     """Represent and test `sample_ids` with a model: its de table."""
@@ -220,7 +238,8 @@ def _model_calls(model_dir: Path, data_dir: Path, sample_ids: list[str], work: P
     from nofone.steps.represent import represent
 
     represent(model_dir, data_dir, work / "reps", SearchConfig(), sample_ids, device=options.device)
-    differential_expression(model_dir, work / "reps", data_dir, work / "de", write_tsv=False, device=options.device)
+    differential_expression(model_dir, work / "reps", data_dir, work / "de", null=options.null, write_tsv=False,
+                            device=options.device)
     table = pq.read_table(work / "de" / "de.parquet").to_pandas()
     shutil.rmtree(work, ignore_errors=True)
     return table

@@ -28,7 +28,7 @@ from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
 from nofone.models.dgd.config import DGDConfig
-from nofone.steps.de import differential_expression
+from nofone.steps.de import check_null, differential_expression
 from nofone.steps.filter import filter_dataset
 from nofone.steps.represent import represent
 from nofone.steps.train import TRAIN_REPRESENTATIONS, train
@@ -48,8 +48,7 @@ class RunOptions:
     normal_value: str = "normal"
     search: SearchConfig = field(default_factory=SearchConfig)
     test: str = "equal-tail-midp"
-    model_error: bool = False  # see `nofone de --model-error`
-    outlier_null: bool = False  # see `nofone de --outlier-null`
+    null: str = "auto"  # see `nofone de --null`
     q_threshold: float = 0.01
     lfc_threshold: float = 1.0
     device: str = "auto"
@@ -60,6 +59,7 @@ class RunOptions:
 
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
+    check_null(options.null, options.test)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ingest_options = options.ingest
@@ -100,8 +100,7 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     represent(model_dir, data_dir, outdir / "representations", options.search, targets, device=options.device)
     log.info("5/5 differential expression")
     summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de",
-                                      test=options.test, model_error=options.model_error,
-                                      outlier_null=options.outlier_null, q_threshold=options.q_threshold,
+                                      test=options.test, null=options.null, q_threshold=options.q_threshold,
                                       lfc_threshold=options.lfc_threshold, device=options.device)
     report = _run_summary(summary, data, model_dir, options)
     write_json_atomic(outdir / "run_summary.json", report)

@@ -177,3 +177,18 @@ def test_the_default_null_is_the_calibrated_one_with_the_equal_tail_test_only(tm
         assert (report["outlier_null"] is not None) == (expected == "outlier")
     np.testing.assert_array_equal(p["auto"], p["outlier"])
     assert (p["auto"] >= 0.98 * p["nb"]).all() and (p["auto"] > p["nb"]).mean() > 0.5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--null", "gamma"], "unknown null 'gamma'"),
+    (["--null", "outlier", "--test", "density"], "--null outlier needs --test equal-tail-midp"),
+])
+def test_run_refuses_a_null_it_cannot_use_before_any_work(tmp_path, runner, args, message):
+    """`nofone run` checks the null before ingest and training, not after an hour of them."""
+    from nofone.cli.app import app
+
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("sample,counts,condition\na,a.tsv,normal\n")
+    result = runner.invoke(app, ["run", "--samplesheet", str(sheet), "--outdir", str(tmp_path / "out"), *args])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()

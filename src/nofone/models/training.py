@@ -63,14 +63,14 @@ class TrainingData:
         return h.hexdigest()[:16]
 
 
-def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
+def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, z: torch.Tensor,
                          measured: torch.Tensor | None) -> dict:
-    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood.
+    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood at their
+    means `mean` (float64) and closest normals z.
 
-    `module` gives `decoder(z)` (relative means), `log_dispersion_at(z)` and
-    `rescale_log_dispersion(a, b)`; r may be per gene or depend on the latent point."""
+    `module` gives `log_dispersion_at(z)` and `rescale_log_dispersion(a, b)`; r may be per gene
+    or depend on the latent point."""
     with torch.no_grad():
-        mean = (module.decoder(z) * scale.unsqueeze(-1)).double()
         log_r = module.log_dispersion_at(z).detach().double()
     n_values = float(measured.sum()) if measured is not None else float(x.numel())
 
@@ -96,11 +96,13 @@ def calibrate_on_heldout(module: torch.nn.Module, x: torch.Tensor, z: torch.Tens
     calibrated dispersion."""
     from nofone.stats.outlier_null import fit_outlier_null
 
-    calibration = calibrate_dispersion(module, x, z, scale, measured)
     with torch.no_grad():
-        mean = (module.decoder(z) * scale.unsqueeze(-1)).double().cpu().numpy()
+        mean = (module.decoder(z) * scale.unsqueeze(-1)).double()  # the calibration changes r only
+    calibration = calibrate_dispersion(module, x, mean, z, measured)
+    with torch.no_grad():
         r = torch.exp(module.log_dispersion_at(z).detach().double()).cpu().numpy()
-    null = fit_outlier_null(x.cpu().numpy(), mean, r, None if measured is None else measured.cpu().numpy())
+    null = fit_outlier_null(x.cpu().numpy(), mean.cpu().numpy(), r,
+                            None if measured is None else measured.cpu().numpy())
     log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f); "
              "outlier null: %.2f%% of genes off by log-sd %.2f", x.shape[0], calibration["a"], calibration["b"],
              calibration["nll_before"], calibration["nll_after"], 100 * null.pi, null.tau)

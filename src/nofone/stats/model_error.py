@@ -96,8 +96,8 @@ def lognormal_tails(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray, s2:
     shape = x.shape
     x, mean, r = x.ravel(), mean.ravel(), r.ravel()
     sd = np.broadcast_to(np.sqrt(np.asarray(s2, np.float64)), shape).ravel()
-    up = np.flatnonzero(x >= mean)
-    down = np.flatnonzero(x < mean)
+    upper_side = x >= mean
+    up, down = np.flatnonzero(upper_side), np.flatnonzero(~upper_side)
     base = _NB(mean, r)
     log_comb = base.log_comb(x)
     side = np.zeros(x.shape)
@@ -107,7 +107,7 @@ def lognormal_tails(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray, s2:
         side += w * 0.5 * np.exp(nb.logpmf(x, log_comb=log_comb))
         side[up] += w * nb.sf(x[up], up)
         side[down] += w * nb.cdf(x[down] - 1.0, down)
-    upper = np.where(x >= mean, side, 1.0 - side)
+    upper = np.where(upper_side, side, 1.0 - side)
     return (1.0 - upper).reshape(shape), upper.reshape(shape)
 
 

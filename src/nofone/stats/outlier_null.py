@@ -57,21 +57,24 @@ class OutlierNull:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @staticmethod
-    def stored_in(info: dict) -> bool:
-        """Whether the model was calibrated with one at training."""
-        return bool((info.get("training") or {}).get("outlier_null"))
+    @classmethod
+    def stored_in(cls, info: dict) -> OutlierNull | None:
+        """The null fitted at training, None for models without one."""
+        stored = (info.get("training") or {}).get("outlier_null")
+        if not stored:
+            return None
+        return cls(**{k: stored[k] for k in ("pi", "tau", "n_samples", "n_values") if k in stored})
 
     @classmethod
     def from_model_info(cls, info: dict, where: str) -> OutlierNull:
         """The null stored at training, or a clear error for models without one."""
-        stored = (info.get("training") or {}).get("outlier_null")
-        if not stored:
+        stored = cls.stored_in(info)
+        if stored is None:
             raise InputError(
                 f"{where}: the model has no calibrated outlier null (it was imported, trained without held-out "
                 "normals (training.test_fraction 0), or trained by an older nofone); train it again to use "
                 "--null outlier, or test against the model's NB with --null nb")
-        return cls(**{k: stored[k] for k in ("pi", "tau", "n_samples", "n_values") if k in stored})
+        return stored
 
 
 def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: np.ndarray | None = None,

@@ -166,9 +166,8 @@ def resolve_null(requested: str, test: str, model_info: dict, where: str) -> tup
     """
     check_null(requested, test)
     if requested == "auto":
-        if test != "equal-tail-midp" or not OutlierNull.stored_in(model_info):
-            return "nb", None
-        requested = "outlier"
+        stored = OutlierNull.stored_in(model_info) if test == "equal-tail-midp" else None
+        return ("nb", None) if stored is None else ("outlier", stored)
     if requested == "outlier":
         return "outlier", OutlierNull.from_model_info(model_info, where)
     return requested, None

@@ -13,18 +13,17 @@ widened only when its quantile lies beyond two standard errors of what a perfect
 sample would show (so a well-modelled sample keeps the exact test).
 
 The error is log-symmetric (a model is as likely to over- as to under-predict two-fold), so the
-count is tested against NB(m e, r) with ln e ~ N(0, s^2), integrated by Gauss-Hermite
-quadrature. Widening the NB's own dispersion instead (1/r' = 1/r + s^2) would make two-fold
-drops far more plausible than two-fold rises and bias the calls towards "up".
+count is tested against NB(m e, r) with ln e ~ N(0, s^2) (`nofone.stats.lognormal_nb`).
+Widening the NB's own dispersion instead (1/r' = 1/r + s^2) would make two-fold drops far more
+plausible than two-fold rises and bias the calls towards "up".
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.polynomial.hermite_e import hermegauss
 from scipy.stats import chi2
 
-from nofone.stats.nb_tests import _NB
+from nofone.stats.lognormal_nb import midp_tails
 
 QUANTILE = 0.25
 MIN_MEAN = 50.0
@@ -69,48 +68,6 @@ def _solve(d2: np.ndarray, base: np.ndarray) -> float:
     return 0.5 * (lo + hi)
 
 
-def _gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights (summing to 1) for expectations over N(0, 1)."""
-    z, w = hermegauss(nodes)
-    return z, w / w.sum()
-
-
-NODES = 24
-_Z, _W = _gauss_hermite(NODES)
-
-
-def lognormal_tails(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray, s2: float | np.ndarray,
-                    nodes: int = NODES) -> tuple[np.ndarray, np.ndarray]:
-    """Mid-p tails (P(X < x) + P(X = x)/2, P(X > x) + P(X = x)/2) of NB(mean e, r) with
-    ln e ~ N(0, s2), elementwise.
-
-    The two mid-p tails sum to 1, so only one is integrated over the quadrature nodes, from its
-    accurate side: the upper (via the survival function) where x >= mean, else the lower (via
-    the CDF); the other is 1 minus it. Where x >= mean the lower tail is at least about one half
-    (the NB's and the log-normal's medians lie below their means), so the small tail, whose
-    precision matters, is always the one summed. The part of the pmf that depends on x and r only
-    is computed once for all nodes. The quadrature's error grows as the NB narrows relative to
-    sqrt(s2) (well-expressed genes with large r); `nodes` trades it against time."""
-    x, mean, r = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(mean, np.float64),
-                                     np.asarray(dispersion, np.float64))
-    shape = x.shape
-    x, mean, r = x.ravel(), mean.ravel(), r.ravel()
-    sd = np.broadcast_to(np.sqrt(np.asarray(s2, np.float64)), shape).ravel()
-    upper_side = x >= mean
-    up, down = np.flatnonzero(upper_side), np.flatnonzero(~upper_side)
-    base = _NB(mean, r)
-    log_comb = base.log_comb(x)
-    side = np.zeros(x.shape)
-    z_nodes, weights = (_Z, _W) if nodes == NODES else _gauss_hermite(nodes)
-    for z, w in zip(z_nodes, weights, strict=True):
-        nb = base.at_mean(mean * np.exp(sd * z))
-        side += w * 0.5 * np.exp(nb.logpmf(x, log_comb=log_comb))
-        side[up] += w * nb.sf(x[up], up)
-        side[down] += w * nb.cdf(x[down] - 1.0, down)
-    upper = np.where(upper_side, side, 1.0 - side)
-    return (1.0 - upper).reshape(shape), upper.reshape(shape)
-
-
 def equal_tail_midp_lognormal(x: np.ndarray, mean: np.ndarray, dispersion: np.ndarray,
                               s2: np.ndarray) -> np.ndarray:
     """Equal-tail mid-p of counts [N, G] against NB(mean e, r), ln e ~ N(0, s2 per sample).
@@ -127,7 +84,7 @@ def equal_tail_midp_lognormal(x: np.ndarray, mean: np.ndarray, dispersion: np.nd
         if s2[i] <= 0:
             out[i] = equal_tail_midp(x[i], mean[i], r[i])
             continue
-        lower, upper = lognormal_tails(x[i], mean[i], r[i], s2[i])
+        lower, upper = midp_tails(x[i], mean[i], r[i], np.sqrt(s2[i]))
         out[i] = np.minimum(1.0, 2.0 * np.minimum(lower, upper))
     return out
 

@@ -12,8 +12,8 @@ for a call, which is the price of specificity; where the model fits its normals 
 data) the fit gives pi near 0 and the test is the plain one.
 
 The mixture's tails are the mixture of the tails, so the equal-tail mid-p is
-2 min((1 - pi) L0 + pi Lw, (1 - pi) U0 + pi Uw), each part summed from its accurate side; the
-log-normal part is integrated by Gauss-Hermite quadrature as in `model_error` (TAIL_NODES).
+2 min(S, 1 - S) with S = (1 - pi) S0 + pi Sw the small side's mid-p (upper where x >= m): S0 the
+NB's, Sw the log-normal part's (`nofone.stats.lognormal_nb`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from numpy.polynomial.hermite_e import hermegauss
 
 from nofone.errors import InputError
-from nofone.stats.model_error import lognormal_tails
+from nofone.stats.lognormal_nb import midp_tails
 from nofone.stats.nb_tests import _NB, equal_tail_midp
 from nofone.stats.optimise import lbfgs
 
@@ -34,10 +34,6 @@ FIT_VALUES = 200_000
 #: Quadrature nodes for the likelihood (its integrand is narrow for well-expressed genes, so
 #: more nodes than the tails need).
 FIT_NODES = 48
-#: Quadrature nodes for the tails: against adaptive numerical integration, within 0.02% for
-#: moderately expressed genes and within 6% for the narrowest NBs (mean 5,000, r = 50, tau = 1),
-#: where 24 nodes would be off by up to 24%.
-TAIL_NODES = 48
 #: The mixture is kept only when it raises the log-likelihood of the held-out values by more than
 #: half the chi-square(2) 0.999 quantile (a likelihood-ratio test, pi = 0 against pi > 0).
 _MIN_GAIN = 0.5 * 13.8155
@@ -136,15 +132,17 @@ def equal_tail_midp_outlier(x: np.ndarray, mean: np.ndarray, r: np.ndarray, null
         return equal_tail_midp(x, mean, r)
     xa, ma, ra = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(mean, np.float64),
                                      np.asarray(r, np.float64))
-    nb = _NB(ma.ravel(), ra.ravel())
-    xf = xa.ravel()
-    half = 0.5 * np.exp(nb.logpmf(xf))
-    lower = (1 - null.pi) * (nb.cdf(xf - 1.0) + half)
-    upper = (1 - null.pi) * (nb.sf(xf) + half)
-    wide_lower, wide_upper = lognormal_tails(xf, ma.ravel(), ra.ravel(), null.tau**2, TAIL_NODES)
-    lower += null.pi * wide_lower
-    upper += null.pi * wide_upper
-    return np.minimum(1.0, 2.0 * np.minimum(lower, upper)).reshape(xa.shape)
+    xf, mf, rf = xa.ravel(), ma.ravel(), ra.ravel()
+    with np.errstate(invalid="ignore"):
+        upper_side = xf >= mf
+    up, down = np.flatnonzero(upper_side), np.flatnonzero(~upper_side)
+    nb = _NB(mf, rf)
+    plain = 0.5 * np.exp(nb.logpmf(xf))
+    plain[up] += nb.sf(xf[up], up)
+    plain[down] += nb.cdf(xf[down] - 1.0, down)
+    wide_lower, wide_upper = midp_tails(xf, mf, rf, null.tau)
+    side = (1 - null.pi) * plain + null.pi * np.where(upper_side, wide_upper, wide_lower)
+    return np.minimum(1.0, 2.0 * np.minimum(side, 1.0 - side)).reshape(xa.shape)
 
 
 def min_pvalue_down_outlier(mean: np.ndarray, r: np.ndarray, null: OutlierNull) -> np.ndarray:

@@ -303,14 +303,87 @@ def _bisect(
         act = act[hi[act] - lo[act] > 1]
 
 
+def _neighbour_settles(nb: _NB, work: NDArray[np.intp], t: FloatArray, x: FloatArray, mode: FloatArray,
+                       a_hi: FloatArray, b_lo: FloatArray) -> None:
+    """Where pmf(x +- 1 towards the mode) is above the threshold, x's bracket shrinks to [x, x +- 1]."""
+    below = np.flatnonzero(x + 1.0 < mode)
+    if below.size:
+        out = nb.logpmf(x[below] + 1.0, work[below]) > t[below]
+        a_hi[below[out]] = x[below[out]] + 1.0
+    above = np.flatnonzero(x - 1.0 > mode)
+    if above.size:
+        out = nb.logpmf(x[above] - 1.0, work[above]) > t[above]
+        b_lo[above[out]] = x[above[out]] - 1.0
+
+
+def _other_boundary_guess(nb: _NB, work: NDArray[np.intp], t: FloatArray, x: FloatArray,
+                          mode: FloatArray) -> FloatArray:
+    """Where the log-pmf, continued to real k, falls to t on the side of the mode opposite x: two
+    Newton steps from x's mirror image (l'(k) = digamma(k + r) - digamma(k + 1) + log q)."""
+    above = x > mode
+    lo = np.where(above, 0.0, mode + 1.0)
+    hi = np.where(above, np.maximum(mode - 1.0, 0.0), np.inf)
+    k = np.clip(2.0 * mode - x, lo, hi)
+    rs, log_q = nb.rs[work], nb.log_q[work]
+    with np.errstate(all="ignore"):
+        for _ in range(2):
+            slope = special.digamma(k + rs) - special.digamma(k + 1.0) + log_q
+            k = np.clip(k - (nb.logpmf(k, work) - t) / slope, lo, hi)
+    return np.where(np.isfinite(k), np.round(k), np.where(above, 0.0, mode + 1.0))
+
+
+def _gallop(nb: _NB, work: NDArray[np.intp], t: FloatArray, lo: FloatArray, hi: FloatArray, guess: FloatArray,
+            use: NDArray[np.bool_], true_at_lo: bool) -> None:
+    """Narrows [lo, hi] (predicate as in `_bisect`) around `guess` where `use`: the guess is
+    evaluated, then steps of 1, 2, 4, ... away from it towards the unknown end until the
+    predicate flips; ends with `_bisect`."""
+    act = np.flatnonzero(use & (guess > lo) & (guess < hi))
+    if act.size:
+        inside = nb.logpmf(guess[act], work[act]) <= t[act]
+        at_lo = inside if true_at_lo else ~inside
+        lo[act[at_lo]] = guess[act[at_lo]]
+        hi[act[~at_lo]] = guess[act[~at_lo]]
+        up = at_lo  # the boundary is above the guess: search upwards, else downwards
+        step = np.ones(act.size)
+        while act.size:
+            cand = np.where(up, lo[act] + step, hi[act] - step)
+            open_ = (cand > lo[act]) & (cand < hi[act])
+            act, cand, up, step = act[open_], cand[open_], up[open_], step[open_]
+            if not act.size:
+                break
+            inside = nb.logpmf(cand, work[act]) <= t[act]
+            at_lo = inside if true_at_lo else ~inside
+            lo[act[at_lo]] = cand[at_lo]
+            hi[act[~at_lo]] = cand[~at_lo]
+            keep = at_lo == up  # still moving in the same direction: the boundary lies further on
+            act, up, step = act[keep], up[keep], 2.0 * step[keep]
+    _grow_open_upper(nb, work, t, lo, hi, true_at_lo)
+    _bisect(nb, work, t, lo, hi, true_at_lo)
+
+
+def _grow_open_upper(nb: _NB, work: NDArray[np.intp], t: FloatArray, lo: FloatArray, hi: FloatArray,
+                     true_at_lo: bool) -> None:
+    """An infinite upper end (the upper boundary with no guess inside) is found by doubling steps."""
+    open_ = np.flatnonzero(np.isinf(hi))
+    step = np.ones(open_.size)
+    while open_.size:
+        cand = lo[open_] + step
+        inside = nb.logpmf(cand, work[open_]) <= t[open_]
+        at_lo = inside if true_at_lo else ~inside
+        lo[open_[at_lo]] = cand[at_lo]
+        hi[open_[~at_lo]] = cand[~at_lo]
+        open_, step = open_[at_lo], 2.0 * step[at_lo]
+
+
 def density_pvalue(x: ArrayLike, m: ArrayLike, r: ArrayLike) -> FloatArray:
     """The paper's rule, exactly: p = sum of pmf(k) over all k >= 0 with pmf(k) <= pmf(x).
 
     Ties count as included within a relative TIE_RTOL (1e-7), as in R's binom.test. The pmf is
     unimodal, so {k : pmf(k) <= pmf(x)} is a lower tail {k <= a} plus an upper tail {k >= b}
-    around the mode; x fixes one boundary's bracket, the other is found by vectorised integer
-    bisection (the upper one after an exponential search for a bracket), and
-    p = CDF(a) + SF(b - 1), capped at 1. No grid, no truncation, no loop over genes.
+    around the mode; x is one boundary (unless its neighbour ties with it), the other is found
+    from a Newton guess on the continuous log-pmf by a bracket grown around it and vectorised
+    integer bisection, and p = CDF(a) + SF(b - 1), capped at 1. No grid, no truncation, no loop
+    over genes.
     """
     shape, idx, x, m, r, size = _flat_valid(x, m, r)
     nb = _NB(m, r)
@@ -331,18 +404,15 @@ def density_pvalue(x: ArrayLike, m: ArrayLike, r: ArrayLike) -> FloatArray:
             a_lo[need[zero_in]] = 0.0
         # Upper boundary b = min{k > mode: pmf(k) <= thr}.
         b_lo = mw.copy()
-        b_hi = np.where(xw > mw, xw, np.nan)
-        open_ = np.flatnonzero(np.isnan(b_hi))
-        if open_.size:  # x below the mode: exponential search upwards for a bracket
-            step = np.maximum(mw[open_] - xw[open_], 1.0)
-            while open_.size:
-                cand = mw[open_] + step
-                inside = nb.logpmf(cand, work[open_]) <= t[work[open_]]
-                b_hi[open_[inside]] = cand[inside]
-                b_lo[open_[~inside]] = cand[~inside]
-                open_, step = open_[~inside], 2.0 * step[~inside]
-        _bisect(nb, work, t[work], a_lo, a_hi, true_at_lo=True)
-        _bisect(nb, work, t[work], b_lo, b_hi, true_at_lo=False)
+        b_hi = np.where(xw > mw, xw, np.inf)
+        # x's own side: the pmf rises strictly towards the mode, so x is the boundary unless its
+        # neighbour ties with it (one evaluation instead of a bisection from x to the mode).
+        _neighbour_settles(nb, work, t[work], xw, mw, a_hi, b_lo)
+        # The other side: a guess from Newton steps on the continuous log-pmf, a bracket grown
+        # from it, then bisection (the guess only saves work; the boundary is exact regardless).
+        guess = _other_boundary_guess(nb, work, t[work], xw, mw)
+        _gallop(nb, work, t[work], a_lo, a_hi, guess, xw > mw, true_at_lo=True)
+        _gallop(nb, work, t[work], b_lo, b_hi, guess, xw < mw, true_at_lo=False)
         a, b = a_lo, b_hi
         lower = np.zeros(work.size)
         has_a = np.flatnonzero(a >= 0)

@@ -18,15 +18,10 @@ def _reference(x: float, m: float, r: float, sd: float) -> float:
     """The small side's mid-p (upper where x >= m), summed over a fine grid of Z in log space
     with scipy's NB (or Poisson for r = inf) at every point."""
     mu = m * np.exp(sd * _Z)
-    if np.isinf(r):
-        dist = stats.poisson(mu)
-    else:
-        dist = stats.nbinom(r, r / (r + mu))
+    dist = stats.poisson(mu) if np.isinf(r) else stats.nbinom(r, r / (r + mu))
     half = np.log(0.5) + dist.logpmf(x)
-    if x >= m:
-        side = np.logaddexp(dist.logsf(x), half)
-    else:
-        side = np.logaddexp(dist.logcdf(x - 1), half) if x > 0 else half
+    lower = np.logaddexp(dist.logcdf(x - 1), half) if x > 0 else half
+    side = np.logaddexp(dist.logsf(x), half) if x >= m else lower
     return float(np.exp(special.logsumexp(side + _LOG_PHI)))
 
 

@@ -60,9 +60,10 @@ def midp_tails(x: FloatArray, mean: FloatArray, r: FloatArray, sd: FloatArray | 
         rate = np.where(upper_side, x, r)
         over_v = usable & (x > 0) & (rate * sd >= MIN_RATE_SD)
         zero = usable & (x == 0) & (r * sd >= MIN_RATE_SD)
-    over_z = ~(over_v | zero)
+    plain = ~(over_v | zero) & (sd == 0)  # the NB itself: one node
+    over_z = ~(over_v | zero | plain)
     side = np.empty(x.shape)
-    for part, compute in ((over_z, _over_z), (over_v, _over_v), (zero, _zero_over_z)):
+    for part, compute in ((plain, _plain), (over_z, _over_z), (over_v, _over_v), (zero, _zero_over_z)):
         if part.any():
             i = np.flatnonzero(part)
             side[i] = compute(x[i], mean[i], r[i], sd[i], upper_side[i])
@@ -71,13 +72,18 @@ def midp_tails(x: FloatArray, mean: FloatArray, r: FloatArray, sd: FloatArray | 
     return lower.reshape(shape), upper.reshape(shape)
 
 
-def _over_z(x, mean, r, sd, upper_side) -> FloatArray:
+def _plain(x, mean, r, sd, upper_side) -> FloatArray:
+    """The small side's mid-p of the NB itself (sd = 0)."""
+    return _over_z(x, mean, r, sd, upper_side, nodes=1)
+
+
+def _over_z(x, mean, r, sd, upper_side, nodes: int = Z_NODES) -> FloatArray:
     """The small side's mid-p by fixed Gauss-Hermite nodes over Z (NB tails per node)."""
     up, down = np.flatnonzero(upper_side), np.flatnonzero(~upper_side)
     base = _NB(mean, r)
     log_comb = base.log_comb(x)
     side = np.zeros(x.shape)
-    z_nodes, weights = hermegauss(Z_NODES)
+    z_nodes, weights = hermegauss(nodes)
     for z, w in zip(z_nodes, weights / weights.sum(), strict=True):
         nb = base.at_mean(mean * np.exp(sd * z))
         side += w * 0.5 * np.exp(nb.logpmf(x, log_comb=log_comb))

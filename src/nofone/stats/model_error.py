@@ -74,19 +74,9 @@ def equal_tail_midp_lognormal(x: np.ndarray, mean: np.ndarray, dispersion: np.nd
 
     Samples with s2 = 0 get the plain exact test.
     """
-    from nofone.stats.nb_tests import equal_tail_midp
-
-    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    mean = np.atleast_2d(np.asarray(mean, dtype=np.float64))
-    r = np.broadcast_to(np.asarray(dispersion, dtype=np.float64), x.shape)
-    out = np.empty_like(x)
-    for i in range(x.shape[0]):
-        if s2[i] <= 0:
-            out[i] = equal_tail_midp(x[i], mean[i], r[i])
-            continue
-        lower, upper = midp_tails(x[i], mean[i], r[i], np.sqrt(s2[i]))
-        out[i] = np.minimum(1.0, 2.0 * np.minimum(lower, upper))
-    return out
+    sd = np.sqrt(np.asarray(s2, dtype=np.float64))[:, None]
+    lower, upper = midp_tails(np.atleast_2d(x), np.atleast_2d(mean), dispersion, sd)
+    return np.minimum(1.0, 2.0 * np.minimum(lower, upper))
 
 
 def min_pvalue_down_lognormal(mean: np.ndarray, dispersion: np.ndarray, s2: np.ndarray) -> np.ndarray:

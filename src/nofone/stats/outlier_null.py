@@ -18,11 +18,12 @@ NB's, Sw the log-normal part's (`nofone.stats.lognormal_nb`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from numpy.polynomial.hermite_e import hermegauss
+from numpy.polynomial.hermite import hermgauss
 
 from nofone.errors import InputError
 from nofone.stats.lognormal_nb import midp_tails
@@ -31,9 +32,14 @@ from nofone.stats.optimise import lbfgs
 
 #: Values (genes x samples) used for the fit, drawn at random when there are more.
 FIT_VALUES = 200_000
-#: Quadrature nodes for the likelihood (its integrand is narrow for well-expressed genes, so
-#: more nodes than the tails need).
-FIT_NODES = 48
+#: Adaptive Gauss-Hermite nodes for the likelihood's log-normal part. Its integrand over Z is
+#: log-concave and, for well-expressed genes, far narrower than N(0, 1): fixed nodes (48 were used
+#: before) missed it by up to 50% on the atlas's held-out normals; nodes at its mode, scaled by
+#: its curvature, are within 1e-6 (log scale) with 12.
+FIT_NODES = 12
+#: Newton steps to that mode at most (it converges in about 6; the integrand's log has a
+#: curvature of at least 1).
+_MODE_STEPS, _MODE_TOL = 50, 1e-9
 #: The mixture is kept only when it raises the log-likelihood of the held-out values by more than
 #: half the chi-square(2) 0.999 quantile (a likelihood-ratio test, pi = 0 against pi > 0).
 _MIN_GAIN = 0.5 * 13.8155
@@ -87,9 +93,6 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     if idx.size > FIT_VALUES:
         idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_VALUES, replace=False))
     xs, ms, rs = (torch.as_tensor(a.ravel()[idx]) for a in (x, mean, r))
-    nodes, weights = hermegauss(FIT_NODES)
-    z = torch.as_tensor(nodes).unsqueeze(-1)
-    log_w = torch.log(torch.as_tensor(weights / weights.sum())).unsqueeze(-1)
     # log NB(x; mu, r) = const(x, r) + x log mu - (x + r) log(r + mu): only the last two terms
     # depend on (pi, tau), so the log-gammas are computed once
     const = torch.lgamma(xs + rs) - torch.lgamma(rs) - torch.lgamma(xs + 1) + rs * torch.log(rs)
@@ -101,7 +104,7 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     plain = log_pmf(log_m)
 
     def nll(params: torch.Tensor) -> torch.Tensor:  # params: logit pi, log tau
-        wide = torch.logsumexp(log_w + log_pmf(log_m + torch.exp(params[1]) * z), dim=0)
+        wide = _log_lognormal_pmf(log_pmf, xs, rs, log_m, log_r, torch.exp(params[1]))
         logsig = torch.nn.functional.logsigmoid
         return -torch.logaddexp(logsig(-params[0]) + plain, logsig(params[0]) + wide).mean()
 
@@ -114,6 +117,32 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     if best is None or (plain_loss - best[0]) * idx.size <= _MIN_GAIN or best[2] < 1e-3:
         return OutlierNull(0.0, 0.0, x.shape[0], int(idx.size))  # no outliers to speak of: the plain NB
     return OutlierNull(best[1], best[2], x.shape[0], int(idx.size))
+
+
+def _log_lognormal_pmf(log_pmf, xs: torch.Tensor, rs: torch.Tensor, log_m: torch.Tensor, log_r: torch.Tensor,
+                       tau: torch.Tensor) -> torch.Tensor:
+    """ln E[NB(x; m e^(tau Z), r)], Z ~ N(0, 1), by adaptive Gauss-Hermite over Z.
+
+    The integrand's log, ln NB(x; m e^(tau z), r) - z^2 / 2, is concave in z; Newton finds its
+    mode and curvature for the current tau without a graph, and the nodes placed there are
+    constants to autograd, so the gradient in tau is the quadrature of the integrand's gradient.
+    """
+    t, w = (torch.as_tensor(a).unsqueeze(-1) for a in hermgauss(FIT_NODES))  # of g(t) e^(-t^2)
+    with torch.no_grad():
+        tau_c = tau.detach()
+        z = torch.zeros_like(xs)
+        for _ in range(_MODE_STEPS):
+            p = torch.sigmoid(log_m + tau_c * z - log_r)  # mu / (r + mu)
+            grad = tau_c * (xs - (xs + rs) * p) - z
+            hess = -(tau_c**2) * (xs + rs) * p * (1 - p) - 1
+            z = z - torch.clamp(grad / hess, -3.0, 3.0)
+            if float((grad.abs() / torch.sqrt(-hess)).max()) < _MODE_TOL:
+                break
+        p = torch.sigmoid(log_m + tau_c * z - log_r)
+        scale = math.sqrt(2.0) / torch.sqrt(tau_c**2 * (xs + rs) * p * (1 - p) + 1)
+        zk = z + scale * t  # [nodes, values]
+        log_weight = torch.log(w) + t**2 + torch.log(scale) - 0.5 * zk**2 - 0.5 * math.log(2 * math.pi)
+    return torch.logsumexp(log_weight + log_pmf(log_m + tau * zk), dim=0)
 
 
 def _minimise(nll, tau: float) -> tuple[float, float, float]:

@@ -21,6 +21,7 @@ from nofone.stats.outlier_null import (
     _log_lognormal_pmf,
     equal_tail_midp_outlier,
     fit_outlier_null,
+    min_callable_fold,
     min_pvalue_down_outlier,
 )
 from nofone.steps.de import DE_FILE, differential_expression
@@ -128,6 +129,29 @@ def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_p
     de = pq.read_table(tmp_path / "mix" / DE_FILE).to_pandas()
     called = de[(de["sample_id"] == "tumour") & (de["q_value"] < 0.01) & (de["log2_fold_change"] > 1)]
     assert set(np.asarray(model.gene_ids)[planted]) <= set(called["gene_id"])
+    folds = json.loads((tmp_path / "mix" / "de_report.json").read_text())["min_callable_fold"]
+    n_genes = len(model.gene_ids)
+    assert folds == {"only_call": pytest.approx(min_callable_fold(OutlierNull(0.03, 1.0), 1 / n_genes, 0.01)),
+                     "five_percent_called": pytest.approx(min_callable_fold(OutlierNull(0.03, 1.0), 0.05, 0.01))}
+    assert 1 < folds["five_percent_called"] < folds["only_call"] < 64  # the planted 64-fold genes are callable
+    assert json.loads((tmp_path / "plain" / "de_report.json").read_text())["min_callable_fold"] is None
+
+
+def test_min_callable_fold_bounds_the_mixtures_pvalues():
+    """No gene reaches BH's threshold q k / G with a change below the fold, up or down, however
+    narrow or wide its NB; a well-expressed gene (narrow NB) just beyond it does."""
+    null, n_genes, q = OutlierNull(0.0231, 0.86), 16_956, 0.01
+    for share in (1 / n_genes, 0.05):
+        fold = min_callable_fold(null, share, q)
+        threshold = q * share
+        for m, r in ((1000.0, 1e4), (1000.0, 50.0), (1000.0, 5.0), (1000.0, 1.0), (50.0, 5.0)):
+            below = equal_tail_midp_outlier(np.round(m * np.array([0.9 * fold, 1 / (0.9 * fold)])), m, r, null)
+            assert (below > threshold).all(), (share, m, r, below)
+        above = equal_tail_midp_outlier(np.round(1e4 * np.array([1.15 * fold, 1 / (1.15 * fold)])), 1e4, 1e4, null)
+        assert (above <= threshold).all(), (share, above)
+    assert min_callable_fold(null, 1 / n_genes, q) == pytest.approx(37.4, abs=0.1)
+    assert min_callable_fold(OutlierNull(0.0, 0.0), 0.05, q) == 1.0
+    assert min_callable_fold(null, 0.9, 0.5) == 1.0  # a threshold the mixture's floor does not reach
 
 
 def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path):

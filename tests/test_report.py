@@ -24,10 +24,11 @@ from conftest import REPO, simulate_two_group_cohort
 from nofone.errors import InputError
 from nofone.io.ingest import IngestOptions
 from nofone.models.dgd.config import load_config
-from nofone.report.build import COHORT_SECTION, SECTIONS, ReportOptions, auroc, build_report, report
+from nofone.report.build import COHORT_SECTION, SECTIONS, ReportOptions, _call_rule, auroc, build_report, report
 from nofone.report.inputs import resolve_paths
 from nofone.simulate import SimulationConfig, simulate
 from nofone.steps.run import RunOptions, run
+from nofone.steps.scatter import gather
 
 SECTION_IDS = [section_id for section_id, _ in SECTIONS]
 TISSUE = "tis<b>02</b>"
@@ -236,15 +237,26 @@ def test_missing_inputs_give_a_not_available_line(run_dir, tmp_path):
 
 def test_explicit_folders_as_in_the_nextflow_layout(run_dir, tmp_path):
     cohort = tmp_path / "cohort"  # GATHER puts representations and DE results in one folder
-    cohort.mkdir()
-    for path in [run_dir / "representations" / "representations.parquet",
-                 *(run_dir / "de").glob("*.*")]:
-        shutil.copy2(path, cohort / path.name)
+    gather([run_dir / "representations", run_dir / "de"], cohort)
+    assert not (cohort / "de_report.json").exists()  # the chunks' reports are in gather_report.json
     paths = resolve_paths(model=run_dir / "model", representations=cohort, de=cohort, data=run_dir / "filtered")
     built = build_report(paths, ReportOptions(samples=["tissue01_H01"]))
     assert "not available" in built.html  # evaluation only
     assert [k for k, v in built.summary["sections"].items() if not v["available"]] == ["evaluation"]
     assert built.summary["volcano"]["samples"] == ["tissue01_H01"]
+    assert built.summary["call_rule"] == "q < 0.01 and |log2 fold change| > 1"
+    assert "de_report.json not found" not in built.html
+
+
+def test_call_rule_says_how_large_a_change_the_outlier_null_needs():
+    report = {"test": "equal-tail-midp", "q_threshold": 0.01, "lfc_threshold": 1.0, "null": "outlier",
+              "outlier_null": {"pi": 0.023, "tau": 0.86},
+              "min_callable_fold": {"only_call": 37.4, "five_percent_called": 7.2}}
+    _, details = _call_rule(report)
+    assert "smaller than about 37-fold" in details and "or 7-fold when 5% of the genes are called" in details
+    assert "--null nb" in details
+    for without in ({"min_callable_fold": None}, {"null": "nb", "min_callable_fold": None}):
+        assert "-fold" not in _call_rule(report | without)[1]
 
 
 def test_unknown_volcano_sample_is_an_error(run_dir, tmp_path):

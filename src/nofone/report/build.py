@@ -313,6 +313,17 @@ def _null_words(report: dict) -> str:
             f"(a log-normal outlier mixture of log-sd {fitted['tau']:.2f}, calibrated on held-out normals at training)")
 
 
+def _callable_words(report: dict) -> str:
+    """How large a change the outlier null needs before a gene can be called (from `de`)."""
+    folds = report.get("min_callable_fold") or {}
+    if not (folds.get("only_call") and folds.get("five_percent_called")):
+        return ""
+    return (f" Under this null no gene reaches the q threshold with a change smaller than about "
+            f"{folds['only_call']:.0f}-fold, up or down, when it is a sample's only call, or "
+            f"{folds['five_percent_called']:.0f}-fold when 5% of the genes are called; the NB test "
+            "(<code>nofone de --null nb</code>) sees smaller changes.")
+
+
 def _call_rule(report: dict | None) -> tuple[str, str]:
     if not report:
         return "", "not available: de/de_report.json not found"
@@ -324,6 +335,7 @@ def _call_rule(report: dict | None) -> tuple[str, str]:
                f"the negative binomial of the sample's closest normal"
                f"{_null_words(report)}; q-values by "
                f"Benjamini-Hochberg within each sample; log2 fold change = log2((count + 1) / (normal mean + 1)).")
+    details += _callable_words(report)
     if report.get("missing_model_genes"):
         missing = esc(format_value(report["missing_model_genes"]))
         details += f" {missing} model genes were missing from the input and not tested."

@@ -30,6 +30,7 @@ REPRESENTATIONS = "representations.parquet"
 DE_FILE = "de.parquet"
 DE_SUMMARY = "summary.tsv"
 DE_REPORT = "de_report.json"
+GATHER_REPORT = "gather_report.json"  # `nofone gather` (Nextflow's GATHER): the chunks' reports
 SAMPLES = "samples.parquet"
 EVALUATION_FILES = ("negative_control_summary.tsv", "spike_ins_summary.tsv", "enrichment_summary.tsv",
                     "assignment.tsv", "nll_auroc.tsv")
@@ -125,6 +126,17 @@ def _read_json(path: Path) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
     return value if isinstance(value, dict) else None
+
+
+def read_de_report(de_dir: Path) -> dict | None:
+    """A `nofone de` folder's report; for a folder gathered from chunks (the Nextflow layout) the
+    first chunk's, since every chunk ran with the same model and options."""
+    report = _read_json(Path(de_dir) / DE_REPORT)
+    if report is None:
+        gathered = _read_json(Path(de_dir) / GATHER_REPORT) or {}
+        chunks = (gathered.get("reports") or {}).get(DE_REPORT) or [None]
+        report = chunks[0] if isinstance(chunks, list) and isinstance(chunks[0], dict) else None
+    return report
 
 
 def _read_tsv(path: Path, dtype: dict | None = None) -> pd.DataFrame | None:
@@ -277,7 +289,7 @@ def load(paths: ReportPaths) -> ReportData:
             data.represented["sample_id"] = data.represented["sample_id"].astype(str)
     if paths.de is not None:
         data.summary = _read_tsv(paths.de / DE_SUMMARY)
-        data.de_report = _read_json(paths.de / DE_REPORT)
+        data.de_report = read_de_report(paths.de)
         if data.summary is not None:
             missing = {"sample_id", "n_up", "n_down"} - set(data.summary.columns)
             if missing:

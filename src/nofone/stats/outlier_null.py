@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from numpy.polynomial.hermite import hermgauss
+from scipy import special
 
 from nofone.errors import InputError
 from nofone.stats.lognormal_nb import midp_tails
@@ -164,6 +165,21 @@ def equal_tail_midp_outlier(x: np.ndarray, mean: np.ndarray, r: np.ndarray, null
     lower = (1 - null.pi) * plain_lower + null.pi * wide_lower
     upper = (1 - null.pi) * plain_upper + null.pi * wide_upper
     return np.minimum(1.0, 2.0 * np.minimum(lower, upper))
+
+
+def min_callable_fold(null: OutlierNull, share_called: float, q: float) -> float:
+    """About the smallest fold change, up or down, with which a gene can reach q-value `q` under
+    the null when `share_called` of the sample's genes are called (1 where the null sets no limit).
+
+    Why: the mixture calls only changes larger than healthy individuals' outliers, and a report
+    should say how large. BH calls the k-th smallest of G p-values when p <= q k / G, and the
+    mixture's p-value is never below 2 pi Phi(-|ln fold| / tau): a well-expressed gene (a narrow
+    NB) comes close to it, a wider NB needs a larger change.
+    """
+    tail = q * share_called / (2.0 * null.pi) if null.pi > 0 and null.tau > 0 else np.inf
+    if not tail < 0.5:
+        return 1.0
+    return float(np.exp(-null.tau * special.ndtri(tail)))
 
 
 def min_pvalue_down_outlier(mean: np.ndarray, r: np.ndarray, null: OutlierNull) -> np.ndarray:

@@ -29,7 +29,12 @@ from nofone.progress import progress
 from nofone.stats.model_error import equal_tail_midp_lognormal, min_pvalue_down_lognormal, sample_model_error
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import TESTS, log2_fold_change, min_pvalue_down
-from nofone.stats.outlier_null import OutlierNull, equal_tail_midp_outlier, min_pvalue_down_outlier
+from nofone.stats.outlier_null import (
+    OutlierNull,
+    equal_tail_midp_outlier,
+    min_callable_fold,
+    min_pvalue_down_outlier,
+)
 from nofone.stats.parallel import by_gene_blocks
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
 from nofone.steps.represent import REPRESENTATIONS, read_representations
@@ -138,6 +143,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
             "null": null_used, "null_requested": null, "model_error": model_error,
             "outlier_null": outlier.to_dict() if outlier else None,
+            "min_callable_fold": _callable_folds(outlier, len(gene_ids) - alignment.n_missing, q_threshold),
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),
             "missing_model_genes": alignment.n_missing, "seconds": round(time.perf_counter() - started, 2),
         })
@@ -200,6 +206,14 @@ def _test_genes(x: np.ndarray, mean: np.ndarray, r: np.ndarray, s2: np.ndarray |
     p = by_gene_blocks(pvalues, n_genes, threads)
     down_ok = by_gene_blocks(smallest_down, n_genes, threads) < q_threshold
     return p, down_ok
+
+
+def _callable_folds(null: OutlierNull | None, n_genes: int, q: float) -> dict | None:
+    """How large a change the outlier null lets a gene be called with, for the report."""
+    if null is None or null.pi <= 0:
+        return None
+    return {"only_call": min_callable_fold(null, 1.0 / max(n_genes, 1), q),
+            "five_percent_called": min_callable_fold(null, 0.05, q)}
 
 
 def _summary(sample: str, table: pd.DataFrame, q: float, lfc: float, reps: dict, row: int) -> dict:

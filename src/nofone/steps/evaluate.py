@@ -41,6 +41,7 @@ from nofone.evaluate.metrics import (
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, Dataset, write_tables
 from nofone.progress import progress
+from nofone.report.inputs import read_de_report
 
 log = logging.getLogger(__name__)
 
@@ -219,12 +220,11 @@ def null_of_de(de_dir: Path) -> str:
     that spike-ins and compared models are tested the same way; a gathered folder (Nextflow) keeps
     its chunks' reports in gather_report.json; older reports had flags."""
     try:
-        report = json.loads((Path(de_dir) / "de_report.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        try:
-            report = json.loads((Path(de_dir) / "gather_report.json").read_text())["reports"]["de_report.json"][0]
-        except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError):
-            return "auto"
+        report = read_de_report(Path(de_dir))
+    except InputError:
+        report = None
+    if report is None:
+        return "auto"
     if "null_requested" in report:
         return report["null_requested"]
     return "model-error" if report.get("model_error") else "outlier" if report.get("outlier_null") else "nb"

@@ -248,6 +248,20 @@ def test_explicit_folders_as_in_the_nextflow_layout(run_dir, tmp_path):
     assert "de_report.json not found" not in built.html
 
 
+def test_spike_ins_caption_says_what_the_outlier_null_cannot_find(run_dir, evaluation_dir, tmp_path):
+    de = tmp_path / "de"
+    shutil.copytree(run_dir / "de", de)
+    fitted = json.loads((de / "de_report.json").read_text()) | {
+        "null": "outlier", "outlier_null": {"pi": 0.023, "tau": 0.86},
+        "min_callable_fold": {"only_call": 37.4, "five_percent_called": 7.2}}
+    (de / "de_report.json").write_text(json.dumps(fitted))
+    paths = resolve_paths(run=run_dir, de=de, evaluation=evaluation_dir)
+    html = build_report(paths, ReportOptions()).html
+    assert "no change smaller than about 7-fold when 5% of the genes are called" in html
+    plain = build_report(resolve_paths(run=run_dir, evaluation=evaluation_dir), ReportOptions()).html
+    assert "no change smaller than" not in plain
+
+
 def test_call_rule_says_how_large_a_change_the_outlier_null_needs():
     report = {"test": "equal-tail-midp", "q_threshold": 0.01, "lfc_threshold": 1.0, "null": "outlier",
               "outlier_null": {"pi": 0.023, "tau": 0.86},

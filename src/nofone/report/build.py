@@ -313,14 +313,22 @@ def _null_words(report: dict) -> str:
             f"(a log-normal outlier mixture of log-sd {fitted['tau']:.2f}, calibrated on held-out normals at training)")
 
 
-def _callable_words(report: dict) -> str:
-    """How large a change the outlier null needs before a gene can be called (from `de`)."""
-    folds = report.get("min_callable_fold") or {}
+def _callable_folds(report: dict | None) -> tuple[float, float] | None:
+    """The smallest changes the outlier null lets a gene be called with (from `de`): as a
+    sample's only call, and when 5% of the genes are called; None for the other nulls."""
+    folds = (report or {}).get("min_callable_fold") or {}
     if not (folds.get("only_call") and folds.get("five_percent_called")):
+        return None
+    return float(folds["only_call"]), float(folds["five_percent_called"])
+
+
+def _callable_words(report: dict) -> str:
+    folds = _callable_folds(report)
+    if folds is None:
         return ""
     return (f" Under this null no gene reaches the q threshold with a change smaller than about "
-            f"{folds['only_call']:.0f}-fold, up or down, when it is a sample's only call, or "
-            f"{folds['five_percent_called']:.0f}-fold when 5% of the genes are called; the NB test "
+            f"{folds[0]:.0f}-fold, up or down, when it is a sample's only call, or "
+            f"{folds[1]:.0f}-fold when 5% of the genes are called; the NB test "
             "(<code>nofone de --null nb</code>) sees smaller changes.")
 
 
@@ -823,8 +831,13 @@ def _evaluation(ctx: _Context, section: Section) -> None:
         if name in tables:
             stem = name.removesuffix(".tsv")
             section.add(f"<h3>{esc(EVALUATION_TITLES[name])}</h3>")
-            section.add(ctx.html_table(f"evaluation_{stem}", tables[name], esc(EVALUATION_CAPTIONS[name]),
-                                       colour_column=None))
+            caption = EVALUATION_CAPTIONS[name]
+            folds = _callable_folds(ctx.data.de_report)
+            if name == "spike_ins_summary.tsv" and folds is not None:
+                caption += (f" The model's calls were tested with the outlier null, as in de: it calls no change "
+                            f"smaller than about {folds[1]:.0f}-fold when 5% of the genes are called, so smaller "
+                            "planted changes go unfound by design (nofone de --null nb finds them).")
+            section.add(ctx.html_table(f"evaluation_{stem}", tables[name], esc(caption), colour_column=None))
     ctx.numbers["evaluation"] = {"folder": str(folder), "files": sorted(tables)}
 
 

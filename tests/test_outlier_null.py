@@ -18,7 +18,7 @@ from nofone.stats.lognormal_nb import midp_tails
 from nofone.stats.nb_tests import equal_tail_midp
 from nofone.stats.outlier_null import (
     OutlierNull,
-    _log_lognormal_pmf,
+    _FitValues,
     equal_tail_midp_outlier,
     fit_outlier_null,
     min_callable_fold,
@@ -54,14 +54,8 @@ def test_fit_likelihood_of_the_lognormal_part_matches_dense_integration():
     log_phi = stats.norm.logpdf(z) + np.log(z[1] - z[0])
     expected = [special.logsumexp(stats.nbinom.logpmf(xi, ri, ri / (ri + mi * np.exp(tau * z))) + log_phi)
                 for xi, mi, ri in zip(x, m, r, strict=True)]
-    xs, ms, rs = (torch.as_tensor(a) for a in (x, m, r))
-    log_r = torch.log(rs)
-    const = torch.lgamma(xs + rs) - torch.lgamma(rs) - torch.lgamma(xs + 1) + rs * log_r
-
-    def log_pmf(log_mu):
-        return const + xs * log_mu - (xs + rs) * torch.logaddexp(log_r, log_mu)
-
-    got = _log_lognormal_pmf(log_pmf, xs, rs, torch.log(ms), log_r, torch.tensor(tau, dtype=torch.float64))
+    values = _FitValues(*(torch.as_tensor(a) for a in (x, m, r)))
+    got = values.log_lognormal_pmf(torch.tensor(tau, dtype=torch.float64))
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-5)
 
 

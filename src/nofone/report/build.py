@@ -827,12 +827,12 @@ def _evaluation(ctx: _Context, section: Section) -> None:
         else:
             section.add(paragraph("negative_control_summary.tsv lacks the columns method, q_threshold, mean_de: "
                                   "no bar chart.", "note"))
+    folds = _callable_folds(ctx.data.de_report)
     for name in EVALUATION_FILES:
         if name in tables:
             stem = name.removesuffix(".tsv")
             section.add(f"<h3>{esc(EVALUATION_TITLES[name])}</h3>")
             caption = EVALUATION_CAPTIONS[name]
-            folds = _callable_folds(ctx.data.de_report)
             if name == "spike_ins_summary.tsv" and folds is not None:
                 caption += (f" The model's calls were tested with the outlier null, as in de: it calls no change "
                             f"smaller than about {folds[1]:.0f}-fold when 5% of the genes are called, so smaller "

@@ -93,19 +93,11 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     idx = np.flatnonzero(use)
     if idx.size > FIT_VALUES:
         idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_VALUES, replace=False))
-    xs, ms, rs = (torch.as_tensor(a.ravel()[idx]) for a in (x, mean, r))
-    # log NB(x; mu, r) = const(x, r) + x log mu - (x + r) log(r + mu): only the last two terms
-    # depend on (pi, tau), so the log-gammas are computed once
-    const = torch.lgamma(xs + rs) - torch.lgamma(rs) - torch.lgamma(xs + 1) + rs * torch.log(rs)
-    log_m, log_r = torch.log(ms), torch.log(rs)
-
-    def log_pmf(log_mu: torch.Tensor) -> torch.Tensor:
-        return const + xs * log_mu - (xs + rs) * torch.logaddexp(log_r, log_mu)
-
-    plain = log_pmf(log_m)
+    values = _FitValues(*(torch.as_tensor(a.ravel()[idx]) for a in (x, mean, r)))
+    plain = values.log_pmf(values.log_m)
 
     def nll(params: torch.Tensor) -> torch.Tensor:  # params: logit pi, log tau
-        wide = _log_lognormal_pmf(log_pmf, xs, rs, log_m, log_r, torch.exp(params[1]))
+        wide = values.log_lognormal_pmf(torch.exp(params[1]))
         logsig = torch.nn.functional.logsigmoid
         return -torch.logaddexp(logsig(-params[0]) + plain, logsig(params[0]) + wide).mean()
 
@@ -120,30 +112,43 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     return OutlierNull(best[1], best[2], x.shape[0], int(idx.size))
 
 
-def _log_lognormal_pmf(log_pmf, xs: torch.Tensor, rs: torch.Tensor, log_m: torch.Tensor, log_r: torch.Tensor,
-                       tau: torch.Tensor) -> torch.Tensor:
-    """ln E[NB(x; m e^(tau Z), r)], Z ~ N(0, 1), by adaptive Gauss-Hermite over Z.
+class _FitValues:
+    """The values the fit sees (counts, model means, sizes; float64 tensors) and their NB log-pmf
+    at any mean: log NB(x; mu, r) = const(x, r) + x log mu - (x + r) log(r + mu), whose log-gammas
+    do not depend on (pi, tau) and are computed once."""
 
-    The integrand's log, ln NB(x; m e^(tau z), r) - z^2 / 2, is concave in z; Newton finds its
-    mode and curvature for the current tau without a graph, and the nodes placed there are
-    constants to autograd, so the gradient in tau is the quadrature of the integrand's gradient.
-    """
-    t, w = (torch.as_tensor(a).unsqueeze(-1) for a in hermgauss(FIT_NODES))  # of g(t) e^(-t^2)
-    with torch.no_grad():
-        tau_c = tau.detach()
-        z = torch.zeros_like(xs)
-        for _ in range(_MODE_STEPS):
-            p = torch.sigmoid(log_m + tau_c * z - log_r)  # mu / (r + mu)
-            grad = tau_c * (xs - (xs + rs) * p) - z
-            hess = -(tau_c**2) * (xs + rs) * p * (1 - p) - 1
-            z = z - torch.clamp(grad / hess, -3.0, 3.0)
-            if float((grad.abs() / torch.sqrt(-hess)).max()) < _MODE_TOL:
-                break
-        p = torch.sigmoid(log_m + tau_c * z - log_r)
-        scale = math.sqrt(2.0) / torch.sqrt(tau_c**2 * (xs + rs) * p * (1 - p) + 1)
-        zk = z + scale * t  # [nodes, values]
-        log_weight = torch.log(w) + t**2 + torch.log(scale) - 0.5 * zk**2 - 0.5 * math.log(2 * math.pi)
-    return torch.logsumexp(log_weight + log_pmf(log_m + tau * zk), dim=0)
+    def __init__(self, x: torch.Tensor, mean: torch.Tensor, r: torch.Tensor) -> None:
+        self.x, self.r = x, r
+        self.log_m, self.log_r = torch.log(mean), torch.log(r)
+        self.const = torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1) + r * self.log_r
+
+    def log_pmf(self, log_mu: torch.Tensor) -> torch.Tensor:
+        return self.const + self.x * log_mu - (self.x + self.r) * torch.logaddexp(self.log_r, log_mu)
+
+    def log_lognormal_pmf(self, tau: torch.Tensor) -> torch.Tensor:
+        """ln E[NB(x; m e^(tau Z), r)], Z ~ N(0, 1), by adaptive Gauss-Hermite over Z.
+
+        The integrand's log, ln NB(x; m e^(tau z), r) - z^2 / 2, is concave in z; Newton finds its
+        mode and curvature for the current tau without a graph, and the nodes placed there are
+        constants to autograd, so the gradient in tau is the quadrature of the integrand's gradient.
+        """
+        xs, rs, log_m, log_r = self.x, self.r, self.log_m, self.log_r
+        t, w = (torch.as_tensor(a).unsqueeze(-1) for a in hermgauss(FIT_NODES))  # of g(t) e^(-t^2)
+        with torch.no_grad():
+            tau_c = tau.detach()
+            z = torch.zeros_like(xs)
+            for _ in range(_MODE_STEPS):
+                p = torch.sigmoid(log_m + tau_c * z - log_r)  # mu / (r + mu)
+                grad = tau_c * (xs - (xs + rs) * p) - z
+                hess = -(tau_c**2) * (xs + rs) * p * (1 - p) - 1
+                z = z - torch.clamp(grad / hess, -3.0, 3.0)
+                if float((grad.abs() / torch.sqrt(-hess)).max()) < _MODE_TOL:
+                    break
+            p = torch.sigmoid(log_m + tau_c * z - log_r)
+            scale = math.sqrt(2.0) / torch.sqrt(tau_c**2 * (xs + rs) * p * (1 - p) + 1)
+            zk = z + scale * t  # [nodes, values]
+            log_weight = torch.log(w) + t**2 + torch.log(scale) - 0.5 * zk**2 - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_weight + self.log_pmf(log_m + tau * zk), dim=0)
 
 
 def _minimise(nll, tau: float) -> tuple[float, float, float]:

@@ -262,6 +262,16 @@ def test_spike_ins_caption_says_what_the_outlier_null_cannot_find(run_dir, evalu
     assert "no change smaller than" not in plain
 
 
+def test_a_broken_gathered_de_report_is_a_clear_error(run_dir, tmp_path):
+    cohort = tmp_path / "cohort"
+    gather([run_dir / "representations", run_dir / "de"], cohort)
+    (cohort / "gather_report.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"gather_report.json: not valid JSON"):
+        report(None, tmp_path / "report", model=run_dir / "model", representations=cohort, de=cohort,
+               data=run_dir / "filtered")
+    assert not (tmp_path / "report").exists()  # nothing half-written
+
+
 def test_call_rule_says_how_large_a_change_the_outlier_null_needs():
     report = {"test": "equal-tail-midp", "q_threshold": 0.01, "lfc_threshold": 1.0, "null": "outlier",
               "outlier_null": {"pi": 0.023, "tau": 0.86},

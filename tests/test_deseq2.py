@@ -9,14 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from nofone.baselines.deseq2 import (
-    RESULT_COLUMNS,
-    bh,
-    group_contrast,
-    n_of_one,
-    r_independent_filtering,
-    r_lowess,
-)
+from nofone.baselines.deseq2 import RESULT_COLUMNS, group_contrast, n_of_one
+from nofone.baselines.r_deseq2 import bh, r_independent_filtering, r_lowess
 from nofone.cli.app import app
 from nofone.errors import InputError
 from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables

@@ -15,7 +15,8 @@ from nofone.cli.app import app
 from nofone.errors import InputError
 from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
 from nofone.io.ingest import ingest
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps import deseq2 as step
 from nofone.steps.de import DE_SCHEMA
 

@@ -23,7 +23,8 @@ from nofone.inference.represent import SearchConfig
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.models.dgd.config import load_config as load_dgd_config
 from nofone.models.nbvae.config import load_config as load_nbvae_config
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.common import load_model
 from nofone.steps.de import DE_FILE, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent

@@ -27,7 +27,8 @@ from nofone.models.nbvae.train import kl_weight, train_nbvae
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference, log_geometric_means
 from nofone.models.training import TrainingData
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.common import load_model
 from nofone.steps.de import DE_FILE, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent

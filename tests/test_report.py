@@ -29,7 +29,8 @@ from nofone.report.build import ReportOptions, build_report, report
 from nofone.report.inputs import resolve_paths
 from nofone.report.sections import COHORT, RUN, sections_for
 from nofone.report.sections.summary import call_rule
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.run import RunOptions, run
 from nofone.steps.scatter import gather
 

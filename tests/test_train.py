@@ -21,7 +21,8 @@ from nofone.io.artifact import read_artifact
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.models.dgd.config import load_config
 from nofone.models.dgd.model import DGD
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.train import train
 
 

@@ -79,7 +79,8 @@ def demo_command(
     from nofone.io.atomic import write_json_atomic
     from nofone.io.ingest import IngestOptions
     from nofone.models.dgd.config import load_config
-    from nofone.simulate import SimulationConfig, simulate
+    from nofone.simulate.config import SimulationConfig
+    from nofone.simulate.write import simulate
     from nofone.steps.run import RunOptions, run, score_against_truth
 
     started = time.perf_counter()

@@ -67,14 +67,15 @@ def n_of_one_command(
     Every non-normal sample against the normals a model trained on: nofone deseq2 n-of-one --input filtered/
     --outdir deseq2/ --cases-except-condition normal --controls-condition normal --controls-trained-by model/
     """
-    from nofone.steps.deseq2 import n_of_one
+    from nofone.steps.deseq2 import NOfOneOptions, n_of_one
 
-    summary = n_of_one(input, outdir, cases=cases, cases_condition=cases_condition, controls=controls,
-                       controls_condition=controls_condition, same_tissue=same_tissue, n_controls=n_controls,
-                       repeats=repeats, seed=seed, alpha=alpha, q_threshold=q_threshold,
-                       lfc_threshold=lfc_threshold, condition_column=condition_column,
-                       tissue_column=tissue_column, cases_except_conditions=tuple(cases_except_condition),
-                       controls_trained_by=controls_trained_by)
+    options = NOfOneOptions(
+        cases=cases, cases_condition=cases_condition, cases_except_conditions=tuple(cases_except_condition),
+        controls=controls, controls_condition=controls_condition, controls_trained_by=controls_trained_by,
+        same_tissue=same_tissue, n_controls=n_controls, repeats=repeats, seed=seed, alpha=alpha,
+        q_threshold=q_threshold, lfc_threshold=lfc_threshold, condition_column=condition_column,
+        tissue_column=tissue_column)
+    summary = n_of_one(input, outdir, options)
     echo(f"{summary['sample_id'].nunique()} cases x {repeats} repeat(s): median {summary['n_de'].median():g} DE genes "
          f"per run (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")
 

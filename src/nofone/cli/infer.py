@@ -65,12 +65,11 @@ def de_command(
 
     Example: nofone de --model model/ --representations reps/ --input data/ --outdir de/
     """
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
 
-    summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
-                                      q_threshold=q_threshold, lfc_threshold=lfc_threshold,
-                                      null=null, write_tsv=tsv,
-                                      chunk_size=chunk_size, device=device)
+    options = DEOptions(test=test, scaling=scaling, q_threshold=q_threshold, lfc_threshold=lfc_threshold,
+                        null=null, write_tsv=tsv, chunk_size=chunk_size, device=device)
+    summary = differential_expression(model, representations, input, outdir, options)
     used = json.loads((outdir / "de_report.json").read_text())["null"]
     echo(f"tested {len(summary)} samples against the {used} null: median {int(summary['n_de'].median())} DE genes "
          f"per sample (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")

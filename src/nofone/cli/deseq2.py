@@ -20,8 +20,7 @@ sub_app = typer.Typer(
 def contrast_command(
     input: Path = typer.Option(..., "--input", "-i", help="Dataset folder."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: deseq2_results.tsv, deseq2_report.json."),
-    design: str = typer.Option(..., help="Design formula over sample-sheet columns, e.g. '~ celltype + dex' "
-                                         "(text columns are factors; wrap numeric ones in C() to make them factors)."),
+    design: str = typer.Option(..., help="Design formula over sample-sheet columns, e.g. '~ celltype + dex' (docs/deseq2.md)."),
     contrast: str = typer.Option(..., help="factor,level,reference: log2 fold changes of level over reference."),
     alpha: float = typer.Option(0.05, help="FDR target of independent filtering; padj < alpha is counted as significant."),
 ) -> None:
@@ -44,10 +43,10 @@ def n_of_one_command(
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json."),
     cases: list[str] = typer.Option([], "--case", help="Case sample id (repeatable)."),
     cases_condition: str | None = typer.Option(None, help="Cases: the samples whose condition is this value."),
-    cases_except_condition: list[str] = typer.Option([], help="Cases: every sample whose condition is none of these values (repeatable; a sample without a condition is a case)."),
+    cases_except_condition: list[str] = typer.Option([], help="Cases: every sample whose condition is none of these values (repeatable; docs/deseq2.md)."),
     controls: list[str] = typer.Option([], "--control", help="Control sample id (repeatable)."),
     controls_condition: str | None = typer.Option(None, help="Controls: the samples whose condition is this value."),
-    controls_trained_by: Path | None = typer.Option(None, help="Model folder (from `nofone train`): controls are only the samples it trained on (with --controls-condition: those of that condition)."),
+    controls_trained_by: Path | None = typer.Option(None, help="Model folder: keep only the controls it trained on (docs/deseq2.md)."),
     same_tissue: bool = typer.Option(False, "--same-tissue", help="Only controls of the case's own tissue."),
     n_controls: int | None = typer.Option(None, min=2, help="Draw this many random controls per case and repeat (default: all)."),
     repeats: int = typer.Option(1, min=1, help="Repeats per case, each with its own random controls (needs --n-controls)."),

@@ -41,7 +41,7 @@ def component_tissues(tissue: pd.Series, component: pd.Series) -> ComponentTissu
     return ComponentTissues(counts, percent, majority, purity)
 
 
-def tested_components(tissue: pd.Series, group: pd.Series, component: pd.Series, columns: Sequence[int],
+def components_of_tested(tissue: pd.Series, group: pd.Series, component: pd.Series, columns: Sequence[int],
                       group_order: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(counts, percent of each row) of tested samples per "tissue · group" row and component:
     rows by tissue then group in `group_order`, the training `columns` first, then the others."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nofone.evaluate.association import component_tissues, long_counts, own_tissue_agreement, tested_components
+from nofone.evaluate.association import component_tissues, components_of_tested, long_counts, own_tissue_agreement
 from nofone.report.context import ReportContext, n_components
 from nofone.report.figures.model import association_heatmap
 from nofone.report.html import Section, png_figure, subheading
@@ -57,7 +57,7 @@ def _tested(ctx: ReportContext, section: Section, majority: pd.Series, columns: 
         section.missing("the tested samples have no tissue in samples.parquet")
         return
     known = reps[reps["tissue"].notna()]
-    counts, percent = tested_components(known["tissue"], known["group"], known["component"], columns,
+    counts, percent = components_of_tested(known["tissue"], known["group"], known["component"], columns,
                                         ctx.group_order(known["group"].astype(str)))
     section.add(png_figure(
         association_heatmap(percent, counts, "mixture component", "tissue · group", "% of the row's samples"),

@@ -110,6 +110,11 @@ class Section:
         self.notes.append(message)
         self.body.append(not_available(message))
 
+    def unavailable(self, message: str) -> None:
+        """The section has nothing to show: say why (and list it as not available)."""
+        self.available = False
+        self.missing(message)
+
     def render(self) -> str:
         inner = "\n".join(self.body) if self.body else not_available("nothing to show")
         return f'<section id="{esc(self.id)}">\n<h2>{esc(self.title)}</h2>\n{inner}\n</section>'

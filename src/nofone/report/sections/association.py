@@ -14,17 +14,14 @@ def build(ctx: ReportContext, section: Section) -> None:
     data = ctx.data
     training = data.training
     if training is None:
-        section.available = False
-        section.missing("model/training_representations.parquet not found (made by `nofone train`)")
+        section.unavailable("model/training_representations.parquet not found (made by `nofone train`)")
         return
     if n_components(data.config or {}) == 1:
-        section.available = False
-        section.missing("not applicable: the model's latent prior has a single component (e.g. an NB-VAE)")
+        section.unavailable("not applicable: the model's latent prior has a single component (e.g. an NB-VAE)")
         return
     fit = training[training["split"] == "train"]
     if "tissue" not in fit or fit["tissue"].isna().all():
-        section.available = False
-        section.missing("the training samples have no tissue (train with a 'tissue' column in the sample sheet)")
+        section.unavailable("the training samples have no tissue (train with a 'tissue' column in the sample sheet)")
         return
     found = component_tissues(fit["tissue"], fit["component"])
     columns = list(found.counts.columns)

@@ -10,8 +10,7 @@ from nofone.report.html import Section, esc, png_figure
 def build(ctx: ReportContext, section: Section) -> None:
     summary = ctx.data.summary
     if summary is None:
-        section.available = False
-        section.missing("de/summary.tsv not found: run `nofone de`")
+        section.unavailable("de/summary.tsv not found: run `nofone de`")
         return
     order = {g: i for i, g in enumerate(ctx.group_order(summary["group"]))}
     frame = summary.assign(_o=summary["group"].map(order)).sort_values(

@@ -30,13 +30,11 @@ CAPTIONS = {
 def build(ctx: ReportContext, section: Section) -> None:
     folder = ctx.data.paths.evaluation
     if folder is None:
-        section.available = False
-        section.missing("run `nofone evaluate` and pass its output folder with --evaluation")
+        section.unavailable("run `nofone evaluate` and pass its output folder with --evaluation")
         return
     tables = ctx.data.evaluation
     if not tables:
-        section.available = False
-        section.missing(f"none of {', '.join(EVALUATION_FILES)} in {folder}: run `nofone evaluate`")
+        section.unavailable(f"none of {', '.join(EVALUATION_FILES)} in {folder}: run `nofone evaluate`")
         return
     section.add(paragraph(f"From {code(folder)} ({code('nofone evaluate')})."))
     negative = tables.get("negative_control_summary.tsv")

@@ -12,8 +12,7 @@ from nofone.stats.projection import pca_plane
 def build(ctx: ReportContext, section: Section) -> None:
     data = ctx.data
     if data.training is None or data.training_latent is None or len(data.training) < 3:
-        section.available = False
-        section.missing("model/training_representations.parquet not found (made by `nofone train`)")
+        section.unavailable("model/training_representations.parquet not found (made by `nofone train`)")
         return
     z = data.training_latent
     tested = new_tissue = new_group = None

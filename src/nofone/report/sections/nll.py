@@ -40,8 +40,7 @@ def _nll_groups(ctx: ReportContext) -> tuple[dict[str, np.ndarray], str | None, 
 def build(ctx: ReportContext, section: Section) -> None:
     values, reference, notes = _nll_groups(ctx)
     if not values:
-        section.available = False
-        section.missing("no NLL values: model/training_representations.parquet and "
+        section.unavailable("no NLL values: model/training_representations.parquet and "
                         "representations/representations.parquet not found")
         return
     section.add(png_figure(

@@ -12,8 +12,8 @@ from nofone.report.html import Section, bold, png_figure
 def build(ctx: ReportContext, section: Section) -> None:
     history = ctx.data.history
     if history is None or "epoch" not in history or history.empty:
-        section.available = False
-        section.missing("model/history.tsv not found (a model from `nofone import-bulkdgd` has no training history)")
+        section.unavailable("model/history.tsv not found "
+                            "(a model from `nofone import-bulkdgd` has no training history)")
         return
     best = ctx.data.training_info.get("best_epoch")
     best = int(best) if best is not None else None

@@ -34,8 +34,7 @@ def _volcano_samples(ctx: ReportContext) -> list[str]:
 def build(ctx: ReportContext, section: Section) -> None:
     de_file = ctx.data.de_file
     if de_file is None:
-        section.available = False
-        section.missing("de/de.parquet not found: run `nofone de`")
+        section.unavailable("de/de.parquet not found: run `nofone de`")
         return
     samples = _volcano_samples(ctx)
     if len(dict.fromkeys(ctx.options.samples)) > MAX_VOLCANOES:
@@ -45,8 +44,7 @@ def build(ctx: ReportContext, section: Section) -> None:
         first = parquet.read_row_group(0, columns=["sample_id"]) if parquet.num_row_groups else None
         samples = [first["sample_id"][0].as_py()] if first is not None and len(first) else []
     if not samples:
-        section.available = False
-        section.missing("de/de.parquet holds no samples")
+        section.unavailable("de/de.parquet holds no samples")
         return
     present = [c for c in DE_COLUMNS if c in pq.read_schema(de_file).names]
     frame = pq.read_table(de_file, columns=present, filters=[("sample_id", "in", samples)]).to_pandas()
@@ -57,8 +55,7 @@ def build(ctx: ReportContext, section: Section) -> None:
     lfc_thr = float(report.get("lfc_threshold", 1.0))
     tables = {s: frame[frame["sample_id"] == s] for s in samples if (frame["sample_id"] == s).any()}
     if not tables:
-        section.available = False
-        section.missing(f"none of {samples} is in {de_file}")
+        section.unavailable(f"none of {samples} is in {de_file}")
         return
     chosen = "chosen with --sample" if ctx.options.samples else (
         f"the {len(tables)} tested sample{'s' if len(tables) > 1 else ''} with most DE calls, normals last")

@@ -17,8 +17,7 @@ def build(ctx: ReportContext, section: Section) -> None:
     cohort = ctx.data.cohort
     folder = cohort.folder
     if cohort.report is None and cohort.table is None:
-        section.available = False
-        section.missing(f"neither {COHORT_REPORT} nor {COHORT_RESULTS} in {folder}: is it the output folder of "
+        section.unavailable(f"neither {COHORT_REPORT} nor {COHORT_RESULTS} in {folder}: is it the output folder of "
                         "`nofone cohort-de`?")
         return
     c = read_contrast(cohort)

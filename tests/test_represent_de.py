@@ -18,7 +18,7 @@ from nofone.models.dgd.model import DGD
 from nofone.models.dgd.module import DGDModule
 from nofone.models.gmm import GMMConfig
 from nofone.models.nb import nb_log_prob
-from nofone.stats.nb_tests import bulkdgd_exact_pvalue
+from nofone.stats.bulkdgd_reference import bulkdgd_exact_pvalue
 from nofone.steps.de import DE_FILE, DEOptions, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent, representation_schema
 

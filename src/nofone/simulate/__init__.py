@@ -20,3 +20,8 @@ stream, so memory stays bounded and the output does not depend on the number of 
 config.py holds the options (`SimulationConfig`), atlas.py the gene model and the normals,
 cases.py the cases and their planted DE, write.py the files and `simulate()` itself.
 """
+
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
+
+__all__ = ["SimulationConfig", "simulate"]

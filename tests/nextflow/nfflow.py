@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,10 @@ class NFPath:
 
     def __fspath__(self) -> str:
         return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
     def __str__(self) -> str:
         return str(self.path)
@@ -181,7 +186,13 @@ class Channel:
             return self
         raise nfg.GroovyError(f"channel operator {name}() is outside the supported subset")
 
+    def _tuples(self, operator: str, items: list) -> None:
+        bad = [v for v in items if not isinstance(v, (list, tuple)) or len(v) < 2]
+        if bad:
+            raise PipelineError(f"{operator}: every item must be a tuple [key, ...], got {bad[0]!r}")
+
     def _join(self, other: Channel) -> Channel:
+        self._tuples("join", self.items + other.items)
         right = {}
         for item in other.items:
             right.setdefault(_key(item[0]), []).append(item)
@@ -195,6 +206,7 @@ class Channel:
         return Channel(joined)
 
     def _group(self, sort) -> Channel:
+        self._tuples("groupTuple", self.items)
         groups: dict = {}
         keys = {}
         for item in self.items:
@@ -335,7 +347,10 @@ class Task:
     script: str
     inputs: dict                  # input element name -> value
     outputs: dict                 # emit -> value (a tuple as a list)
+    command: str = ""             # the rendered script: block (what a real run would run)
     stub: bool = False
+    cached: bool = False
+    seconds: float = 0.0
     published: list = field(default_factory=list)
 
     @property
@@ -432,6 +447,32 @@ def stage_inputs(process: nfg.Process, inputs: list, scope: dict, task_dir: Path
                     target.symlink_to(source.resolve())
             scope[element.name] = nfg.PathList(names)
     return bound
+
+
+# Tasks already run in this process, by what they ran and the content of what they read (as
+# Nextflow's `cache 'deep'` under -resume): a Session(cache=True) reuses their folders
+TASK_CACHE: dict[str, Path] = {}
+
+
+def content_digest(path: Path) -> str:
+    """md5 over a file's bytes, or over a folder's relative paths and file bytes."""
+    digest = hashlib.md5()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(hashlib.md5(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def task_key(process: nfg.Process, script: str, stub: bool, inputs: list, scope: dict) -> str:
+    parts = [process.name, str(stub), script]
+    for declaration, value in zip(process.inputs, inputs):
+        for element, item in zip(declaration.elements, list(value) if declaration.qualifier == "tuple" else [value]):
+            if element.qualifier == "path":
+                parts += [f"{element.name}={content_digest(f.resolve())}" for f in _files(item)]
+            else:
+                parts.append(f"{element.name}={_key(item)}")
+    return hashlib.md5("\0".join(parts).encode()).hexdigest()
 
 
 def run_bash(script: str, cwd: Path, env: dict, what: str) -> str:
@@ -749,13 +790,14 @@ class Session:
     def __init__(self, work: Path, *, params: dict | None = None, profiles: tuple[str, ...] = (),
                  config_files: tuple[Path, ...] = (), main_config: Path = REPO / "nextflow.config",
                  stub: bool = False, launch_dir: Path | None = None, session_id: str = "test-session",
-                 extra_args: dict[str, str] | None = None):
+                 extra_args: dict[str, str] | None = None, cache: bool = False):
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.launch_dir = Path(launch_dir or self.work)
         self.config = Config(profiles, tuple(config_files), main_config)
         self.params = self.config.params(self.launch_dir, params)
         self.stub = stub
+        self.cache = cache
         self.session_id = session_id
         self.extra_args = extra_args or {}
         self.env = cli_env(self.config)
@@ -848,22 +890,32 @@ class Session:
         scope = task_scope(self.config, process, self.params, name=name, attempt=attempt, index=index,
                            session_id=self.session_id, launch_dir=str(self.launch_dir),
                            extra_args=self.extra_args.get(process.name, ""))
-        tag_dir = f"{len(self.tasks) + 1:02d}_{process.name.lower()}_{index}"
-        task_dir = self.work / tag_dir
-        task_dir.mkdir(parents=True)
-        bound = stage_inputs(process, inputs, scope, task_dir)
+        bound = stage_inputs(process, inputs, scope, None)
         tags = process.directive_values("tag", scope)
-        staged = {p.relative_to(task_dir) for p in task_dir.rglob("*") if p.is_symlink()}
-        block = process.stub if self.stub else process.script
-        script = nfg.render(block, scope)
-        (task_dir / ".command.sh").write_text(script)
+        command = nfg.render(process.script, scope)
+        script = nfg.render(process.stub, scope) if self.stub else command
         mode = "stub" if self.stub else "script"
-        run_bash(script, task_dir, self.env, f"{name} ({mode})")
+        key = task_key(process, script, self.stub, inputs, scope) if self.cache else None
+        cached = key in TASK_CACHE
+        seconds = 0.0
+        if cached:
+            task_dir = TASK_CACHE[key]
+        else:
+            task_dir = self.work / f"{len(self.tasks) + 1:02d}_{process.name.lower()}_{index}"
+            task_dir.mkdir(parents=True)
+            stage_inputs(process, inputs, dict(scope), task_dir)
+            (task_dir / ".command.sh").write_text(script)
+            started = time.monotonic()
+            run_bash(script, task_dir, self.env, f"{name} ({mode})")
+            seconds = time.monotonic() - started
+        staged = {p.relative_to(task_dir) for p in task_dir.rglob("*") if p.is_symlink()}
         outputs, topics = collect_outputs(process, scope, task_dir, staged, self.env, mode)
+        if key is not None:
+            TASK_CACHE[key] = task_dir
         for topic, value in topics:
             self.topics.setdefault(topic, []).append(value)
         task = Task(name, process, index, nfg.gstr(tags[0]) if tags else "", task_dir, script, bound, outputs,
-                    self.stub)
+                    command, self.stub, cached, round(seconds, 1))
         for emit, value in outputs.items():
             for path in _paths_in(value):
                 self.origin[path.path.resolve()] = (process.name, emit)

@@ -45,7 +45,7 @@ def _module(name: str):
 
 nfg, nff, nft = (_module(n) for n in ("nfgroovy", "nfflow", "nftest"))
 
-NF_TESTS = sorted(REPO.glob("tests/modules/*.nf.test")) + [REPO / "tests" / "main.nf.test"]
+NF_TESTS = [*sorted(REPO.glob("tests/modules/*.nf.test")), REPO / "tests" / "main.nf.test"]
 SUITES = {path: nft.parse(path) for path in NF_TESTS}
 COHORT_FIXTURES = REPO / "tests" / "nextflow" / "fixtures" / "cohort"
 STUB_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "stub" / "model"
@@ -101,6 +101,11 @@ def _tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def _check_the_real_run(session, out: Path) -> None:
     script = {t.simple_name: t.command for t in session.tasks}
     assert "--config train_config/test_train_config_dgd.json --checkpoint-dir " in script["NOFONE_TRAIN"]
@@ -140,7 +145,7 @@ def _check_the_real_run(session, out: Path) -> None:
     assert "--gene-sets gene_sets/gene_sets.gmt --symbol-map symbol_map/symbol_map.tsv --group 'tissue' " \
            "--contrast 'tissue02,tissue01' --covariate 'batch' --epochs 3" in script["NOFONE_COHORT_DE"]
     report = json.loads((out / "cohort_de" / "cohort_de_report.json").read_text())
-    sheet = list(csv.DictReader(open(out / "simulated" / "samplesheet.csv", newline="")))
+    sheet = _csv(out / "simulated" / "samplesheet.csv")
     tissues = [row["tissue"] for row in sheet]
     assert report["samples"]["n"] == len(sheet)
     assert report["samples"]["per_level"] == {t: tissues.count(t) for t in ("tissue02", "tissue01")}
@@ -158,10 +163,25 @@ def _check_the_real_run(session, out: Path) -> None:
     assert (out / "report" / "report.html").stat().st_size > 0 and (out / "report" / "tables").is_dir()
 
 
+@pytest.mark.slow
+def test_snapshots_do_not_depend_on_the_thread_count(tmp_path):
+    """The module tests' snapshots (SIMULATE to CHUNK, through a tiny TRAIN) come out the same
+    when every task runs on one thread instead of its label's cpus (2 under -profile test)."""
+    one_thread = tmp_path / "one_thread.config"
+    one_thread.write_text("process {\n    withLabel: '.*' {\n        cpus = 1\n    }\n}\n")
+    launch = tmp_path / "launch"
+    names = ["simulate.nf.test", "ingest.nf.test", "filter.nf.test", "train.nf.test", "chunk.nf.test"]
+    for path in (REPO / "tests" / "modules" / name for name in names):
+        suite = SUITES[path]
+        case = next(c for c in suite.tests if not c.stub)
+        session = nft.run(suite, case, tmp_path / path.stem, launch=launch, extra_config=(one_thread,))
+        assert {t.command.split()[2] for t in session.tasks} == {"1"}, "every task ran with --threads 1"
+
+
 def test_every_process_has_a_module_nf_test_with_a_stub_test():
     tested = {suite.target: suite for suite in SUITES.values() if suite.kind == "process"}
     assert set(tested) == ALL
-    for name, suite in tested.items():
+    for suite in tested.values():
         assert suite.path.name == f"{suite.script.split('/')[-2]}.nf.test", suite.path
         assert any(case.stub for case in suite.tests), f"{suite.path}: no stub test"
     pipeline = SUITES[REPO / "tests" / "main.nf.test"]
@@ -171,7 +191,7 @@ def test_every_process_has_a_module_nf_test_with_a_stub_test():
 def test_snapshot_files_match_their_tests():
     """Every test that takes a snapshot has its entry in the .snap beside it, and every entry a
     test: no missing snapshot, none left over from a renamed test."""
-    for path, suite in SUITES.items():
+    for suite in SUITES.values():
         snap = suite.snapshot_file()
         entries = set(json.loads(snap.read_text())) if snap.exists() else set()
         assert entries == nft.snapshot_names(suite), f"{snap.name}: {entries ^ nft.snapshot_names(suite)}"
@@ -210,7 +230,8 @@ def test_nf_test_serializes_snapshot_values_as_nf_test_does(tmp_path):
 # Stub runs of the whole pipeline: the wiring, by behaviour
 # ---------------------------------------------------------------------------------------------
 
-GMT_PARAMS = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"), "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
+GMT_PARAMS = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"),
+              "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
 STUB_RUNS = {
     "test": ({}, ALL - {"NOFONE_COHORT_DE"}),
@@ -408,7 +429,7 @@ def test_samplesheet_staging_against_ingest(tmp_path):
                          (launch / "more" / "cases_b" / "sample.tsv", "case002")):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(simulated / "counts" / "cases" / f"{case}.tsv", target)
-    rows = list(csv.DictReader(open(simulated / "samplesheet.csv", newline="")))
+    rows = _csv(simulated / "samplesheet.csv")
     for row in rows:
         row["counts"] = {"case001": "cases_a/sample.tsv", "case002": "more/cases_b/sample.tsv"}.get(
             row["sample"], str((simulated / row["counts"]).resolve()))

@@ -264,10 +264,11 @@ def _input_list(code: str, scope: dict) -> list:
 
 
 def run(suite: Suite, case: TestCase, tmp: Path, store: SnapshotStore | None = None, *,
-        launch: Path | None = None, cache: bool = False) -> nff.Session:
+        launch: Path | None = None, cache: bool = False, extra_config: tuple[Path, ...] = ()) -> nff.Session:
     """One test of a suite, in `tmp` (launched from `launch`, as nf-test launches every test from
     one folder): raises AssertionError (a failed `then`) or PipelineError. With `cache`, tasks
-    already run in this process with the same script and inputs are reused (-resume)."""
+    already run in this process with the same script and inputs are reused (-resume);
+    `extra_config`: further config files (as `-c`)."""
     launch = launch or tmp / "launch"
     output_dir = tmp / "output"
     for folder in (launch, output_dir):
@@ -284,7 +285,7 @@ def run(suite: Suite, case: TestCase, tmp: Path, store: SnapshotStore | None = N
     config = (here / suite.config,) if suite.config else ()
     session = nff.Session(tmp / "work", params=params, profiles=tuple(suite.profiles + case.profiles),
                           main_config=config[0] if config else REPO / "nextflow.config", stub=case.stub,
-                          launch_dir=launch, cache=cache)
+                          launch_dir=launch, cache=cache, config_files=extra_config)
     nff.Session.current = session
     code_scope = dict(session.globals)
     code_scope.update(scope)

@@ -19,7 +19,6 @@ and their snapshots) are run in tests/test_nextflow_pipeline.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -38,16 +37,10 @@ import nofone
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _module(name: str):
-    """tests/nextflow/<name>.py (the folder is not a package)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "nextflow" / f"{name}.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+sys.path.insert(0, str(REPO / "tests" / "nextflow"))  # tests/nextflow's modules import each other by name
+import nftest as nft  # noqa: E402
 
-
-nfg, nff, nft = (_module(n) for n in ("nfgroovy", "nfflow", "nftest"))
+nff, nfg = nft.nff, nft.nfg
 
 MODULES = REPO / "modules" / "local"
 SYNTAX_CHECK = Path(os.environ.get("NF_SYNTAX_CHECK", REPO.parent / "shared" / "tools" / "nf_syntax_check.groovy"))
@@ -176,7 +169,7 @@ def test_module_stubs_create_every_declared_output(tmp_path):
     `nofone --version` on the topic 'versions'."""
     session = nff.Session(tmp_path / "work", params={"checkpoint_dir": str(tmp_path / "ckpt")},
                           profiles=("test",), stub=True, launch_dir=tmp_path)
-    nff.Session.current = session
+    nff.Active.session = session
     inputs = {name: _dummy_inputs(process, tmp_path / "inputs") for name, process in PROCESSES.items()}
     with ThreadPoolExecutor(max_workers=4) as pool:
         tasks = list(pool.map(lambda name: session.run_task(PROCESSES[name], inputs[name], f"NOFONE:{name}"),

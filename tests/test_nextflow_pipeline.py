@@ -20,7 +20,6 @@ their assertions and snapshots. So here:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -35,15 +34,10 @@ import nofone
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _module(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "nextflow" / f"{name}.py")
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
+sys.path.insert(0, str(REPO / "tests" / "nextflow"))  # tests/nextflow's modules import each other by name
+import nftest as nft  # noqa: E402
 
-
-nfg, nff, nft = (_module(n) for n in ("nfgroovy", "nfflow", "nftest"))
+nff, nfg = nft.nff, nft.nfg
 
 NF_TESTS = [*sorted(REPO.glob("tests/modules/*.nf.test")), REPO / "tests" / "main.nf.test"]
 SUITES = {path: nft.parse(path) for path in NF_TESTS}

@@ -394,15 +394,7 @@ class Parser:
                 self.i = j + 2
                 break
             j += 2
-        body = []
-        while not self.is_op("}", skip_nl=True):
-            if self.at_end():
-                raise GroovyError("unterminated closure")
-            if self.peek().kind == "nl" or self.is_op(";"):
-                self.take()
-                continue
-            body.append(self.statement())
-        self.expect("}")
+        body = self.statements_until_brace()
         self.nested = saved
         return ("closure", params, body)
 
@@ -445,16 +437,21 @@ class Parser:
         self.expect("{")
         saved = self.nested
         self.nested = 0
+        body = self.statements_until_brace()
+        self.nested = saved
+        return body
+
+    def statements_until_brace(self) -> list:
+        """Statements up to the closing '}' (consumed)."""
         body = []
         while not self.is_op("}", skip_nl=True):
             if self.at_end():
-                raise GroovyError("unterminated block")
+                raise GroovyError("unterminated block or closure")
             if self.peek().kind == "nl" or self.is_op(";"):
                 self.take()
                 continue
             body.append(self.statement())
         self.expect("}")
-        self.nested = saved
         return body
 
     def if_statement(self):

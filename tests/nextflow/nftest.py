@@ -17,23 +17,12 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nfflow as nff
 
-def _load(name: str):
-    if name not in sys.modules:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-nfg = _load("nfgroovy")
-nff = _load("nfflow")
+nfg = nff.nfg
 REPO = nff.REPO
 UPDATE = os.environ.get("NOFONE_UPDATE_SNAPSHOTS") == "1"
 
@@ -286,7 +275,7 @@ def run(suite: Suite, case: TestCase, tmp: Path, store: SnapshotStore | None = N
     session = nff.Session(tmp / "work", params=params, profiles=tuple(suite.profiles + case.profiles),
                           main_config=config[0] if config else REPO / "nextflow.config", stub=case.stub,
                           launch_dir=launch, cache=cache, config_files=extra_config)
-    nff.Session.current = session
+    nff.Active.session = session
     code_scope = dict(session.globals)
     code_scope.update(scope)
     for step in case.setup:

@@ -1,12 +1,13 @@
 """A reader for the small subset of Groovy that nofone's Nextflow files use (tests only).
 
-Nextflow cannot run where the tests run, so tests/test_nextflow_contract.py reads the pipeline
-with this module: it parses each process (directives, inputs, outputs, `script:` and `stub:`),
-reads the configs (params, `withName`/`withLabel` selectors, profiles, includes), evaluates the
-Groovy expressions in them with test values (GStrings, ternaries, lists, closures such as
-`ext.args = { ... }`) and renders the bash script Nextflow would run, with Nextflow's staging
-rules for input file names. Anything outside the subset raises GroovyError, which is the cue to
-keep the Nextflow files simple (or to extend this reader).
+Nextflow cannot run where the tests run, so the tests read the pipeline with this module: it
+parses each process (directives, inputs, outputs, `script:` and `stub:`), reads the configs
+(params, `withName`/`withLabel` selectors, profiles, includes), and evaluates Groovy with test
+values: expressions (GStrings, ternaries, lists, maps, closures such as `ext.args = { ... }`),
+and the statements of workflow bodies, functions and nf-test blocks (`def`, assignments to
+names, indexes and properties, `if`/`else`, `return`, `assert`). tests/nextflow/nfflow.py runs
+the workflows with it. Anything outside the subset raises GroovyError, which is the cue to keep
+the Nextflow files simple (or to extend this reader).
 """
 
 from __future__ import annotations

@@ -23,15 +23,24 @@ from nfvalues import NFPath, PipelineError, _key, as_path
 REPO = Path(__file__).resolve().parents[2]
 
 
+_READ: dict[tuple, tuple] = {}
+
+
+def _read(path: Path, profiles: tuple[str, ...]) -> tuple:
+    """A config file's settings, read once per file version and profiles."""
+    key = (path.resolve(), path.stat().st_mtime_ns, profiles)
+    if key not in _READ:
+        _READ[key] = tuple(nfg.read_config(path, profiles))
+    return _READ[key]
+
+
 class Config:
     """nextflow.config with profiles (and further -c files), as the tasks of a run see it."""
 
     def __init__(self, profiles: tuple[str, ...] = (), extra: tuple[Path, ...] = (),
                  main: Path = REPO / "nextflow.config"):
         self.profiles = profiles
-        self.settings = nfg.read_config(main, profiles)
-        for path in extra:
-            self.settings += nfg.read_config(path, profiles)
+        self.settings = [s for path in (main, *extra) for s in _read(Path(path), tuple(profiles))]
 
     def params(self, launch_dir: Path, overrides: dict | None = None) -> dict:
         """Every param's value, as the config leaves it (dynamic values get a test value), with

@@ -180,7 +180,7 @@ class SnapshotStore:
         if UPDATE and (stored is None or stored["content"] != content):
             self.entries[name] = {
                 "content": content,
-                "meta": {"written_by": "pytest tests/test_nextflow_contract.py (tests/nextflow/nftest.py)"},
+                "meta": {"written_by": "pytest tests/test_nextflow_pipeline.py (tests/nextflow/nftest.py)"},
                 "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
             }
             ordered = {k: self.entries[k] for k in sorted(self.entries)}  # content keeps its own order

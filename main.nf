@@ -16,35 +16,40 @@ workflow {
     // Parameters against nextflow_schema.json: types, enums, files that must exist, and the
     // sample sheet against assets/schema_input.json
     validateParameters()
-    log.info paramsSummaryLog(workflow)
+    log.info(paramsSummaryLog(workflow))
     checkPlatform()
 
-    ch_versions = Channel.empty()
-    ch_samplesheet = Channel.empty()
+    ch_samplesheet = channel.empty()
     if (params.input) {
         // Every row: a safe, unique sample id and a count file that exists (errors name the row)
         samplesheetToList(params.input, "${projectDir}/assets/schema_input.json")
-        ch_samplesheet = Channel.of(file(params.input, checkIfExists: true))
+        ch_samplesheet = channel.of([[id: 'cohort'], file(params.input, checkIfExists: true)])
     }
     else if (params.simulate) {
-        NOFONE_SIMULATE()
-        ch_samplesheet = NOFONE_SIMULATE.out.simulated.map { folder -> folder.resolve('samplesheet.csv') }
-        ch_versions = ch_versions.mix(NOFONE_SIMULATE.out.versions)
+        NOFONE_SIMULATE([id: 'simulated'])
+        ch_samplesheet = NOFONE_SIMULATE.out.simulated.map { meta, folder -> [meta, folder.resolve('samplesheet.csv')] }
     }
     else {
         error("Give a sample sheet with --input samplesheet.csv (or use --simulate, or -profile test, for simulated data)")
     }
 
     NOFONE(ch_samplesheet)
-    ch_versions = ch_versions.mix(NOFONE.out.versions)
 
-    // pipeline_info/software_versions.yml: one entry per process (tasks of a process report the
-    // same version, so identical entries are merged), plus the workflow's own versions
-    ch_versions
-        .map { versions -> versions.text.trim() }
+    // pipeline_info/software_versions.yml: every process sends [process, `nofone --version`] to
+    // the topic 'versions'; the tasks of a process report the same, so each process appears once,
+    // with the workflow's own versions
+    channel.topic('versions')
         .unique()
-        .mix(Channel.of("Workflow:\n    nofone: ${workflow.manifest.version}\n    Nextflow: ${nextflow.version}"))
+        .map { process, version -> versionEntry(process, version) }
+        .mix(channel.of("Workflow:\n    nofone: ${workflow.manifest.version}\n    Nextflow: ${nextflow.version}"))
         .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true, newLine: true)
+}
+
+// One entry of software_versions.yml, `"NOFONE:NOFONE_DE":\n    nofone: 0.1.0`, from the process
+// name and what `nofone --version` printed ("nofone 0.1.0")
+def versionEntry(process, version) {
+    def words = version.trim().tokenize(' ')
+    return "\"${process}\":\n    ${words[0]}: ${words[1]}"
 }
 
 // Fail early on set-ups that cannot work, with a message saying what to change

@@ -251,7 +251,7 @@ def test_nextflow_module_script_and_stub_run_against_the_cli(cohort, tmp_path, s
         "task": {"process": "NOFONE:NOFONE_COHORT_DE", "cpus": 1,
                  "ext": {"args": "--group group --contrast trt,ctrl --covariate celltype --epochs 20 --samples 10 "
                                  "--no-deseq2 --permutations 10 --device cpu"}},
-        "data": nfg.PathList(["dataset"]), "gene_sets": nfg.PathList(["gene_sets/sets.gmt"]),
+        "meta": {"id": "cohort"}, "data": nfg.PathList(["dataset"]), "gene_sets": nfg.PathList(["gene_sets/sets.gmt"]),
         "symbol_map": nfg.PathList([]),
     }
     script = nfg.render(process.stub if stub else process.script, scope)
@@ -266,11 +266,13 @@ def test_nextflow_module_script_and_stub_run_against_the_cli(cohort, tmp_path, s
     run = subprocess.run(["bash", "-euo", "pipefail", ".command.sh"], cwd=task, env=env, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, script + run.stderr[-3000:]
-    for output in process.outputs:
-        pattern = nfg.evaluate(output.elements[0].node, scope)
+    for element in (e for output in process.outputs for e in output.elements if e.qualifier == "path"):
+        pattern = nfg.evaluate(element.node, scope)
         assert (task / pattern).exists(), f"declared output {pattern} missing"
     for name in (RESULTS_FILE, REPORT_FILE, LATENT_FILE, "latent.png", "model/weights.safetensors"):
         assert (task / "cohort_de" / name).exists(), name
     if not stub:
         assert (task / "cohort_de" / "enrichment_prerank.tsv").exists()
-        assert "nofone:" in (task / "versions.yml").read_text()
+    (versions,) = [e for output in process.outputs for e in output.elements if e.qualifier == "eval"]
+    assert subprocess.run(nfg.evaluate(versions.node, scope), shell=True, cwd=task, env=env, capture_output=True,
+                          text=True, check=True).stdout.startswith("nofone ")

@@ -18,6 +18,10 @@
  *             --skip_evaluate, nor with --model (its training samples are not in the data)
  *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables and COHORT_DE's
  *             section where they ran; not with --skip_report
+ *
+ * Channels carry [meta, files] (meta.id: the cohort; for a chunk, the chunk's name, with the
+ * cohort's meta in meta.dataset). Every process sends its `nofone --version` to the topic
+ * 'versions', which main.nf collects.
  */
 
 include { SAMPLESHEET_STAGE } from '../subworkflows/local/samplesheet/main'
@@ -35,111 +39,98 @@ include { NOFONE_REPORT     } from '../modules/local/report/main'
 
 workflow NOFONE {
     take:
-    samplesheet    // channel: one sample sheet file
+    samplesheet    // channel: [meta, sample sheet file]
 
     main:
-    ch_versions = Channel.empty()
-
-    // Optional files: [] when absent (the modules test for it)
+    // Optional files: [] when absent, and [[:], []] for an optional [meta, folder] (the modules
+    // test for it)
     annotation  = params.annotation ? file(params.annotation, checkIfExists: true) : []
     model_genes = params.model ? file("${params.model}/genes.tsv", checkIfExists: true) : []
     config_json = params.train_config_json ? file(params.train_config_json, checkIfExists: true) : []
     gene_sets   = params.gene_sets ? file(params.gene_sets, checkIfExists: true) : []
     symbol_map  = params.symbol_map ? file(params.symbol_map, checkIfExists: true) : []
+    absent      = [[:], []]
 
     SAMPLESHEET_STAGE(samplesheet)
 
-    NOFONE_INGEST(SAMPLESHEET_STAGE.out.samplesheet, SAMPLESHEET_STAGE.out.counts, model_genes, annotation)
-    ch_versions = ch_versions.mix(NOFONE_INGEST.out.versions)
+    NOFONE_INGEST(SAMPLESHEET_STAGE.out.ingest, model_genes, annotation)
 
     // Cohort DE: every ingested sample (normals, held-out normals, cases), its own NB-VAE; needs
-    // neither the gene filter nor the DGD, so it runs beside them
-    ch_cohort_de = Channel.empty()
+    // neither the gene filter nor the model of normal tissue, so it runs beside them
+    ch_cohort_de = channel.empty()
     if (params.cohort_group) {
         NOFONE_COHORT_DE(NOFONE_INGEST.out.data, gene_sets, symbol_map)
         ch_cohort_de = NOFONE_COHORT_DE.out.results
-        ch_versions  = ch_versions.mix(NOFONE_COHORT_DE.out.versions)
     }
 
-    ch_data  = Channel.empty()
-    ch_model = Channel.empty()
+    ch_data  = channel.empty()
+    ch_model = channel.empty()
     if (params.model) {
         // An existing model folder (from `nofone train` or `nofone import-bulkdgd`): the data
         // were ingested against its genes; no filter, no training.
         ch_data  = NOFONE_INGEST.out.data.first()
-        ch_model = Channel.value(file(params.model, checkIfExists: true))
+        ch_model = channel.value([[id: file(params.model).name], file(params.model, checkIfExists: true)])
     }
     else {
-        NOFONE_FILTER(NOFONE_INGEST.out.data, SAMPLESHEET_STAGE.out.groups, annotation)
+        NOFONE_FILTER(NOFONE_INGEST.out.data.join(SAMPLESHEET_STAGE.out.groups), annotation)
         NOFONE_TRAIN(NOFONE_FILTER.out.data, config_json)
-        ch_versions = ch_versions.mix(NOFONE_FILTER.out.versions, NOFONE_TRAIN.out.versions)
         ch_data  = NOFONE_FILTER.out.data.first()
         ch_model = NOFONE_TRAIN.out.model.first()
     }
 
-    // Scatter: one REPRESENT and one DE task per chunk of samples
+    // Scatter: one REPRESENT and one DE task per chunk of samples (CHUNK emits one file or a
+    // list of them)
     NOFONE_CHUNK(ch_data, ch_model)
     ch_chunks = NOFONE_CHUNK.out.chunks
-        .flatten()
-        .map { chunk -> [[id: chunk.baseName], chunk] }
+        .flatMap { meta, chunks -> [chunks].flatten().collect { chunk -> [[id: chunk.baseName, dataset: meta], chunk] } }
 
     NOFONE_REPRESENT(ch_chunks, ch_model, ch_data)
     NOFONE_DE(NOFONE_REPRESENT.out.representations, ch_model, ch_data)
 
-    // Gather: every chunk's reps_* and de_* folder, sorted by name so chunks merge in order
+    // Gather: every chunk's reps_* and de_* folder, per cohort, sorted by name so that chunks
+    // merge in order
     ch_parts = NOFONE_REPRESENT.out.representations
         .mix(NOFONE_DE.out.de)
-        .map { meta, folder -> folder }
-        .toSortedList { a, b -> a.name <=> b.name }
+        .map { meta, folder -> [meta.dataset, folder] }
+        .groupTuple(sort: { a, b -> a.name <=> b.name })
     NOFONE_GATHER(ch_parts)
 
-    ch_versions = ch_versions.mix(
-        NOFONE_CHUNK.out.versions,
-        NOFONE_REPRESENT.out.versions,
-        NOFONE_DE.out.versions,
-        NOFONE_GATHER.out.versions
-    )
-
     // The classical baseline: DESeq2, each case against the normals TRAIN trained on; with
-    // --model those are not in the data ([]): every --normal_value sample is a control
-    ch_deseq2 = Channel.empty()
+    // --model those are not in the data: every --normal_value sample is a control
+    ch_deseq2 = channel.empty()
     if (!params.skip_deseq2) {
-        NOFONE_DESEQ2(ch_data, params.model ? [] : ch_model)
-        ch_deseq2   = NOFONE_DESEQ2.out.results
-        ch_versions = ch_versions.mix(NOFONE_DESEQ2.out.versions)
+        NOFONE_DESEQ2(ch_data, params.model ? absent : ch_model)
+        ch_deseq2 = NOFONE_DESEQ2.out.results
     }
 
     // The model against DESeq2 (which EVALUATE runs itself, with TRAIN's training normals as
     // controls: hence not with --model)
-    ch_evaluation = Channel.empty()
-    report_evaluation = []    // REPORT's input: [] when EVALUATE does not run
+    ch_evaluation = channel.empty()
+    report_evaluation = absent  // REPORT's input when EVALUATE does not run
     if (!params.skip_evaluate && !params.model) {
         NOFONE_EVALUATE(ch_data, ch_model, NOFONE_GATHER.out.cohort, gene_sets)
         ch_evaluation     = NOFONE_EVALUATE.out.evaluation
         report_evaluation = NOFONE_EVALUATE.out.evaluation
-        ch_versions       = ch_versions.mix(NOFONE_EVALUATE.out.versions)
     }
 
-    // The HTML report: [] for a step that did not run (an empty channel would hold it back)
-    ch_report = Channel.empty()
+    // The HTML report: absent for a step that did not run (an empty channel would hold it back)
+    ch_report = channel.empty()
     if (!params.skip_report) {
         NOFONE_REPORT(
             ch_data,
             ch_model,
             NOFONE_GATHER.out.cohort,
             report_evaluation,
-            params.cohort_group ? ch_cohort_de : []
+            params.cohort_group ? ch_cohort_de : absent
         )
-        ch_report   = NOFONE_REPORT.out.report
-        ch_versions = ch_versions.mix(NOFONE_REPORT.out.versions)
+        ch_report = NOFONE_REPORT.out.report
     }
 
     emit:
-    cohort     = NOFONE_GATHER.out.cohort  // representations.parquet, de.parquet, summary.tsv, samples/
-    model      = ch_model
-    cohort_de  = ch_cohort_de              // cohort_de.tsv, cohort_de_report.json, latent.*, model/ (--cohort_group)
-    deseq2     = ch_deseq2                 // deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
-    evaluation = ch_evaluation             // evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
-    report     = ch_report                 // report.html, report_summary.json, tables/
-    versions   = ch_versions               // every task's versions.yml
+    cohort     = NOFONE_GATHER.out.cohort  // [meta, cohort/]: representations.parquet, de.parquet, summary.tsv, samples/
+    model      = ch_model                  // [meta, model/]
+    cohort_de  = ch_cohort_de              // [meta, cohort_de/] (--cohort_group)
+    deseq2     = ch_deseq2                 // [meta, deseq2/]: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
+    evaluation = ch_evaluation             // [meta, evaluation/]: evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
+    report     = ch_report                 // [meta, report/]: report.html, report_summary.json, tables/
 }

@@ -1,12 +1,13 @@
 """A reader for the small subset of Groovy that nofone's Nextflow files use (tests only).
 
-Nextflow cannot run where the tests run, so tests/test_nextflow_contract.py reads the pipeline
-with this module: it parses each process (directives, inputs, outputs, `script:` and `stub:`),
-reads the configs (params, `withName`/`withLabel` selectors, profiles, includes), evaluates the
-Groovy expressions in them with test values (GStrings, ternaries, lists, closures such as
-`ext.args = { ... }`) and renders the bash script Nextflow would run, with Nextflow's staging
-rules for input file names. Anything outside the subset raises GroovyError, which is the cue to
-keep the Nextflow files simple (or to extend this reader).
+Nextflow cannot run where the tests run, so the tests read the pipeline with this module: it
+parses each process (directives, inputs, outputs, `script:` and `stub:`), reads the configs
+(params, `withName`/`withLabel` selectors, profiles, includes), and evaluates Groovy with test
+values: expressions (GStrings, ternaries, lists, maps, closures such as `ext.args = { ... }`),
+and the statements of workflow bodies, functions and nf-test blocks (`def`, assignments to
+names, indexes and properties, `if`/`else`, `return`, `assert`). tests/nextflow/nfflow.py runs
+the workflows with it. Anything outside the subset raises GroovyError, which is the cue to keep
+the Nextflow files simple (or to extend this reader).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class GroovyError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 _OPS = sorted(
-    ["<=>", "==~", "?.", "?:", "*.", "->", "==", "!=", "<=", ">=", "&&", "||", "..", "=~",
+    ["<=>", "==~", "?.", "?:", "*.", "->", "==", "!=", "<=", ">=", "&&", "||", "..", "=~", "<<",
      "+", "-", "*", "/", "%", "!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", "=", "<",
      ">", "|", ";"],
     key=len, reverse=True,
@@ -248,7 +249,7 @@ class Parser:
         return cond
 
     _LEVELS = (("||",), ("&&",), ("==", "!=", "<", ">", "<=", ">=", "<=>", "=~", "==~", "in"),
-               ("..",), ("+", "-"), ("*", "/", "%"))
+               ("..",), ("<<",), ("+", "-"), ("*", "/", "%"))
 
     def binary(self, level: int):
         if level == len(self._LEVELS):
@@ -394,15 +395,7 @@ class Parser:
                 self.i = j + 2
                 break
             j += 2
-        body = []
-        while not self.is_op("}", skip_nl=True):
-            if self.at_end():
-                raise GroovyError("unterminated closure")
-            if self.peek().kind == "nl" or self.is_op(";"):
-                self.take()
-                continue
-            body.append(self.statement())
-        self.expect("}")
+        body = self.statements_until_brace()
         self.nested = saved
         return ("closure", params, body)
 
@@ -413,12 +406,70 @@ class Parser:
             name = self.take()
             self.expect("=")
             return ("def", name.value, self.expression())
+        if tok.kind == "id" and tok.value == "if":
+            return self.if_statement()
+        if tok.kind == "id" and tok.value == "return":
+            self.take(skip_nl=True)
+            ends = self.peek().kind in ("nl", "eof") or (self.peek().kind == "op" and self.peek().value in ("}", ";"))
+            return ("return", None if ends else self.expression())
+        if tok.kind == "id" and tok.value == "assert":
+            self.take(skip_nl=True)
+            condition = self.expression()
+            message = None
+            if self.is_op(":"):
+                self.take()
+                message = self.expression()
+            return ("assert", condition, message, tok.start)
         after = self.tokens[min(self._index(True) + 1, len(self.tokens) - 1)]
         if tok.kind == "id" and after.kind == "op" and after.value == "=":
             self.take(skip_nl=True)
             self.take()
             return ("def", tok.value, self.expression())
-        return ("expr", self.expression())
+        node = self.expression()
+        if self.is_op("="):
+            self.take()
+            if node[0] not in ("index", "prop"):
+                raise GroovyError("assignment to something that is neither a name, an index nor a property")
+            return ("set", node, self.expression())
+        return ("expr", node)
+
+    def block(self) -> list:
+        """`{ statements }`: the statements."""
+        self.expect("{")
+        saved = self.nested
+        self.nested = 0
+        body = self.statements_until_brace()
+        self.nested = saved
+        return body
+
+    def statements_until_brace(self) -> list:
+        """Statements up to the closing '}' (consumed)."""
+        body = []
+        while not self.is_op("}", skip_nl=True):
+            if self.at_end():
+                raise GroovyError("unterminated block or closure")
+            if self.peek().kind == "nl" or self.is_op(";"):
+                self.take()
+                continue
+            body.append(self.statement())
+        self.expect("}")
+        return body
+
+    def if_statement(self):
+        self.take(skip_nl=True)  # if
+        self.expect("(")
+        self.nested += 1
+        condition = self.expression()
+        self.expect(")")
+        self.nested -= 1
+        body = self.block()
+        orelse: list = []
+        following = self.peek(skip_nl=True)
+        if following.kind == "id" and following.value == "else":
+            self.take(skip_nl=True)
+            nxt = self.peek(skip_nl=True)
+            orelse = [self.if_statement()] if nxt.kind == "id" and nxt.value == "if" else self.block()
+        return ("if", condition, body, orelse)
 
 
 def parse_expression(tokens: list[Token]):
@@ -431,6 +482,19 @@ def parse_expression(tokens: list[Token]):
 
 def parse_statements(tokens: list[Token]) -> list:
     return [Parser(statement).statement() for statement in split_statements(tokens)]
+
+
+def parse_block(tokens: list[Token]) -> list:
+    """Statements in order, `if ... else ...` across lines included (a workflow's or a
+    function's body)."""
+    parser = Parser(tokens)
+    body = []
+    while not parser.at_end():
+        if parser.peek().kind == "nl" or parser.is_op(";"):
+            parser.take()
+            continue
+        body.append(parser.statement())
+    return body
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,15 +537,32 @@ class Closure:
     def __call__(self, *args, **extra):
         scope = dict(self.scope)
         scope.update(extra)
+        if len(self.params) > 1 and len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = tuple(args[0])  # Groovy spreads one list over several parameters
         if self.params:
             for name, value in zip(self.params, args):
                 scope[name] = value
         elif args:
             scope["it"] = args[0]
-        result = None
-        for statement in self.body:
+        return run_body(self.body, scope)
+
+
+class Return(Exception):
+    """`return` inside a closure or function body."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def run_body(body: list, scope: dict):
+    """The statements of a closure or function; the value of `return`, else of the last one."""
+    result = None
+    try:
+        for statement in body:
             result = execute(statement, scope)
-        return result
+    except Return as done:
+        return done.value
+    return result
 
 
 def truth(value) -> bool:
@@ -566,6 +647,8 @@ def get_property(value, name: str, safe: bool):
     if isinstance(value, (int, float)) and not isinstance(value, bool) and name in _UNITS:
         factor, kind = _UNITS[name]
         return Unit(value * factor, kind)
+    if hasattr(value, "groovy_get"):
+        return value.groovy_get(name)
     if isinstance(value, Path):
         return {"name": value.name, "baseName": value.stem, "parent": value.parent}[name]
     if hasattr(value, name):
@@ -573,11 +656,17 @@ def get_property(value, name: str, safe: bool):
     raise GroovyError(f"no property {name!r} on {type(value).__name__}")
 
 
-def call_method(target, name: str, args: list, safe: bool):
+def call_method(target, name: str, args: list, safe: bool, kwargs: dict | None = None):
     if target is None:
         if safe:
             return None
         raise GroovyError(f"method {name}() on null")
+    if hasattr(target, "groovy_call"):
+        return target.groovy_call(name, args, kwargs or {})
+    if kwargs:  # Groovy passes named arguments as a leading map
+        args = [kwargs, *args]
+    if name == "toString" and not args:
+        return gstr(target)
     if isinstance(target, (list, tuple)):
         if name == "join":
             return (args[0] if args else "").join(gstr(v) for v in target)
@@ -586,12 +675,31 @@ def call_method(target, name: str, args: list, safe: bool):
             return [v for v in target if truth(test(v))]
         if name == "collect":
             return [args[0](v) for v in target]
+        if name == "each":
+            for v in target:
+                args[0](v)
+            return target
+        if name in ("any", "every"):
+            test = args[0] if args else truth
+            return (any if name == "any" else all)(truth(test(v)) for v in target)
+        if name == "find":
+            return next((v for v in target if truth(args[0](v))), None)
         if name == "contains":
             return args[0] in target
         if name == "size":
             return len(target)
         if name == "isEmpty":
             return not target
+        if name in ("first", "last"):
+            return target[0 if name == "first" else -1]
+        if name == "get":
+            return target[args[0]]
+        if name in ("toList", "asList"):
+            return list(target)
+        if name == "flatten":
+            return _flatten(target)
+        if name == "unique":
+            return [v for k, v in enumerate(target) if v not in target[:k]]
     if isinstance(target, str):
         if name == "equals":
             return target == args[0]
@@ -615,11 +723,29 @@ def call_method(target, name: str, args: list, safe: bool):
             return target.get(args[0])
         if name == "containsKey":
             return args[0] in target
+        if name == "keySet":
+            return list(target)
+        if name == "size":
+            return len(target)
     raise GroovyError(f"method {name}() on {type(target).__name__} is outside the supported subset")
 
 
+def _flatten(values) -> list:
+    out = []
+    for v in values:
+        out.extend(_flatten(v) if isinstance(v, (list, tuple)) else [v])
+    return out
+
+
 def _binary(op: str, left, right):
+    if op == "<<":
+        if not isinstance(left, list):
+            raise GroovyError("<< on something other than a list")
+        left.append(right)
+        return left
     if op == "+":
+        if isinstance(left, dict):
+            return {**left, **right}
         if isinstance(left, str):
             return left + gstr(right)
         if isinstance(left, list):
@@ -692,9 +818,17 @@ def evaluate(node, scope: dict):
     if kind == "method":
         target = evaluate(node[2], scope)
         args = [evaluate(a, scope) for a in node[4]]
-        return call_method(target, node[3], args, safe=node[1] == "?.")
+        kwargs = {k: evaluate(v, scope) for k, v in node[5].items()}
+        if node[1] == "*.":
+            return [call_method(v, node[3], args, safe=False, kwargs=kwargs) for v in target]
+        return call_method(target, node[3], args, safe=node[1] == "?.", kwargs=kwargs)
     if kind == "index":
-        return evaluate(node[1], scope)[evaluate(node[2], scope)]
+        container, key = evaluate(node[1], scope), evaluate(node[2], scope)
+        if isinstance(container, dict):
+            return container.get(key)  # Groovy: null for a missing key
+        if hasattr(container, "groovy_index"):
+            return container.groovy_index(key)
+        return container[key]
     if kind == "call":
         function = scope.get(node[1])
         if callable(function):
@@ -706,10 +840,60 @@ def evaluate(node, scope: dict):
 
 def execute(statement, scope: dict):
     """Run a statement in `scope` (assignments update it); returns the statement's value."""
-    if statement[0] == "def":
+    kind = statement[0]
+    if kind == "def":
         scope[statement[1]] = evaluate(statement[2], scope)
         return scope[statement[1]]
+    if kind == "if":
+        branch = statement[2] if truth(evaluate(statement[1], scope)) else statement[3]
+        result = None
+        for inner in branch:
+            result = execute(inner, scope)
+        return result
+    if kind == "return":
+        raise Return(None if statement[1] is None else evaluate(statement[1], scope))
+    if kind == "assert":
+        if not truth(evaluate(statement[1], scope)):
+            message = gstr(evaluate(statement[2], scope)) if statement[2] is not None else ""
+            raise AssertionError(f"assert failed: {describe(statement[1])} {message}".strip())
+        return None
+    if kind == "set":
+        target, value = statement[1], evaluate(statement[2], scope)
+        container = evaluate(target[1] if target[0] == "index" else target[2], scope)
+        key = evaluate(target[2], scope) if target[0] == "index" else target[3]
+        if hasattr(container, "groovy_set"):
+            container.groovy_set(key, value)
+        elif isinstance(container, list) and isinstance(key, int):
+            container.extend([None] * (key + 1 - len(container)))
+            container[key] = value
+        else:
+            container[key] = value
+        return value
     return evaluate(statement[1], scope)
+
+
+def describe(node) -> str:
+    """A short rendering of an expression, for assertion messages."""
+    kind = node[0]
+    if kind == "var":
+        return node[1]
+    if kind == "const":
+        return repr(node[1])
+    if kind == "str":
+        return f"{node[1]}{node[2]}{node[1]}"
+    if kind == "prop":
+        return f"{describe(node[2])}{node[1]}{node[3]}"
+    if kind == "method":
+        return f"{describe(node[2])}{node[1]}{node[3]}(...)"
+    if kind == "call":
+        return f"{node[1]}(...)"
+    if kind == "bin":
+        return f"{describe(node[2])} {node[1]} {describe(node[3])}"
+    if kind == "not":
+        return f"!{describe(node[1])}"
+    if kind == "index":
+        return f"{describe(node[1])}[{describe(node[2])}]"
+    return kind
 
 
 def value_of(node, scope: dict):

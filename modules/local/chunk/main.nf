@@ -1,38 +1,28 @@
 // The samples to test (all but those the model trained on), in chunks of --chunk_size:
 // chunks/chunk_0001.txt, ... one sample id per line; one REPRESENT and one DE task per chunk.
 process NOFONE_CHUNK {
-    tag 'cohort'
+    tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
-    path data,  stageAs: 'dataset'
-    path model, stageAs: 'model'
+    tuple val(meta),  path(data, stageAs: 'dataset')
+    tuple val(meta2), path(model, stageAs: 'model')
 
     output:
-    path 'chunks/chunk_*.txt', emit: chunks
-    path 'versions.yml',       emit: versions
+    tuple val(meta), path('chunks/chunk_*.txt'),             emit: chunks
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
     """
     nofone --threads ${task.cpus} chunk --input ${data} --outdir chunks --exclude-training ${model} ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
     """
     mkdir -p chunks
     echo 'stub_sample' > chunks/chunk_0001.txt
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

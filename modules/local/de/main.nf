@@ -6,33 +6,23 @@ process NOFONE_DE {
     container "${params.container}"
 
     input:
-    tuple val(meta), path(representations)
-    path model, stageAs: 'model'
-    path data,  stageAs: 'dataset'
+    tuple val(meta),  path(representations)
+    tuple val(meta2), path(model, stageAs: 'model')
+    tuple val(meta3), path(data, stageAs: 'dataset')
 
     output:
-    tuple val(meta), path("de_${meta.id}"), emit: de
-    path 'versions.yml',                     emit: versions
+    tuple val(meta), path("de_${meta.id}"),                  emit: de
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
     """
     nofone --threads ${task.cpus} de --model ${model} --representations ${representations} --input ${data} --outdir de_${meta.id} ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
     """
     mkdir -p de_${meta.id}/samples
     touch de_${meta.id}/de.parquet de_${meta.id}/summary.tsv de_${meta.id}/de_report.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

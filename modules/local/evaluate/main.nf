@@ -4,41 +4,31 @@
 // folder): FILTER's data, TRAIN's model (its training samples are DESeq2's controls) and GATHER's
 // cohort/ (representations and DE). Options through ext.args (--no-deseq2 with --skip_deseq2).
 process NOFONE_EVALUATE {
-    tag 'cohort'
+    tag "${meta.id}"
     label 'process_medium'
     conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
-    path data,      stageAs: 'dataset'
-    path model,     stageAs: 'model'
-    path cohort,    stageAs: 'cohort'         // GATHER: representations.parquet, de.parquet, ...
-    path gene_sets, stageAs: 'gene_sets/*'    // a GMT file or gene list, or []
+    tuple val(meta),  path(data, stageAs: 'dataset')
+    tuple val(meta2), path(model, stageAs: 'model')
+    tuple val(meta3), path(cohort, stageAs: 'cohort')   // GATHER: representations.parquet, de.parquet, ...
+    path gene_sets, stageAs: 'gene_sets/*'             // a GMT file or gene list, or []
 
     output:
-    path 'evaluation',   emit: evaluation
-    path 'versions.yml', emit: versions
+    tuple val(meta), path('evaluation'),                     emit: evaluation
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
     def gene_sets_arg = gene_sets ? "--gene-set ${gene_sets}" : ''
     """
     nofone --threads ${task.cpus} evaluate --data ${data} --model ${model} --representations ${cohort} --de ${cohort} --outdir evaluation ${gene_sets_arg} ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
     """
     mkdir -p evaluation
     touch evaluation/evaluation.json evaluation/negative_control_summary.tsv evaluation/spike_ins_summary.tsv evaluation/nll_auroc.tsv
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

@@ -2,37 +2,27 @@
 // representations.parquet, de.parquet, summary.tsv, samples/<id>.tsv, gather_report.json.
 // `parts` arrives sorted by folder name, so chunks are merged in order.
 process NOFONE_GATHER {
-    tag 'cohort'
+    tag "${meta.id}"
     label 'process_low'
     conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
-    path parts
+    tuple val(meta), path(parts)
 
     output:
-    path 'cohort',       emit: cohort
-    path 'versions.yml', emit: versions
+    tuple val(meta), path('cohort'),                         emit: cohort
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
     """
     nofone --threads ${task.cpus} gather ${parts} --outdir cohort ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
     """
     mkdir -p cohort/samples
     touch cohort/representations.parquet cohort/de.parquet cohort/summary.tsv cohort/gather_report.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

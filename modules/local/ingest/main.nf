@@ -2,20 +2,19 @@
 // The sample sheet arrives rewritten by subworkflows/local/samplesheet: its `counts` column
 // points at inputs/<n>/<file name>, where this process stages the n-th distinct count file.
 process NOFONE_INGEST {
-    tag 'cohort'
+    tag "${meta.id}"
     label 'process_medium'
     conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
     input:
-    path samplesheet, stageAs: 'samplesheet.csv'
-    path counts,      stageAs: 'inputs/*/*'
-    path genes,       stageAs: 'model_genes/*'   // a model's genes.tsv (with --model), or []
-    path annotation,  stageAs: 'annotation/*'    // gene annotation TSV, or []
+    tuple val(meta), path(samplesheet, stageAs: 'samplesheet.csv'), path(counts, stageAs: 'inputs/*/*')
+    path genes,      stageAs: 'model_genes/*'   // a model's genes.tsv (with --model), or []
+    path annotation, stageAs: 'annotation/*'    // gene annotation TSV, or []
 
     output:
-    path 'data',         emit: data
-    path 'versions.yml', emit: versions
+    tuple val(meta), path('data'),                           emit: data
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
@@ -23,21 +22,11 @@ process NOFONE_INGEST {
     def annotation_arg = annotation ? "--annotation ${annotation}" : ''
     """
     nofone --threads ${task.cpus} ingest --samplesheet ${samplesheet} --outdir data ${genes_arg} ${annotation_arg} ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
     """
     mkdir -p data
     touch data/counts.parquet data/genes.parquet data/samples.parquet data/ingest_report.json
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

@@ -2,24 +2,22 @@
 // profile (`--simulate`), so that it needs no downloads. Writes simulated/samplesheet.csv with
 // count paths relative to that folder.
 process NOFONE_SIMULATE {
-    tag 'simulated'
+    tag "${meta.id}"
     label 'process_single'
     conda "${moduleDir}/../../../containers/environment.yml"
     container "${params.container}"
 
+    input:
+    val meta
+
     output:
-    path 'simulated',    emit: simulated
-    path 'versions.yml', emit: versions
+    tuple val(meta), path('simulated'),                      emit: simulated
+    tuple val("${task.process}"), eval('nofone --version'), emit: versions, topic: versions
 
     script:
     def args = task.ext.args ?: ''
     """
     nofone --threads ${task.cpus} simulate --outdir simulated ${args}
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 
     stub:
@@ -29,10 +27,5 @@ process NOFONE_SIMULATE {
     echo 'sample,counts,condition,tissue' > simulated/samplesheet.csv
     echo 'stub_normal,counts/normals.tsv,normal,t1' >> simulated/samplesheet.csv
     echo 'case001,counts/case001.tsv,case,t1' >> simulated/samplesheet.csv
-
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        nofone: \$(nofone --version | sed 's/^nofone //')
-    END_VERSIONS
     """
 }

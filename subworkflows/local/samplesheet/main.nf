@@ -15,24 +15,28 @@
 //      verbatim (extra metadata columns reach samples.parquet), and written with collectFile,
 //      whose output is cached across -resume, so the INGEST task hash is stable.
 // The CLI resolves a relative counts path against the sheet's folder: the INGEST task folder.
-// tests/test_nextflow_contract.py mirrors this logic in Python and runs INGEST on its output.
+// tests/test_nextflow_contract.py runs this workflow (tests/nextflow/nfflow.py) and INGEST on
+// its output.
 
 workflow SAMPLESHEET_STAGE {
     take:
-    samplesheet    // channel: one sample sheet (CSV, or TSV when named *.tsv)
+    samplesheet    // channel: [meta, sample sheet (CSV, or TSV when named *.tsv)]
 
     main:
-    ch_staged = samplesheet.map { sheet -> stageSampleSheet(sheet) }
-    ch_samplesheet = ch_staged
-        .map { staged -> staged.csv }
-        .collectFile(name: 'samplesheet.csv')
-    ch_counts = ch_staged.map { staged -> staged.files }
-    ch_groups = ch_staged.map { staged -> filterGroups(params.filter_group, staged.columns) }
+    ch_staged = samplesheet.map { meta, sheet -> [meta, stageSampleSheet(sheet)] }
+    // One rewritten sheet per meta.id, joined back to its meta and count files
+    ch_written = ch_staged
+        .collectFile { meta, staged -> ["${meta.id}.csv", staged.csv] }
+        .map { sheet -> [sheet.baseName, sheet] }
+    ch_ingest = ch_staged
+        .map { meta, staged -> [meta.id, meta, staged.files] }
+        .join(ch_written)
+        .map { id, meta, files, sheet -> [meta, sheet, files] }
+    ch_groups = ch_staged.map { meta, staged -> [meta, filterGroups(params.filter_group, staged.columns)] }
 
     emit:
-    samplesheet = ch_samplesheet   // rewritten sheet: counts -> inputs/<n>/<file name>
-    counts      = ch_counts        // the distinct count files, in the order of their numbers
-    groups      = ch_groups        // --filter_group columns present in the sheet, comma-separated
+    ingest = ch_ingest   // [meta, rewritten sheet (counts -> inputs/<n>/<file name>), the distinct count files in the order of their numbers]
+    groups = ch_groups   // [meta, the --filter_group columns present in the sheet, comma-separated]
 }
 
 def stageSampleSheet(sheet) {
@@ -41,7 +45,7 @@ def stageSampleSheet(sheet) {
     if (!rows) {
         error("Sample sheet ${sheet} has a header but no samples")
     }
-    def columns = rows[0].keySet() as List
+    def columns = rows[0].keySet().toList()
     def numbers = [:]
     def files = []
     def lines = [columns.collect { column -> csvField(column) }.join(',')]
@@ -65,7 +69,7 @@ def resolveCountsPath(value, sheet, sample) {
     if (!value) {
         error("Sample sheet ${sheet}: empty 'counts' for sample ${sample}")
     }
-    if (value.startsWith('/') || value =~ /^[A-Za-z][A-Za-z0-9+.-]*:/) {
+    if (value.startsWith('/') || value =~ '^[A-Za-z][A-Za-z0-9+.-]*:') {
         return file(value, checkIfExists: true)
     }
     def fromLaunchDir = workflow.launchDir.resolve(value)
@@ -91,7 +95,7 @@ def filterGroups(groups, columns) {
     def wanted = (groups ?: '').tokenize(',').collect { group -> group.trim() }.findAll { group -> group }
     def present = wanted.findAll { group -> group in columns }
     if (present.size() < wanted.size()) {
-        log.warn "filterByExpr groups: column(s) ${wanted - present} not in the sample sheet; grouping by ${present ?: 'nothing'}"
+        log.warn("filterByExpr groups: column(s) ${wanted - present} not in the sample sheet; grouping by ${present ?: 'nothing'}")
     }
     return present.join(',')
 }

@@ -85,12 +85,12 @@ def model_facts(config: dict) -> dict:
     Artifacts written before these were top-level keys are read from their settings: a "gmm" entry
     gives the components, other nofone models had one standard-normal prior (1 component).
     """
-    model_type = config.get("model_type") or DEFAULT_MODEL_TYPE
     if "n_components" in config:
         return {"display_name": config.get("display_name"), "n_components": config["n_components"],
                 "latent_dim": config.get("latent_dim")}
+    model_type = config.get("model_type") or ""
     settings = config.get(model_type) or {}
     entry = MODELS.get(model_type)
     components = (settings["gmm"] or {}).get("n_components") if "gmm" in settings else (1 if settings else None)
-    return {"display_name": entry.display_name if entry else model_type, "n_components": components,
+    return {"display_name": entry.display_name if entry else model_type or None, "n_components": components,
             "latent_dim": settings.get("latent_dim")}

@@ -24,7 +24,9 @@ import pyarrow.parquet as pq
 from nofone import __version__
 from nofone.errors import InputError
 from nofone.evaluate.agreement import compare_with_deseq2
+from nofone.evaluate.metrics import auroc
 from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.models.registry import model_facts
 from nofone.report import figures
 from nofone.report.html import Section, esc, format_value, key_values, page, paragraph, png_figure, table
 from nofone.report.inputs import (
@@ -218,20 +220,18 @@ def _percent(value: float | None) -> str:
 
 def _model_settings(config: dict) -> dict:
     """The architecture settings of whichever model type made the artifact."""
-    return config.get(config.get("model_type") or "dgd") or {}
+    return config.get(config.get("model_type") or "") or {}
 
 
 def _n_components(config: dict) -> int | None:
-    """Mixture components of the latent prior (1 for a standard normal prior, as the NB-VAE's)."""
-    settings = _model_settings(config)
-    if "gmm" in settings:
-        return (settings.get("gmm") or {}).get("n_components")
-    return 1 if settings else None
+    """Mixture components of the model's prior (1 for a standard normal prior, as the NB-VAE's;
+    None for a model without components), from the facts config.json states."""
+    return model_facts(config)["n_components"]
 
 
 def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
     config = ctx.data.config or {}
-    dgd = _model_settings(config)
+    settings = _model_settings(config)
     info = ctx.data.training_info
     calibration = info.get("dispersion_calibration") or {}
     history = ctx.data.history
@@ -247,8 +247,8 @@ def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
         ("model folder", str(ctx.data.paths.model)),
         ("trained with nofone", config.get("nofone_version")),
         ("genes", config.get("n_genes")),
-        ("latent dimensions", dgd.get("latent_dim")),
-        ("hidden layers", " × ".join(str(h) for h in dgd.get("hidden", [])) or None),
+        ("latent dimensions", model_facts(config)["latent_dim"]),
+        ("hidden layers", " × ".join(str(h) for h in settings.get("hidden", [])) or None),
         ("mixture components", _n_components(config)),
         ("training samples", info.get("n_train")),
         ("held-out normals", info.get("n_test")),
@@ -266,13 +266,12 @@ def _model_rows(ctx: _Context) -> list[tuple[str, object]]:
 
 def _model_numbers(ctx: _Context) -> dict:
     config = ctx.data.config or {}
-    dgd = _model_settings(config)
     info = ctx.data.training_info
     history = ctx.data.history
     calibration = info.get("dispersion_calibration") or {}
     return {
         "model_type": config.get("model_type"), "n_genes": config.get("n_genes"),
-        "latent_dim": dgd.get("latent_dim"), "n_components": _n_components(config),
+        "latent_dim": model_facts(config)["latent_dim"], "n_components": _n_components(config),
         "n_train": info.get("n_train"), "n_test": info.get("n_test"),
         "epochs_run": int(history["epoch"].max()) if history is not None and len(history) else None,
         "epochs_max": info.get("epochs"), "best_epoch": info.get("best_epoch"),
@@ -529,7 +528,7 @@ def _association(ctx: _Context, section: Section) -> None:
         section.available = False
         section.missing("model/training_representations.parquet not found (made by `nofone train`)")
         return
-    if _n_components(data.config or {}) == 1:
+    if _n_components(data.config or {}) in (1, None) and data.config:
         section.available = False
         section.missing("not applicable: the model's latent prior has a single component (e.g. an NB-VAE)")
         return
@@ -627,16 +626,6 @@ def _nll_groups(ctx: _Context) -> tuple[dict[str, np.ndarray], str | None, list[
         reference = data.heldout
     ordered = {g: values[g] for g in ctx.group_order(values) if len(values[g])}
     return ordered, reference, notes
-
-
-def auroc(scores: np.ndarray, reference: np.ndarray) -> float:
-    """P(score of a group sample > score of a reference sample), ties half: Mann-Whitney U / (n1 n2)."""
-    from scipy.stats import mannwhitneyu
-
-    scores, reference = scores[np.isfinite(scores)], reference[np.isfinite(reference)]
-    if not len(scores) or not len(reference):
-        return float("nan")
-    return float(mannwhitneyu(scores, reference, alternative="two-sided").statistic / (len(scores) * len(reference)))
 
 
 def _nll(ctx: _Context, section: Section) -> None:

@@ -60,7 +60,7 @@ def model_class(model_type: str) -> type[NormalModel]:
 
 def model_class_for_config(config: Any) -> type[NormalModel]:
     """The registered class whose settings `config` is (a config knows its model only by its class)."""
-    for model_type in MODEL_TYPES:
+    for model_type in MODELS:
         cls = model_class(model_type)
         if type(config) is cls.CONFIG_CLASS:
             return cls

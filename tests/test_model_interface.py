@@ -157,16 +157,13 @@ class ProfileModel(NormalModel):
     MODULE_CLASS = ProfileModule
     PRESETS: ClassVar[dict] = {"default": ProfileConfig()}
     DEFAULT_PRESET = "default"
+    PLAN = ProfilePlan
     gives_spread = True
 
     @classmethod
     def settings(cls, preset_or_json=None, overrides=None) -> ProfileConfig:
         return config_io.load(preset_or_json or "default", cls.PRESETS, ProfileConfig.from_dict, ProfileConfig.to_dict,
                               overrides, "profile", "default")
-
-    @classmethod
-    def training_plan(cls, data, config, device) -> ProfilePlan:
-        return ProfilePlan(data, config, device)
 
     @property
     def default_scaling(self) -> str:

@@ -152,6 +152,8 @@ class NormalModel(ArtifactModel, ABC):
     #: the model's named settings (`settings` accepts these names or a JSON file laid over one)
     PRESETS: ClassVar[dict[str, Any]]
     DEFAULT_PRESET: ClassVar[str]
+    #: the model's `TrainingPlan` class, built from (data, config, device)
+    PLAN: ClassVar[type[TrainingPlan]]
     #: True when `closest_normal` gives a per-gene `spread` (represent then stores it)
     gives_spread: ClassVar[bool] = False
 
@@ -162,10 +164,10 @@ class NormalModel(ArtifactModel, ABC):
         with dotted keys ({"training.epochs": 50}; None values are ignored)."""
 
     @classmethod
-    @abstractmethod
     def training_plan(cls, data: TrainingData, config: Any, device: str) -> TrainingPlan:
         """What the shared loop (`nofone.models.training.fit`) trains: module, optimisers, the
         epoch's steps, the held-out score, checkpointed extras, diagnostics, the calibration."""
+        return cls.PLAN(data, config, device)
 
     @abstractmethod
     def closest_normal(self, counts: torch.Tensor, measured: torch.Tensor | None,

@@ -19,6 +19,7 @@ from nofone.models.base import LatentNormalModel
 from nofone.models.dgd.bulkdgd import Labels, read_bulkdgd
 from nofone.models.dgd.config import PRESETS, DGDConfig, load_config
 from nofone.models.dgd.module import DGDModule
+from nofone.models.dgd.train import DGDPlan
 
 MODEL_TYPE = "dgd"
 
@@ -31,17 +32,12 @@ class DGD(LatentNormalModel):
     CONFIG_CLASS = DGDConfig
     MODULE_CLASS = DGDModule
     PRESETS = PRESETS
+    PLAN = DGDPlan
     DEFAULT_PRESET = "small"
 
     @classmethod
     def settings(cls, preset_or_json: str | None = None, overrides: dict | None = None) -> DGDConfig:
         return load_config(preset_or_json or cls.DEFAULT_PRESET, overrides)
-
-    @classmethod
-    def training_plan(cls, data, config: DGDConfig, device: str):
-        from nofone.models.dgd.train import DGDPlan
-
-        return DGDPlan(data, config, device)
 
     @property
     def n_components(self) -> int:

@@ -26,6 +26,7 @@ import torch
 from nofone.models.base import LatentNormalModel
 from nofone.models.nbvae.config import PRESETS, NBVAEConfig, load_config
 from nofone.models.nbvae.module import NBVAEModule
+from nofone.models.nbvae.train import NBVAEPlan
 
 MODEL_TYPE = "nbvae"
 
@@ -38,17 +39,12 @@ class NBVAE(LatentNormalModel):
     CONFIG_CLASS = NBVAEConfig
     MODULE_CLASS = NBVAEModule
     PRESETS = PRESETS
+    PLAN = NBVAEPlan
     DEFAULT_PRESET = "default"
 
     @classmethod
     def settings(cls, preset_or_json: str | None = None, overrides: dict | None = None) -> NBVAEConfig:
         return load_config(preset_or_json or cls.DEFAULT_PRESET, overrides)
-
-    @classmethod
-    def training_plan(cls, data, config: NBVAEConfig, device: str):
-        from nofone.models.nbvae.train import NBVAEPlan
-
-        return NBVAEPlan(data, config, device)
 
     @property
     def n_components(self) -> int:

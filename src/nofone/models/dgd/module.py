@@ -102,6 +102,8 @@ class DGDModule(nn.Module):
 
     def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         """[..., G]: r at latent points z [..., D] (the per-gene r, broadcast, unless r depends on z)."""
+        if self.log_r is not None:
+            return torch.exp(self.log_r).expand(*z.shape[:-1], self.n_genes)
         return torch.exp(self.log_dispersion_at(z))
 
     def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:

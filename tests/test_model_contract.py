@@ -156,3 +156,21 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(model_type, model_ru
     drop = ("seconds", "resumed_from_epoch", "input")
     assert {k: v for k, v in whole.items() if k not in drop} == {k: v for k, v in resumed.items() if k not in drop}
     assert json.dumps(a.config["n_components"]) == json.dumps(b.config["n_components"])
+
+
+def test_cuda_out_of_memory_in_training_is_exit_75_and_writes_nothing(model_run, runner, monkeypatch, tmp_path):
+    """Nextflow retries exit 75 with more memory; the loop raises CudaOutOfMemory for any model."""
+    from nofone.cli.app import app
+    from nofone.errors import EXIT_CUDA_OOM
+
+    model_type, out, _ = model_run
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(model_class(model_type).PLAN, "train_epoch", out_of_memory)
+    result = runner.invoke(app, ["train", "--model-type", model_type, "--input", str(out / "filtered"), "--outdir",
+                                 str(tmp_path / "m"), "--epochs", "2", "--device", "cpu"])
+    assert result.exit_code == EXIT_CUDA_OOM, result.output
+    assert "CUDA out of memory" in result.output and "batch size" in result.output
+    assert not (tmp_path / "m" / "weights.safetensors").exists()

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from nofone.errors import InputError
+from nofone.errors import InputError, cuda_memory_guard
 from nofone.models.calibration import calibrate_on_heldout
 from nofone.models.checkpoint import Checkpointing, TrainingState
 
@@ -161,11 +161,13 @@ class TrainingPlan(ABC):
         return {}
 
 
+@cuda_memory_guard("retry with a smaller batch size (--batch-size, or training.batch_size in the config) or on "
+                   "a larger GPU")
 def fit(plan: TrainingPlan, *, checkpoint_dir: Path | None = None, resume: bool = False,
         on_epoch: Callable[[dict], None] | None = None) -> TrainingOutcome:
     """Train `plan`: epochs of its steps, early stopping on its held-out score with the best
     epoch restored, checkpoints every `checkpoint_every` epochs (exact resume), then its
-    calibration on the held-out normals."""
+    calibration on the held-out normals. CUDA running out of memory is `CudaOutOfMemory` (exit 75)."""
     t = plan.config.training
     state = TrainingState(plan, t.seed)
     config_json = json.dumps(plan.config.to_dict(), sort_keys=True)

@@ -39,7 +39,7 @@ __all__ = ["HISTORY", "TRAIN_REPRESENTATIONS", "dispersion_range", "nbvae_repres
            "representation_table", "train"]
 
 
-@cuda_memory_guard("retry with a smaller --batch-size or on a larger GPU")
+@cuda_memory_guard("retry with a smaller --batch-size or on a larger GPU")  # building the model; fit() guards training
 def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str = "condition",
           normal_value: str = "normal", stratify: str | None = "tissue", device: str = "auto",
           resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False) -> dict:

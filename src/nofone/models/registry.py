@@ -43,11 +43,13 @@ DEFAULT_MODEL_TYPE = "dgd"
 
 
 def presets_help() -> str:
-    """"DGD: small (default), paper; NB-VAE: default (default)" for the CLI's --config help."""
-    return "; ".join(
-        f"{e.display_name}: " + ", ".join(p + (" (default)" if p == e.default_preset else "") for p in e.presets)
-        for e in MODELS.values()
-    )
+    """"DGD: small (default), paper; NB-VAE: default" for the CLI's --config help."""
+    def named(entry: ModelEntry) -> str:
+        if len(entry.presets) == 1:
+            return entry.presets[0]
+        return ", ".join(p + (" (default)" if p == entry.default_preset else "") for p in entry.presets)
+
+    return "; ".join(f"{e.display_name}: {named(e)}" for e in MODELS.values())
 
 
 def model_class(model_type: str) -> type[NormalModel]:

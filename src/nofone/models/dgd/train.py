@@ -12,9 +12,6 @@ both on test batches too). `DGDPlan` is the DGD's part in the shared loop
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -25,15 +22,9 @@ from nofone.inference.represent import SearchConfig, search_latent
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
 from nofone.models.scaling import scaling_factor
-from nofone.models.training import TrainingData, TrainingOutcome, TrainingPlan, component_purity, fit
+from nofone.models.training import TrainingData, TrainingPlan, component_purity
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(kw_only=True)
-class TrainResult(TrainingOutcome):
-    module: DGDModule
-    latent: np.ndarray  # [N, D], rows in the order of TrainingData
 
 
 class DGDPlan(TrainingPlan):
@@ -133,16 +124,6 @@ class DGDPlan(TrainingPlan):
             log.warning("%.0f%% of training samples sit in one mixture component: the GMM may have "
                         "collapsed", 100 * final["largest_component_fraction"])
         return out
-
-
-def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
-              checkpoint_dir: Path | None = None, resume: bool = False,
-              on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fit the DGD to `data`; checkpoints every `training.checkpoint_every` epochs."""
-    plan = DGDPlan(data, config, device)
-    outcome = fit(plan, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=on_epoch)
-    latent, _ = plan.trained_points()
-    return TrainResult(module=plan.module.cpu(), latent=latent, **vars(outcome))
 
 
 def _run_epoch(plan: DGDPlan, generator: torch.Generator, batch_size: int, noise: float = 0.0) -> dict:

@@ -39,13 +39,6 @@ import torch
 from common import DATA, REPO, atlas_sheet
 
 
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    from scipy.stats import mannwhitneyu
-
-    u = mannwhitneyu(positive, negative, alternative="two-sided").statistic
-    return float(u / (len(positive) * len(negative)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "atlas")
@@ -59,6 +52,7 @@ def main() -> None:
     if not (DATA / "normal_atlas").is_dir():
         sys.exit(f"the normal atlas is not at {DATA / 'normal_atlas'}")
     torch.set_num_threads(2)
+    from nofone.evaluate.metrics import auroc
     from nofone.inference.represent import SearchConfig
     from nofone.io.dataset import Dataset, copy_subset
     from nofone.io.ingest import IngestOptions, ingest

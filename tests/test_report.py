@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, simulate_two_group_cohort
 
 from nofone.errors import InputError
-from nofone.evaluate.ood import finite_auroc
+from nofone.evaluate.metrics import auroc
 from nofone.io.ingest import IngestOptions
 from nofone.models.dgd.config import load_config
 from nofone.report.build import ReportOptions, build_report, report
@@ -298,9 +298,9 @@ def test_unknown_volcano_sample_is_an_error(run_dir, tmp_path):
 def test_auroc_is_mann_whitney_u_over_n1_n2():
     import numpy as np
 
-    assert finite_auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
-    assert finite_auroc(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
-    assert finite_auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert auroc(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
 
 
 def test_cli(run_dir, evaluation_dir, tmp_path, runner):

@@ -17,7 +17,8 @@ from nofone.evaluate.calls import (
     top_calls,
 )
 from nofone.evaluate.enrichment_agreement import compare_rankings, lookup, sort_terms
-from nofone.evaluate.ood import finite_auroc, nll_by_group
+from nofone.evaluate.metrics import auroc
+from nofone.evaluate.ood import nll_by_group
 from nofone.stats.contrast import contrast_weights, group_means, posterior_interval, replicate_interval
 from nofone.stats.projection import pca_plane, principal_plane
 
@@ -108,8 +109,8 @@ def test_nll_by_group_and_its_auroc():
     assert rows["case"]["auroc_vs_reference"] == 1.0  # inf and NaN are left out, not counted
     assert rows["training"]["auroc_vs_reference"] == 0.0 and rows["training"]["median_nll_per_gene"] == 0.55
     assert all(r["auroc_vs_reference"] is None for r in nll_by_group(values, None))
-    assert finite_auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
-    assert np.isnan(finite_auroc(np.array([np.nan]), np.array([1.0])))
+    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert np.isnan(auroc(np.array([np.nan]), np.array([1.0])))
 
 
 def test_compare_rankings():

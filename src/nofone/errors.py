@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 #: Exit code for input or usage errors (bad file, bad option). Nextflow must not retry these.
 EXIT_INPUT = 2
 #: Exit code for CUDA out-of-memory; `conf/base.config` retries it with more memory.
@@ -22,3 +25,18 @@ class CudaOutOfMemory(NofoneError):
     """The GPU ran out of memory; a retry with a smaller chunk or a larger GPU may succeed."""
 
     exit_code = EXIT_CUDA_OOM
+
+
+@contextmanager
+def cuda_memory_guard(advice: str) -> Iterator[None]:
+    """Turn torch's CUDA out-of-memory error into `CudaOutOfMemory` (exit 75), with `advice`
+    ("retry with a smaller --chunk-size ...") after torch's own first line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        import torch  # already imported by whoever ran out of GPU memory
+
+        if not isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+        raise CudaOutOfMemory(f"CUDA out of memory ({first}); {advice}") from exc

@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nofone.choices import NULLS, PRESETS, TESTS
+from nofone.choices import NULLS, TESTS
 from nofone.cli.common import handle_errors
+from nofone.cli.train import resolve_model_type
+from nofone.models.registry import DEFAULT_MODEL_TYPE, MODEL_TYPES, presets_help
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -23,7 +25,8 @@ def run_command(
     samplesheet: Path = typer.Option(..., "--samplesheet", "-i", help="Sample sheet: normal samples to train on and the samples to test."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output folder (one sub-folder per step)."),
     model: Path | None = typer.Option(None, help="Use this model instead of training one."),
-    config: str = typer.Option("small", help=f"Model preset ({', '.join(PRESETS)}) or JSON file, when training."),
+    model_type: str | None = typer.Option(None, "--model-type", help=f"Model to train: {', '.join(MODEL_TYPES)} (default: the JSON config's \"model_type\", else {DEFAULT_MODEL_TYPE})."),
+    config: str | None = typer.Option(None, help=f"Model preset ({presets_help()}) or JSON file, when training."),
     epochs: int | None = typer.Option(None, min=1, help="Override the number of epochs."),
     seed: int | None = typer.Option(None, help="Override the training seed."),
     round_counts: bool = typer.Option(False, "--round-counts", help="Round non-integer counts (RSEM, Salmon)."),
@@ -48,11 +51,13 @@ def run_command(
     """
     from nofone.inference.represent import SearchConfig
     from nofone.io.ingest import IngestOptions
-    from nofone.models.dgd.config import load_config
+    from nofone.models.registry import model_class
     from nofone.steps.run import RunOptions, run
 
+    settings = model_class(resolve_model_type(model_type, config)).settings(
+        config, {"training.epochs": epochs, "training.seed": seed})
     options = RunOptions(
-        model=model, config=load_config(config, {"training.epochs": epochs, "training.seed": seed}),
+        model=model, config=settings,
         ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
@@ -78,9 +83,8 @@ def demo_command(
     """
     from nofone.io.atomic import write_json_atomic
     from nofone.io.ingest import IngestOptions
-    from nofone.models.dgd.config import load_config
-    from nofone.simulate.config import SimulationConfig
-    from nofone.simulate.write import simulate
+    from nofone.models.registry import model_class
+    from nofone.simulate import SimulationConfig, simulate
     from nofone.steps.run import RunOptions, run, score_against_truth
 
     started = time.perf_counter()
@@ -88,7 +92,7 @@ def demo_command(
     sim = outdir / "simulation"
     log.info("simulating a normal atlas and case samples into %s", sim)
     simulate(sim, SimulationConfig(seed=seed, samples_per_tissue=100, cases=16))
-    options = RunOptions(config=load_config("small", {"training.seed": seed}),
+    options = RunOptions(config=model_class(DEFAULT_MODEL_TYPE).settings(None, {"training.seed": seed}),
                          ingest=IngestOptions(annotation=sim / "genes.tsv"), device=device)
     report = run(sim / "samplesheet.csv", outdir, options)
     cases = [s["sample_id"] for s in report["samples"] if s["group"] == "case"]

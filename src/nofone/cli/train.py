@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from nofone.choices import PRESETS
 from nofone.cli.common import echo, handle_errors
+from nofone.models.registry import DEFAULT_MODEL_TYPE, MODEL_TYPES, presets_help
 
-MODEL_TYPES = ("dgd", "nbvae")
 BULKDGD_FORMATS = ("auto", "v1", "v2")  # = nofone.models.dgd.bulkdgd.FORMATS, without importing torch here
 
 
@@ -17,8 +16,8 @@ BULKDGD_FORMATS = ("auto", "v1", "v2")  # = nofone.models.dgd.bulkdgd.FORMATS, w
 def train_command(
     input: Path = typer.Option(..., "--input", "-i", help="Dataset folder (normal samples are used)."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Model folder to write."),
-    model_type: str | None = typer.Option(None, "--model-type", help=f"Model to train: {', '.join(MODEL_TYPES)} (default: the JSON config's \"model_type\", else dgd)."),
-    config: str | None = typer.Option(None, help=f"Preset (DGD: {', '.join(PRESETS)}, default small; NB-VAE: default) or a JSON file of settings."),
+    model_type: str | None = typer.Option(None, "--model-type", help=f"Model to train: {', '.join(MODEL_TYPES)} (default: the JSON config's \"model_type\", else {DEFAULT_MODEL_TYPE})."),
+    config: str | None = typer.Option(None, help=f"Preset ({presets_help()}) or a JSON file of settings."),
     epochs: int | None = typer.Option(None, min=1, help="Override the number of epochs."),
     batch_size: int | None = typer.Option(None, min=1, help="Override the batch size."),
     seed: int | None = typer.Option(None, help="Override the random seed."),
@@ -35,30 +34,24 @@ def train_command(
     Example: nofone train --input data/ --outdir model/ --config small --epochs 200
     Example: nofone train --model-type nbvae --input data/ --outdir model/
     """
-    model_type = _model_type(model_type, config)
+    from nofone.models.registry import model_class
     from nofone.steps.train import train
 
+    cls = model_class(resolve_model_type(model_type, config))
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size, "training.seed": seed}
-    if model_type == "nbvae":
-        from nofone.models.nbvae.config import load_config as load_nbvae_config
-
-        settings = load_nbvae_config(config, overrides)
-    else:
-        from nofone.models.dgd.config import load_config
-
-        settings = load_config(config or "small", overrides)
-    summary = train(input, outdir, settings, condition_column=condition_column, normal_value=normal_value,
-                    stratify=stratify or None, device=device, resume=resume, checkpoint_dir=checkpoint_dir,
-                    keep_checkpoints=keep_checkpoints)
+    summary = train(input, outdir, cls.settings(config, overrides), condition_column=condition_column,
+                    normal_value=normal_value, stratify=stratify or None, device=device, resume=resume,
+                    checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
     test = summary["final_loss_test"]
+    note = cls.fit_note(summary)
     echo(f"trained on {summary['n_train']} samples ({summary['n_test']} held out) in {summary['seconds']} s: "
          f"loss/sample {summary['final_loss_train']:.1f}" + (f", held-out {test:.1f}" if test else "")
-         + (f"; {summary['components_used']} components used" if model_type == "dgd"
-            else f"; {summary['active_latent_dims']} active latent dimensions") + f" -> {outdir}")
+         + (f"; {note}" if note else "") + f" -> {outdir}")
 
 
-def _model_type(asked: str | None, config: str | None) -> str:
-    """--model-type, else the "model_type" of a JSON config file, else dgd; a conflict is an error."""
+def resolve_model_type(asked: str | None, config: str | None) -> str:
+    """--model-type, else the "model_type" of a JSON config file, else the default model; a
+    conflict is an error."""
     if asked is not None and asked not in MODEL_TYPES:
         raise typer.BadParameter(f"use one of {', '.join(MODEL_TYPES)}", param_hint="--model-type")
     in_file = None
@@ -75,7 +68,7 @@ def _model_type(asked: str | None, config: str | None) -> str:
                                      param_hint="--config")
     if asked and in_file and asked != in_file:
         raise typer.BadParameter(f"--model-type {asked} but {config} is a {in_file} config", param_hint="--model-type")
-    return asked or in_file or "dgd"
+    return asked or in_file or DEFAULT_MODEL_TYPE
 
 
 @handle_errors

@@ -131,8 +131,12 @@ def assignment_accuracy(groups: Sequence[str], tissue: Sequence[str], component:
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
-    """P(a positive scores above a negative): Mann-Whitney U / (n1 n2)."""
+    """P(a positive scores above a negative), ties counted half: Mann-Whitney U / (n1 n2).
+
+    Values that are not finite are left out (a model without a latent prior has NaN latent NLLs);
+    NaN when either side has none."""
     positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    positive, negative = positive[np.isfinite(positive)], negative[np.isfinite(negative)]
     if len(positive) == 0 or len(negative) == 0:
         return float("nan")
     return float(mannwhitneyu(positive, negative, alternative="two-sided").statistic / (len(positive) * len(negative)))

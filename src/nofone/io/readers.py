@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 import re
 from collections.abc import Iterator
@@ -342,9 +341,3 @@ def iter_sample_blocks(layout: Layout) -> Iterator[SampleBlock]:
         yield SampleBlock(labels, values.astype(np.float64, copy=False), meta, line)
         line += batch.num_rows
 
-
-def text_stream(path: Path) -> io.TextIOBase:
-    """Open a possibly gzipped text file (for tests and small helpers)."""
-    if compression_of(path) == "gzip":
-        return gzip.open(path, "rt", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, encoding="utf-8")

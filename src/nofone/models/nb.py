@@ -16,10 +16,18 @@ def nb_log_prob(x: torch.Tensor, mean: torch.Tensor, r: torch.Tensor) -> torch.T
     """
     x = x.to(torch.float64)
     mean = mean.to(torch.float64)
-    r = r.to(torch.float64)
+    r = _unbroadcast(r).to(torch.float64)
     log_mr = torch.log(mean + r)
     return (
         torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1.0)
         + torch.xlogy(x, mean) - x * log_mr
         + r * (torch.log(r) - log_mr)
     )
+
+
+def _unbroadcast(t: torch.Tensor) -> torch.Tensor:
+    """`t` without the copies of a broadcast (dimensions of stride 0 become size 1), so that a
+    per-gene r expanded over samples gets its log-gamma and log once per gene, not per value."""
+    if t.dim() == 0 or all(s != 0 for s in t.stride()):
+        return t
+    return t[tuple(slice(0, 1) if s == 0 else slice(None) for s in t.stride())]

@@ -1,32 +1,28 @@
-"""What training any model of normal expression shares: its data, its checkpointed state with
-early stopping and exact resume, the dispersion calibration on held-out samples, and the
-diagnostics of its latent space."""
+"""The one training loop of every model of normal tissue (`fit`), and what a model supplies to
+it (`TrainingPlan`, as scvi-tools' TrainingPlan): epochs, early stopping on held-out normals,
+checkpoints and exact resume, best-epoch restore, the calibrations on held-out normals and a
+progress callback are the loop's; one epoch's steps, the held-out score, tensors to checkpoint
+beyond the module, diagnostics and how to calibrate are the model's.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import json
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from nofone.errors import InputError
-from nofone.models.checkpoint import (
-    flatten_optimizer,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_optimizer,
-    save_checkpoint,
-)
-from nofone.models.nb import nb_log_prob
-from nofone.stats.optimise import lbfgs
-
-log = logging.getLogger(__name__)
+from nofone.errors import InputError, cuda_memory_guard
+from nofone.models.calibration import calibrate_on_heldout
+from nofone.models.checkpoint import Checkpointing, TrainingState
 
 
 @dataclass(kw_only=True)
@@ -63,50 +59,144 @@ class TrainingData:
         return h.hexdigest()[:16]
 
 
-def calibrate_dispersion(module: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, z: torch.Tensor,
-                         measured: torch.Tensor | None) -> dict:
-    """Set log r <- a + b log r, (a, b) maximising the held-out samples' NB likelihood at their
-    means `mean` (float64) and closest normals z.
+class TrainingPlan(ABC):
+    """One model's part in `fit`.
 
-    `module` gives `log_dispersion_at(z)` and `rescale_log_dispersion(a, b)`; r may be per gene
-    or depend on the latent point."""
-    with torch.no_grad():
-        log_r = module.log_dispersion_at(z).detach().double()
-    n_values = float(measured.sum()) if measured is not None else float(x.numel())
+    The constructor seeds torch with `config.training.seed`, splits the samples and puts the
+    counts on the device (`x`, `m`: [N, G] float64 and the measured mask or None; rows of the
+    training and held-out samples in `train_rows`, `test_rows`); the subclass then builds
+    `module` and `optimizers`. The loop reads its settings from `config.training`: epochs, seed,
+    batch_size, early_stopping, eval_every, patience, checkpoint_every, calibrate_dispersion.
+    """
 
-    def nll(params: torch.Tensor) -> torch.Tensor:
-        ll = nb_log_prob(x, mean, torch.exp(params[0] + params[1] * log_r))
-        return -(ll * measured).sum() / n_values if measured is not None else -ll.sum() / n_values
+    #: history column of the held-out score, and its name in the log
+    score_key: ClassVar[str]
+    score_name: ClassVar[str]
+    #: kept apart in the checkpoint folder from other models' runs on the same data and settings
+    checkpoint_salt: ClassVar[str] = ""
+    #: progress-bar fields: label -> history key
+    progress_fields: ClassVar[dict[str, str]] = {}
+    #: fewer optimiser steps than this makes `nofone train` warn that the model is under-trained
+    min_steps: ClassVar[int] = 0
+    module: torch.nn.Module
+    optimizers: dict[str, torch.optim.Optimizer]
 
-    params = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
-    before = float(nll(params.detach()))
-    lbfgs(nll, params, max_iter=100)
-    a, b = (float(v) for v in params.detach())
-    after = float(nll(params.detach()))
-    if not (np.isfinite(after) and after <= before):
-        return {"a": 0.0, "b": 1.0, "nll_before": before, "nll_after": before, "applied": False}
-    module.rescale_log_dispersion(a, b)
-    return {"a": a, "b": b, "nll_before": before, "nll_after": after, "applied": True}
+    def __init__(self, data: TrainingData, config: Any, device: str):
+        torch.manual_seed(config.training.seed)
+        self.data, self.config, self.device = data, config, device
+        is_train = np.asarray(data.split) == "train"
+        if not is_train.any():
+            raise InputError("no training samples (every sample is in the test split)")
+        self.train_idx, self.test_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
+        self.train_rows, self.test_rows = torch.as_tensor(self.train_idx), torch.as_tensor(self.test_idx)
+        self.counts = torch.as_tensor(data.counts, dtype=torch.float64)
+        all_measured = data.measured is None or bool(np.all(data.measured))
+        self.measured = None if all_measured else torch.as_tensor(np.asarray(data.measured, dtype=bool))
+        self.x = self.counts.to(device)
+        self.m = None if self.measured is None else self.measured.to(device)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def has_heldout(self) -> bool:
+        return len(self.test_idx) > 0
+
+    def steps(self) -> int:
+        """Optimiser steps the run will take at most."""
+        t = self.config.training
+        return epochs_to_steps(self.n_train, t.batch_size, t.epochs)
+
+    def heldout(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The held-out normals' counts and measured mask (or None)."""
+        return self.x[self.test_rows], None if self.m is None else self.m[self.test_rows]
+
+    # -- the model's part ----------------------------------------------------------------------
+    def initialise(self) -> None:  # noqa: B027 (optional hook)
+        """Set the starting state of a fresh run (not called when resuming)."""
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors beyond the module's state that a checkpoint must hold."""
+        return {}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:  # noqa: B027 (optional hook)
+        """Copy the extra tensors back from `tensors` (keys as `extra_tensors` gives)."""
+
+    @abstractmethod
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        """One epoch's optimiser steps (0-based `epoch`; batches and noise from `generator`, whose
+        state is checkpointed); the epoch's losses for the history."""
+
+    def diagnostics(self) -> dict:
+        """Per-epoch figures for the history (collapse warnings and the like)."""
+        return {}
+
+    @abstractmethod
+    def heldout_score(self) -> float:
+        """The held-out normals' score, lower is better, that early stopping watches."""
+
+    def heldout_closest_normals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(points, scale) of the held-out normals' closest normals, for the default `calibrate`."""
+        raise NotImplementedError(f"{type(self).__name__} must give its held-out closest normals or "
+                                  "override calibrate()")
+
+    def calibrate(self) -> tuple[dict | None, dict | None]:
+        """Calibrate on the held-out normals: (dispersion calibration, outlier null), as written
+        to the model's training summary. Default: log r rescaled affinely at the held-out
+        closest normals, then the outlier null at the calibrated r
+        (`nofone.models.calibration.calibrate_on_heldout`)."""
+        z, scale = self.heldout_closest_normals()
+        x, m = self.heldout()
+        return calibrate_on_heldout(self.module, x, z, scale, m)
+
+    @abstractmethod
+    def trained_points(self) -> tuple[np.ndarray, torch.Tensor | None]:
+        """Every sample's final point [N, D] (rows as in the data) and its NB scale [N], or None
+        for the model's default scaling at the decoded means."""
+
+    def summary(self, final: dict, table: Any) -> dict:
+        """The model's entries in the training summary (config.json), from the last history
+        record and the training representation table."""
+        return {}
 
 
-def calibrate_on_heldout(module: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor,
-                         measured: torch.Tensor | None) -> tuple[dict, dict]:
-    """Both calibrations on the held-out normals at their closest normals z: the dispersion
-    (`calibrate_dispersion`), then the outlier null of `nofone de` (its default null) with the
-    calibrated dispersion."""
-    from nofone.stats.outlier_null import fit_outlier_null
-
-    with torch.no_grad():
-        mean = (module.decoder(z) * scale.unsqueeze(-1)).double()  # the calibration changes r only
-    calibration = calibrate_dispersion(module, x, mean, z, measured)
-    with torch.no_grad():
-        r = torch.exp(module.log_dispersion_at(z).detach().double()).cpu().numpy()
-    null = fit_outlier_null(x.cpu().numpy(), mean.cpu().numpy(), r,
-                            None if measured is None else measured.cpu().numpy())
-    log.info("dispersion calibrated on %d held-out samples: log r -> %.3f + %.3f log r (NLL/gene %.4f -> %.4f); "
-             "outlier null: %.2f%% of genes off by log-sd %.2f", x.shape[0], calibration["a"], calibration["b"],
-             calibration["nll_before"], calibration["nll_after"], 100 * null.pi, null.tau)
-    return calibration, null.to_dict()
+@cuda_memory_guard("retry with a smaller batch size (--batch-size, or training.batch_size in the config) or on "
+                   "a larger GPU")
+def fit(plan: TrainingPlan, *, checkpoint_dir: Path | None = None, resume: bool = False,
+        on_epoch: Callable[[dict], None] | None = None) -> TrainingOutcome:
+    """Train `plan`: epochs of its steps, early stopping on its held-out score with the best
+    epoch restored, checkpoints every `checkpoint_every` epochs (exact resume), then its
+    calibration on the held-out normals. CUDA running out of memory is `CudaOutOfMemory` (exit 75)."""
+    t = plan.config.training
+    state = TrainingState(plan, t.seed)
+    config_json = json.dumps(plan.config.to_dict(), sort_keys=True)
+    checkpoints = Checkpointing(checkpoint_dir, plan.data.fingerprint(), config_json, salt=plan.checkpoint_salt)
+    resumed_from = checkpoints.resume(state, resume)
+    if resumed_from is None:
+        plan.initialise()
+    early = t.early_stopping and plan.has_heldout
+    stopped = state.bad_evaluations >= t.patience if early else False
+    while state.epoch < t.epochs and not stopped:
+        started = time.perf_counter()
+        record = plan.train_epoch(state.epoch, state.generator)
+        state.epoch += 1
+        record |= plan.diagnostics()
+        if early and (state.epoch % t.eval_every == 0 or state.epoch == t.epochs):
+            score = plan.heldout_score()
+            record[plan.score_key] = score
+            stopped = state.observe(score, t.patience)
+        state.end_epoch(record, started, on_epoch)
+        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
+    if early:
+        state.restore_best_epoch(plan.score_name)
+    plan.module.eval()
+    calibration = outlier_null = None
+    if t.calibrate_dispersion and plan.has_heldout:
+        calibration, outlier_null = plan.calibrate()
+    return TrainingOutcome(history=state.history, resumed_from=resumed_from,
+                           best_epoch=state.best_epoch if early else None, stopped_early=stopped,
+                           calibration=calibration, outlier_null=outlier_null, checkpoint_dir=checkpoints.folder)
 
 
 def component_purity(component: np.ndarray, tissue: np.ndarray) -> float:
@@ -119,131 +209,5 @@ def component_purity(component: np.ndarray, tissue: np.ndarray) -> float:
 
 
 def epochs_to_steps(n_train: int, batch_size: int, epochs: int) -> int:
-    """Decoder optimiser steps a run will take (a small cohort at batch 256 takes few)."""
+    """Optimiser steps a run will take (a small cohort at batch 256 takes few)."""
     return epochs * math.ceil(n_train / batch_size)
-
-
-# -- what every training loop shares: its checkpointed state, early stopping, resume --------------
-
-
-class TrainingState:
-    """Everything a checkpoint holds: the module, its optimisers, the batch generator, the
-    history and the early-stopping bookkeeping (best score, its epoch and a copy of its state).
-
-    A model adds tensors of its own that are not module parameters (the DGD's representations)
-    by overriding `extra_tensors` and `load_extra_tensors`.
-    """
-
-    def __init__(self, module: torch.nn.Module, optimizers: dict[str, torch.optim.Optimizer], seed: int):
-        self.module = module
-        self.optimizers = optimizers
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self.history: list[dict] = []
-        self.best_score = math.inf
-        self.best_epoch = 0
-        self.bad_evaluations = 0
-        self.best: dict[str, torch.Tensor] = {}
-
-    def extra_tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy this model's extra tensors back from `tensors` (keys as `extra_tensors` gives)."""
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        out = {f"module.{k}": v for k, v in self.module.state_dict().items()}
-        return out | {k: v.detach() for k, v in self.extra_tensors().items()}
-
-    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
-        with torch.no_grad():
-            self.load_extra_tensors(tensors)
-
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        """A copy of what restoring the best-so-far state needs."""
-        return {k: v.detach().clone() for k, v in self._state().items()}
-
-    def restore_best(self) -> None:
-        self._load(self.best)
-
-    def observe(self, score: float, patience: int) -> bool:
-        """Early stopping: record a held-out score (lower is better); True when training should stop."""
-        if score < self.best_score - 1e-9:
-            self.best_score, self.best_epoch, self.bad_evaluations = score, self.epoch, 0
-            self.best = self.snapshot()
-        else:
-            self.bad_evaluations += 1
-        return self.bad_evaluations >= patience
-
-    def end_epoch(self, record: dict, started: float, on_epoch: Callable[[dict], None] | None) -> None:
-        """Close an epoch: its number and duration into `record`, the history, the callback."""
-        record["epoch"] = self.epoch
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        self.history.append(record)
-        if on_epoch:
-            on_epoch(record)
-
-    def restore_best_epoch(self, score_name: str) -> None:
-        """After early stopping: back to the epoch with the best held-out score, if one was kept."""
-        if self.best:
-            self.restore_best()
-            log.info("restored the epoch with the best %s: %d (%.4f per gene)", score_name, self.best_epoch,
-                     self.best_score)
-
-    def tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = self._state()
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.batches"] = self.generator.get_state()
-        tensors.update({f"best.{k}": v for k, v in self.best.items()})
-        meta: dict = {"history": self.history, "optimizers": {}, "best_score": self.best_score,
-                      "best_epoch": self.best_epoch, "bad_evaluations": self.bad_evaluations}
-        for name, optimizer in self.optimizers.items():
-            flat, desc = flatten_optimizer(name, optimizer)
-            tensors.update(flat)
-            meta["optimizers"][name] = desc
-        return tensors, meta
-
-    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self._load(tensors)
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.batches"])
-        for name, optimizer in self.optimizers.items():
-            restore_optimizer(name, optimizer, tensors, meta["optimizers"][name])
-        self.epoch = meta["epoch"]
-        self.history = meta["history"]
-        self.best_score, self.best_epoch = meta["best_score"], meta["best_epoch"]
-        self.bad_evaluations = meta["bad_evaluations"]
-        self.best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-
-
-class Checkpointing:
-    """Where one training run keeps its checkpoints: a sub-folder per (data, config), so that a
-    resumed run finds only checkpoints it can continue and a run with other settings starts
-    fresh instead of failing. `folder` None: no checkpoints."""
-
-    def __init__(self, folder: Path | None, fingerprint: str, config_json: str, salt: str = ""):
-        self.fingerprint, self.config_json = fingerprint, config_json
-        key = hashlib.sha256((fingerprint + config_json + salt).encode()).hexdigest()[:12]
-        self.folder = None if folder is None else Path(folder) / f"run-{key}"
-
-    def resume(self, state: TrainingState, resume: bool) -> int | None:
-        """Restore the latest checkpoint into `state` when asked; the epoch resumed from, or None."""
-        latest = latest_checkpoint(self.folder) if (self.folder and resume) else None
-        if resume and latest is None:
-            log.info("no checkpoint for these data and settings in %s: starting from scratch", self.folder)
-        if latest is None:
-            return None
-        tensors, meta = load_checkpoint(latest)
-        if meta.get("fingerprint") != self.fingerprint or meta.get("config") != self.config_json:
-            raise InputError(f"checkpoint {latest} was made with other data or another config; "
-                             "run without --resume (or delete the checkpoints) to start over")
-        state.restore(tensors, meta)
-        log.info("resumed from %s (epoch %d)", latest, state.epoch)
-        return state.epoch
-
-    def save_if_due(self, state: TrainingState, every: int, last: bool) -> None:
-        if self.folder and (state.epoch % every == 0 or last):
-            tensors, meta = state.tensors()
-            meta |= {"fingerprint": self.fingerprint, "config": self.config_json}
-            save_checkpoint(self.folder, state.epoch, tensors, meta)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from nofone.models.registry import model_facts
 from nofone.report.html import table, table_source
 from nofone.report.inputs import ReportData
 from nofone.report.style import group_colours, order_groups
@@ -54,12 +55,15 @@ class ReportContext:
 
 def model_settings(config: dict) -> dict:
     """The architecture settings of whichever model type made the artifact."""
-    return config.get(config.get("model_type") or "dgd") or {}
+    return config.get(config.get("model_type") or "") or {}
 
 
 def n_components(config: dict) -> int | None:
-    """Mixture components of the latent prior (1 for a standard normal prior, as the NB-VAE's)."""
-    settings = model_settings(config)
-    if "gmm" in settings:
-        return (settings.get("gmm") or {}).get("n_components")
-    return 1 if settings else None
+    """Mixture components of the model's prior (1 for a standard normal prior, as the NB-VAE's;
+    None for a model without components), from the facts config.json states."""
+    return model_facts(config)["n_components"]
+
+
+def latent_dim(config: dict) -> int | None:
+    """Length of the model's stored point (the number of genes for a model without a latent space)."""
+    return model_facts(config)["latent_dim"]

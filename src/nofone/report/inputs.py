@@ -18,14 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nofone.errors import InputError
+from nofone.models.registry import HISTORY, TRAIN_REPRESENTATIONS
 from nofone.report.style import TRAINING, heldout_label
 
 log = logging.getLogger(__name__)
 
 # file names written by the steps (kept here so that the report does not import torch)
 MODEL_CONFIG = "config.json"
-HISTORY = "history.tsv"
-TRAIN_REPRESENTATIONS = "training_representations.parquet"
 REPRESENTATIONS = "representations.parquet"
 DE_FILE = "de.parquet"
 DE_SUMMARY = "summary.tsv"

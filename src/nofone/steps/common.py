@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 
 from nofone.errors import InputError
-from nofone.io.artifact import WEIGHTS, read_artifact, sha256
+from nofone.io.artifact import WEIGHTS, sha256
 from nofone.io.dataset import Dataset
+from nofone.models import registry
+from nofone.models.base import NormalModel
 
 
 def resolve_device(device: str) -> str:
@@ -24,19 +26,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
-#: model_type in config.json -> "module:Class" with a `load(folder, device)` classmethod
-MODEL_TYPES = {"dgd": "nofone.models.dgd.model:DGD", "nbvae": "nofone.models.nbvae.model:NBVAE"}
-
-
-def load_model(folder: str | os.PathLike[str], device: str = "cpu"):
-    """Load any nofone model artifact by its `model_type`."""
-    import importlib
-
-    artifact_type = read_artifact(folder, verify=False).config.get("model_type")
-    if artifact_type not in MODEL_TYPES:
-        raise InputError(f"model {folder}: unknown model_type {artifact_type!r} (known: {', '.join(MODEL_TYPES)})")
-    module, name = MODEL_TYPES[artifact_type].split(":")
-    return getattr(importlib.import_module(module), name).load(folder, device)
+def load_model(folder: str | os.PathLike[str], device: str = "cpu") -> NormalModel:
+    """Load any nofone model artifact by its `model_type` (`nofone.models.registry`)."""
+    return registry.load_model(folder, device)
 
 
 def model_fingerprint(folder: str | os.PathLike[str]) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from nofone import __version__
 from nofone.choices import NULLS
-from nofone.errors import InputError
+from nofone.errors import InputError, cuda_memory_guard
 from nofone.io import tsv
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
@@ -65,6 +65,7 @@ class DEOptions:
     device: str = "auto"
 
 
+@cuda_memory_guard("retry with a smaller --chunk-size or on a larger GPU")
 def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path,
                             options: DEOptions | None = None) -> pd.DataFrame:
     """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv).
@@ -119,13 +120,14 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             rows = np.array([row_of[s] for s in chunk.sample_ids])
             latent = torch.as_tensor(reps["latent"][rows], dtype=torch.float32, device=device)
             with torch.no_grad():
-                relative = model.relative_means(latent).double()
+                relative, r = model.decode(latent)  # [n, G] each: r per gene, or per sample and gene
+                relative = relative.double()
                 x_t = torch.as_tensor(chunk.counts, device=device)
                 m_t = None if chunk.measured is None else torch.as_tensor(chunk.measured, device=device)
                 scale = (torch.as_tensor(reps["scale"][rows], device=device) if scaling is None
                          else scaling_factor(x_t, relative, m_t, scaling))
                 mean = (relative * scale.unsqueeze(-1)).cpu().numpy()
-                r = model.dispersion_at(latent).double().cpu().numpy()  # [n, G]: per gene, or per sample and gene
+                r = r.double().cpu().numpy()
             x = chunk.counts
             measured = chunk.measured_mask()
             # always estimated and reported (how far the model's normals are from this sample);

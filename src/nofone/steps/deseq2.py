@@ -30,6 +30,7 @@ from nofone.baselines.deseq2 import n_of_one as deseq2_n_of_one
 from nofone.errors import InputError
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset
+from nofone.models.registry import TRAIN_REPRESENTATIONS
 from nofone.progress import progress
 from nofone.steps.common import select_samples
 from nofone.steps.de import DE_SCHEMA, SUMMARY_FILE
@@ -40,8 +41,6 @@ NOF1_FILE = "deseq2.parquet"
 CONTROLS_FILE = "controls.tsv"
 NOF1_SCHEMA = DE_SCHEMA.append(pa.field("repeat", pa.int32())).append(pa.field("n_controls", pa.int32()))
 CASE_CHUNK = 8
-# written by `nofone train` (nofone.steps.train.TRAIN_REPRESENTATIONS; not imported: it needs torch)
-TRAIN_REPRESENTATIONS = "training_representations.parquet"
 
 
 def _pydeseq2_version() -> str:

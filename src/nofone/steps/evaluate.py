@@ -40,6 +40,7 @@ from nofone.evaluate.metrics import (
 )
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, Dataset, write_tables
+from nofone.models.registry import model_facts
 from nofone.progress import progress
 from nofone.report.inputs import read_de_report
 
@@ -215,6 +216,14 @@ def _model_name(folder: Path) -> str:
         return "model"
 
 
+def _n_components(folder: Path) -> int | None:
+    """The model's mixture components (None: it has none), from its config.json."""
+    try:
+        return model_facts(json.loads((Path(folder) / "config.json").read_text()))["n_components"]
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def null_of_de(de_dir: Path) -> str:
     """The null a `nofone de` folder was tested with (as asked: "auto" resolves per model), so
     that spike-ins and compared models are tested the same way; a gathered folder (Nextflow) keeps
@@ -387,7 +396,7 @@ def _latent_evaluation(run: RunFolder, training: pd.DataFrame, tested: list[str]
     reps = reps[reps["sample_id"].isin(tested)]
     group = reps["sample_id"].map(lambda s: "held-out normal" if s in negatives else condition.get(s, "tested"))
     train = training[training["split"] == "train"]
-    single_component = training["component"].nunique() <= 1 and _model_name(run.model) != "dgd"
+    single_component = training["component"].nunique() <= 1 and (_n_components(run.model) or 1) <= 1
     if tissue is not None and train["tissue"].notna().all() and not single_component:
         matrix = association_matrix(train["tissue"].astype(str), train["component"])
         matrix.to_csv(stage / "association.tsv", sep="\t")

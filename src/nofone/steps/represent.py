@@ -1,4 +1,12 @@
-"""`nofone represent`: closest-normal representations of every sample, streamed chunk by chunk."""
+"""`nofone represent`: every sample's closest normal (`NormalModel.closest_normal`), streamed
+chunk by chunk into representations.parquet.
+
+The file is the same for every model: `latent` holds the stored point that `nofone de` decodes
+(a latent point, or the expression itself for a model without a latent space: D = G), and a
+model without mixture components has one, of probability 1 (`component` 0, `responsibilities`
+[1.0]); `latent_nll` is NaN where the model has no prior over its points. A model that gives a
+per-gene spread of its closest normal adds a `spread` column (a list of G floats).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +20,21 @@ import pyarrow.parquet as pq
 import torch
 
 from nofone import __version__
+from nofone.errors import cuda_memory_guard
 from nofone.inference.represent import SearchConfig, find_representations
 from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
+from nofone.models.base import ClosestNormal
 from nofone.progress import progress
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
 
 REPRESENTATIONS = "representations.parquet"
+OOM_ADVICE = "retry with a smaller --chunk-size or on a larger GPU"
 
 
-def representation_schema(latent_dim: int, n_components: int, metadata: dict) -> pa.Schema:
+def representation_schema(latent_dim: int, n_components: int, metadata: dict, n_spread: int = 0) -> pa.Schema:
+    """The columns of representations.parquet; `n_spread` > 0 adds the per-gene `spread`."""
+    spread = [("spread", pa.list_(pa.float32(), n_spread))] if n_spread else []
     return pa.schema(
         [
             ("sample_id", pa.string()),
@@ -35,11 +48,13 @@ def representation_schema(latent_dim: int, n_components: int, metadata: dict) ->
             ("nll_per_gene", pa.float64()),
             ("latent_nll", pa.float64()),
             ("n_measured", pa.int32()),
+            *spread,
         ],
         metadata={k.encode(): json.dumps(v).encode() for k, v in metadata.items()},
     )
 
 
+@cuda_memory_guard(OOM_ADVICE)
 def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConfig,
               sample_ids: list[str] | None = None, chunk_size: int = 32, device: str = "auto") -> dict:
     """Find representations for the selected samples of a dataset and write them."""
@@ -55,8 +70,9 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
         "search": search.__dict__, "missing_model_genes": alignment.n_missing,
     }
     started = time.perf_counter()
+    n_spread = len(model.gene_ids) if model.gives_spread else 0
     with staged_outdir(outdir) as stage:
-        schema = representation_schema(model.config.latent_dim, model.n_components, metadata)
+        schema = representation_schema(model.latent_dim, model.n_components or 1, metadata, n_spread)
         with pq.ParquetWriter(stage / REPRESENTATIONS, schema) as writer, \
                 progress("finding representations", len(ids)) as advance:
             for chunk in data.iter_chunks(chunk_size, sample_ids=ids):
@@ -72,8 +88,11 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
     return summary
 
 
-def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema, n_genes: int) -> pa.Table:
-    resp = result.responsibilities.detach().cpu().numpy().astype(np.float32)
+def _table(ids: list[str], result: ClosestNormal, search: SearchConfig, schema: pa.Schema, n_genes: int) -> pa.Table:
+    if result.responsibilities is None:  # a model without components: one, of probability 1
+        resp = np.ones((len(ids), 1), np.float32)
+    else:
+        resp = result.responsibilities.detach().cpu().numpy().astype(np.float32)
     latent = result.latent.detach().cpu().numpy().astype(np.float32)
     n_measured = result.n_measured.cpu().numpy()
     nll = result.count_nll.cpu().numpy()
@@ -91,9 +110,19 @@ def _table(ids: list[str], result, search: SearchConfig, schema: pa.Schema, n_ge
             pa.array(nll / n_measured),
             pa.array(result.latent_nll.cpu().numpy()),
             pa.array(n_measured.astype(np.int32)),
+            *_spread_column(result, schema),
         ],
         schema=schema,
     )
+
+
+def _spread_column(result: ClosestNormal, schema: pa.Schema) -> list[pa.Array]:
+    if "spread" not in schema.names:
+        return []
+    if result.spread is None:
+        raise ValueError("the model declares a per-gene spread (gives_spread) but its closest_normal gave none")
+    spread = result.spread.detach().cpu().numpy().astype(np.float32)
+    return [pa.FixedSizeListArray.from_arrays(pa.array(spread.ravel()), spread.shape[1])]
 
 
 def _scaling_used(method: str, n_measured: int, n_genes: int) -> str:
@@ -107,8 +136,10 @@ def read_representations(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     meta = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items()
             if k.decode() != "ARROW:schema"}
     latent = table.column("latent").combine_chunks()
-    columns = {name: table.column(name).to_numpy() for name in table.column_names
-               if name not in {"latent", "responsibilities"}}
+    lists = {"latent", "responsibilities", "spread"}
+    columns = {name: table.column(name).to_numpy() for name in table.column_names if name not in lists}
     columns["latent"] = latent.flatten().to_numpy().reshape(len(table), -1)
+    if "spread" in table.column_names:
+        columns["spread"] = table.column("spread").combine_chunks().flatten().to_numpy().reshape(len(table), -1)
     columns["sample_id"] = np.asarray(table.column("sample_id").to_pylist(), dtype=object)
     return meta, columns

@@ -15,6 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,11 +28,11 @@ from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
-from nofone.models.dgd.config import DGDConfig
+from nofone.models.registry import DEFAULT_MODEL_TYPE, TRAIN_REPRESENTATIONS, model_class
 from nofone.steps.de import DEOptions, check_null, differential_expression
 from nofone.steps.filter import filter_dataset
 from nofone.steps.represent import represent
-from nofone.steps.train import TRAIN_REPRESENTATIONS, train
+from nofone.steps.train import train
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunOptions:
     model: Path | None = None
-    config: DGDConfig = field(default_factory=DGDConfig)
+    config: Any = field(default_factory=lambda: model_class(DEFAULT_MODEL_TYPE).CONFIG_CLASS())  # any model's settings
     ingest: IngestOptions = field(default_factory=IngestOptions)
     filter_genes: bool = True
     group: list[str] = field(default_factory=lambda: ["tissue"])

@@ -1,6 +1,6 @@
-"""The DGD as a model (scvi-tools style): save, load, import bulkDGD (v1, 2.x), and the small interface
-that representation search and the tests use (`relative_means`, `dispersion`,
-`latent_log_prob`, `candidate_starts`).
+"""The DGD as a model of normal tissue (`nofone.models.base.LatentNormalModel`): its settings,
+training plan, closest-normal search from every mixture component's mean, save, load, and
+imports of bulkDGD (v1, 2.x).
 """
 
 from __future__ import annotations
@@ -11,50 +11,58 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from nofone.errors import InputError
-from nofone.models.base import ArtifactModel
+from nofone.models.base import LatentNormalModel
 from nofone.models.dgd.bulkdgd import Labels, read_bulkdgd
-from nofone.models.dgd.config import DGDConfig
+from nofone.models.dgd.config import PRESETS, DGDConfig, load_config
 from nofone.models.dgd.module import DGDModule
+from nofone.models.dgd.train import DGDPlan
 
 MODEL_TYPE = "dgd"
 
 
-class DGD(ArtifactModel):
+class DGD(LatentNormalModel):
     """A trained DGD: module + gene table + config + provenance."""
 
     MODEL_TYPE = MODEL_TYPE
     DISPLAY_NAME = "a DGD"
     CONFIG_CLASS = DGDConfig
     MODULE_CLASS = DGDModule
+    PRESETS = PRESETS
+    PLAN = DGDPlan
+    DEFAULT_PRESET = "small"
+
+    @classmethod
+    def settings(cls, preset_or_json: str | None = None, overrides: dict | None = None) -> DGDConfig:
+        return load_config(preset_or_json or cls.DEFAULT_PRESET, overrides)
 
     @property
     def n_components(self) -> int:
         return self.module.gmm.n_components
 
-    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module.gmm.log_prob(z)
-
     def responsibilities(self, z: torch.Tensor) -> torch.Tensor:
         return self.module.gmm.responsibilities(z)
 
-    def candidate_starts(self, counts: torch.Tensor) -> torch.Tensor:
+    def candidate_starts(self, counts: torch.Tensor, measured: torch.Tensor | None = None) -> torch.Tensor:
         """[N, K, D]: one candidate at every component mean, for every sample."""
         means = self.module.gmm.means.detach()
         return means.unsqueeze(0).expand(counts.shape[0], -1, -1)
+
+    def decode(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        relative, log_r = self.module.decoder.decode(latent)  # one hidden pass for both heads
+        return relative, torch.exp(self.module.log_r.expand_as(relative) if log_r is None else log_r)
+
+    @classmethod
+    def fit_note(cls, summary: dict) -> str:
+        return f"{summary['components_used']} components used"
 
     @property
     def default_scaling(self) -> str:
         """The scaling the model was trained with (the paper's: the mean count)."""
         return self.config.scaling
-
-    def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
-        """[..., G]: NB dispersion r at latent points z (per gene unless r depends on z)."""
-        return self.module.dispersion_at(z)
 
     def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:
         """[G] when r is per gene, else r at the points z (for summaries of the spread of r)."""
@@ -106,6 +114,3 @@ def load_torch_state(path: Path, what: str, scalars: bool = False) -> dict[str, 
         raise InputError(f"{what} {path} is not a state dict of tensors")
     return state
 
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

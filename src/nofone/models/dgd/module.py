@@ -92,8 +92,18 @@ class DGDModule(nn.Module):
             )
         return torch.exp(self.log_r)
 
+    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: the decoded expression relative to the sample's scale."""
+        return self.decoder(z)
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """[N]: log density of the mixture prior at latent points z [N, D]."""
+        return self.gmm.log_prob(z)
+
     def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         """[..., G]: r at latent points z [..., D] (the per-gene r, broadcast, unless r depends on z)."""
+        if self.log_r is not None:
+            return torch.exp(self.log_r).expand(*z.shape[:-1], self.n_genes)
         return torch.exp(self.log_dispersion_at(z))
 
     def dispersion_values(self, z: torch.Tensor) -> torch.Tensor:

@@ -5,60 +5,70 @@ the GMM parameters (counted once per epoch: each batch carries its share). Decod
 and GMM step once per batch; representations accumulate their gradients over the epoch and
 step once per epoch (as in the paper). Held-out samples get representations of their own that
 are optimised against the frozen decoder and GMM: they never update either (bulkDGD v1 stepped
-both on test batches too).
+both on test batches too). `DGDPlan` is the DGD's part in the shared loop
+(`nofone.models.training.fit`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from nofone.errors import InputError
+from nofone.inference.represent import SearchConfig, search_latent
 from nofone.models.dgd.config import DGDConfig
 from nofone.models.dgd.module import DGDModule
 from nofone.models.scaling import scaling_factor
-from nofone.models.training import (
-    Checkpointing,
-    TrainingData,
-    TrainingOutcome,
-    TrainingState,
-    calibrate_on_heldout,
-    component_purity,
-)
+from nofone.models.training import TrainingData, TrainingPlan, component_purity
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(kw_only=True)
-class TrainResult(TrainingOutcome):
-    module: DGDModule
-    latent: np.ndarray  # [N, D], rows in the order of TrainingData
+class DGDPlan(TrainingPlan):
+    """The DGD's part in the shared loop: its optimisers, representations and epoch."""
 
+    score_key = "heldout_nll_per_gene"
+    score_name = "held-out NLL"
+    progress_fields: ClassVar[dict[str, str]] = {"comps": "components_used"}
+    min_steps = 1000
 
-class _State(TrainingState):
-    """The DGD's checkpointed state: with its training and held-out representations."""
-
-    def __init__(self, module: DGDModule, z_train: torch.nn.Parameter, z_test: torch.nn.Parameter,
-                 config: DGDConfig):
+    def __init__(self, data: TrainingData, config: DGDConfig, device: str):
+        super().__init__(data, config, device)
         t = config.training
+        self.module = module = DGDModule(config, self.counts.shape[1]).to(device)
+        scale = scaling_factor(self.counts, None if self.measured is None else torch.ones_like(self.counts),
+                               self.measured, "mean")
+        if (scale <= 0).any():
+            bad = [data.sample_ids[i] for i in np.flatnonzero((scale <= 0).numpy())[:5]]
+            raise InputError(f"samples with no counts over the model's genes: {bad}")
+        self.scale = scale.to(device)
+        self._scale_cpu = scale
+        z0 = _initial_latent(self.counts, scale, self.train_idx, config)
+        self.z_train = torch.nn.Parameter(z0[self.train_idx].clone().to(device))
+        self.z_test = torch.nn.Parameter(z0[self.test_idx].clone().to(device))
         betas = tuple(t.betas)
-        super().__init__(module, {
+        self.optimizers = {
             "decoder": torch.optim.AdamW(module.decoder.mean_parameters(), lr=t.lr_decoder, betas=betas,
                                          weight_decay=t.weight_decay),
             "dispersion": torch.optim.Adam(module.dispersion_param_groups(t.lr_decoder), lr=t.lr_dispersion,
                                            betas=betas),
             "gmm": torch.optim.Adam(module.gmm.parameters(), lr=t.lr_gmm, betas=betas),
-            "z_train": torch.optim.Adam([z_train], lr=t.lr_representation, betas=betas),
-            "z_test": torch.optim.Adam([z_test], lr=t.lr_representation, betas=betas),
-        }, t.seed)
-        self.z_train, self.z_test = z_train, z_test
+            "z_train": torch.optim.Adam([self.z_train], lr=t.lr_representation, betas=betas),
+            "z_test": torch.optim.Adam([self.z_test], lr=t.lr_representation, betas=betas),
+        }
+
+    def initialise(self) -> None:
+        t, module = self.config.training, self.module
+        with torch.no_grad():
+            relative = (self.counts[self.train_idx] / self._scale_cpu[self.train_idx, None]).mean(0)
+            module.initialise_output_bias(relative.to(self.device))
+            if t.init == "pca":
+                module.gmm.initialise_from(self.z_train.detach().cpu().numpy(), t.seed)
+            else:
+                _softball_means(module, t.seed)
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"z_train": self.z_train, "z_test": self.z_test}
@@ -67,84 +77,59 @@ class _State(TrainingState):
         self.z_train.copy_(tensors["z_train"])
         self.z_test.copy_(tensors["z_test"])
 
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        self.module.train()
+        t = self.config.training
+        return _run_epoch(self, generator, t.batch_size, t.latent_noise)
 
-def train_dgd(data: TrainingData, config: DGDConfig, *, device: str = "cpu",
-              checkpoint_dir: Path | None = None, resume: bool = False,
-              on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fit the DGD to `data`; checkpoints every `training.checkpoint_every` epochs."""
-    t = config.training
-    torch.manual_seed(t.seed)
-    is_train = data.split == "train"
-    if is_train.sum() == 0:
-        raise InputError("no training samples (every normal sample is in the test split)")
-    counts = torch.as_tensor(data.counts, dtype=torch.float64)
-    measured = None if data.measured is None or data.measured.all() else torch.as_tensor(data.measured)
-    n_genes = counts.shape[1]
-    module = DGDModule(config, n_genes).to(device)
-    train_idx = np.flatnonzero(is_train)
-    test_idx = np.flatnonzero(~is_train)
-    scale = scaling_factor(counts, None if measured is None else torch.ones_like(counts),
-                           measured, "mean")
-    if (scale <= 0).any():
-        bad = [data.sample_ids[i] for i in np.flatnonzero((scale <= 0).numpy())[:5]]
-        raise InputError(f"samples with no counts over the model's genes: {bad}")
-    z0 = _initial_latent(counts, scale, train_idx, config)
-    z_train = torch.nn.Parameter(z0[train_idx].clone().to(device))
-    z_test = torch.nn.Parameter(z0[test_idx].clone().to(device))
-    state = _State(module, z_train, z_test, config)
-    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(config.to_dict(), sort_keys=True))
-    resumed_from = checkpoints.resume(state, resume)
-    if resumed_from is None:
+    def diagnostics(self) -> dict:
+        return _diagnostics(self.module, self.z_train, self.data.tissue, self.train_idx)
+
+    def heldout_score(self) -> float:
+        """Refine the held-out representations against the frozen model; their NLL per gene."""
+        result = self._refine_heldout()
+        _, m = self.heldout()
+        n_values = float(m.sum()) if m is not None else result.count_nll.numel() * self.x.shape[1]
+        return float(result.count_nll.sum() / n_values)
+
+    def heldout_closest_normals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._refine_heldout()
+        return self.z_test.detach(), self.scale[self.test_rows]
+
+    def _refine_heldout(self):
+        """`eval_steps` steps of the closest-normal search from the held-out representations,
+        at their training scale; the representations take the result."""
+        t = self.config.training
+        x, m = self.heldout()
+        search = SearchConfig(method="one_opt", steps_first=t.eval_steps, steps_second=0, lr=t.lr_representation,
+                              betas=tuple(t.betas), keep_candidates=None)
+        result = search_latent(self.module, x, m, self.z_test.detach().unsqueeze(1), search,
+                               fixed_scale=self.scale[self.test_rows])
         with torch.no_grad():
-            relative = (counts[train_idx] / scale[train_idx, None]).mean(0)
-            module.initialise_output_bias(relative.to(device))
-            if t.init == "pca":
-                module.gmm.initialise_from(z_train.detach().cpu().numpy(), t.seed)
-            else:
-                _softball_means(module, t.seed)
-    module.train()
-    x_dev = counts.to(device)
-    scale_dev = scale.to(device)
-    m_dev = None if measured is None else measured.to(device)
-    n_train = len(train_idx)
-    train_rows = torch.as_tensor(train_idx)
-    test_rows = torch.as_tensor(test_idx)
-    early = t.early_stopping and len(test_idx) > 0
-    stopped = state.bad_evaluations >= t.patience if early else False
-    while state.epoch < t.epochs and not stopped:
-        started = time.perf_counter()
-        record = _run_epoch(state, x_dev, scale_dev, m_dev, train_rows, test_rows, n_train, t.batch_size,
-                            t.latent_noise)
-        state.epoch += 1
-        record |= _diagnostics(state, data.tissue, train_idx)
-        if early and (state.epoch % t.eval_every == 0 or state.epoch == t.epochs):
-            nll = _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
-            record["heldout_nll_per_gene"] = nll
-            stopped = state.observe(nll, t.patience)
-        state.end_epoch(record, started, on_epoch)
-        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
-    if early:
-        state.restore_best_epoch("held-out NLL")
-    calibration = outlier_null = None
-    if t.calibrate_dispersion and len(test_idx):
-        _evaluate_heldout(state, x_dev, scale_dev, m_dev, test_rows, t)
-        calibration, outlier_null = calibrate_on_heldout(module, x_dev[test_rows], state.z_test.detach(),
-                                                         scale_dev[test_rows],
-                                           None if m_dev is None else m_dev[test_rows])
-    module.eval()
-    latent = torch.empty(len(data.sample_ids), config.latent_dim)
-    latent[train_idx] = z_train.detach().cpu()
-    latent[test_idx] = z_test.detach().cpu()
-    return TrainResult(module=module.cpu(), latent=latent.numpy(), history=state.history, resumed_from=resumed_from,
-                       best_epoch=state.best_epoch if early else None, stopped_early=stopped,
-                       calibration=calibration, outlier_null=outlier_null, checkpoint_dir=checkpoints.folder)
+            self.z_test.copy_(result.latent)
+        return result
+
+    def trained_points(self) -> tuple[np.ndarray, None]:
+        latent = torch.empty(len(self.data.sample_ids), self.config.latent_dim)
+        latent[self.train_idx] = self.z_train.detach().cpu()
+        latent[self.test_idx] = self.z_test.detach().cpu()
+        return latent.numpy(), None
+
+    def summary(self, final: dict, table) -> dict:
+        out = {"decoder_steps": self.steps(), "components_used": final["components_used"],
+               "largest_component_fraction": final["largest_component_fraction"],
+               "tissue_purity_train": final.get("tissue_purity"),
+               "tissue_purity_test": _purity(table, "test") if self.data.tissue is not None else None}
+        if final["largest_component_fraction"] > 0.9 and self.module.gmm.n_components > 1:
+            log.warning("%.0f%% of training samples sit in one mixture component: the GMM may have "
+                        "collapsed", 100 * final["largest_component_fraction"])
+        return out
 
 
-def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: torch.Tensor | None,
-               train_rows: torch.Tensor, test_rows: torch.Tensor, n_train: int, batch_size: int,
-               noise: float = 0.0) -> dict:
-    module, opt = state.module, state.optimizers
-    order = torch.randperm(len(train_rows), generator=state.generator)
+def _run_epoch(plan: DGDPlan, generator: torch.Generator, batch_size: int, noise: float = 0.0) -> dict:
+    module, opt = plan.module, plan.optimizers
+    x, scale, measured, train_rows, n_train = plan.x, plan.scale, plan.m, plan.train_rows, plan.n_train
+    order = torch.randperm(len(train_rows), generator=generator)
     opt["z_train"].zero_grad()
     totals = {"nb": 0.0, "latent": 0.0}
     for start in range(0, len(order), batch_size):
@@ -152,10 +137,10 @@ def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: to
         rows = train_rows[local]
         for name in ("decoder", "dispersion", "gmm"):
             opt[name].zero_grad()
-        z = state.z_train[local.to(state.z_train.device)]
+        z = plan.z_train[local.to(plan.z_train.device)]
         z_decoded = z
         if noise > 0:
-            z_decoded = z + noise * torch.randn(z.shape, generator=state.generator).to(z.device)
+            z_decoded = z + noise * torch.randn(z.shape, generator=generator).to(z.device)
         nb = module.count_log_prob(x[rows], z_decoded, scale[rows], None if measured is None else measured[rows])
         latent = module.gmm.log_prob(z)
         prior = module.gmm.prior_log_prob() * (len(local) / n_train)
@@ -171,59 +156,49 @@ def _run_epoch(state: _State, x: torch.Tensor, scale: torch.Tensor, measured: to
         "nb_train": totals["nb"] / n_train,
         "latent_train": totals["latent"] / n_train,
     }
-    if len(test_rows):
-        record |= _test_epoch(state, x, scale, measured, test_rows, batch_size)
+    if plan.has_heldout:
+        record |= _test_epoch(plan, batch_size)
     return record
 
 
-def _test_epoch(state: _State, x, scale, measured, test_rows, batch_size) -> dict:
+def _test_epoch(plan: DGDPlan, batch_size: int) -> dict:
     """Optimise held-out representations against the frozen decoder and GMM."""
-    module, optimizer = state.module, state.optimizers["z_test"]
+    module, optimizer = plan.module, plan.optimizers["z_test"]
+    x, scale, measured, test_rows = plan.x, plan.scale, plan.m, plan.test_rows
     optimizer.zero_grad()
-    grad = torch.zeros_like(state.z_test)
+    grad = torch.zeros_like(plan.z_test)
     nb_total = latent_total = 0.0
     for start in range(0, len(test_rows), batch_size):
         rows = test_rows[start:start + batch_size]
-        z = state.z_test[start:start + batch_size]
+        z = plan.z_test[start:start + batch_size]
         nb = module.count_log_prob(x[rows], z, scale[rows], None if measured is None else measured[rows])
         latent = module.gmm.log_prob(z)
         loss = -(nb.sum() + latent.sum().double())
-        (g,) = torch.autograd.grad(loss, [state.z_test])
+        (g,) = torch.autograd.grad(loss, [plan.z_test])
         grad += g
         nb_total -= float(nb.detach().sum())
         latent_total -= float(latent.detach().sum())
-    state.z_test.grad = grad
+    plan.z_test.grad = grad
     optimizer.step()
     n = len(test_rows)
     return {"loss_test": (nb_total + latent_total) / n, "nb_test": nb_total / n, "latent_test": latent_total / n}
 
 
-def _evaluate_heldout(state: _State, x, scale, measured, test_rows, t) -> float:
-    """Refine the held-out representations against the frozen model; their NLL per gene."""
-    module = state.module
-    optimizer = torch.optim.Adam([state.z_test], lr=t.lr_representation, betas=tuple(t.betas))
-    m = None if measured is None else measured[test_rows]
-    for _ in range(t.eval_steps):
-        optimizer.zero_grad()
-        nb = module.count_log_prob(x[test_rows], state.z_test, scale[test_rows], m)
-        loss = -(nb.sum() + module.gmm.log_prob(state.z_test).sum().double())
-        (grad,) = torch.autograd.grad(loss, [state.z_test])
-        state.z_test.grad = grad
-        optimizer.step()
-    state.z_test.grad = None
-    with torch.no_grad():
-        nb = module.count_log_prob(x[test_rows], state.z_test, scale[test_rows], m)
-    n_values = float(m.sum()) if m is not None else nb.numel() * x.shape[1]
-    return float(-nb.sum() / n_values)
+def _purity(table, part: str) -> float | None:
+    """Tissue purity of the components of the samples of one split (`table`: the training
+    representation table)."""
+    rows = table[table["split"] == part]
+    if rows.empty:
+        return None
+    return component_purity(rows["component"].to_numpy(), rows["tissue"].astype(str).to_numpy())
 
 
 @torch.no_grad()
-def _diagnostics(state: _State, tissue: np.ndarray | None, train_idx: np.ndarray) -> dict:
+def _diagnostics(module: DGDModule, z_train: torch.Tensor, tissue: np.ndarray | None, train_idx: np.ndarray) -> dict:
     """Component occupancy, tissue purity and dispersion spread: the collapse warnings."""
-    module = state.module
-    component = module.gmm.component_log_prob(state.z_train).argmax(-1).cpu().numpy()
+    component = module.gmm.component_log_prob(z_train).argmax(-1).cpu().numpy()
     counts = np.bincount(component, minlength=module.gmm.n_components)
-    r = module.dispersion_values(state.z_train).cpu().numpy()
+    r = module.dispersion_values(z_train).cpu().numpy()
     out = {
         "components_used": int((counts > 0).sum()),
         "largest_component_fraction": float(counts.max() / max(1, counts.sum())),

@@ -99,6 +99,18 @@ class NBVAEModule(nn.Module):
     def dispersion(self) -> torch.Tensor:
         return torch.exp(self.log_r)
 
+    def dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: r at latent points z (one r per gene, broadcast)."""
+        return self.dispersion.expand(*z.shape[:-1], -1)
+
+    def relative_means(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., G]: rho(z), the decoded expression in normalised-count units."""
+        return self.decoder(z)
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """[N]: log N(z; 0, I), the prior."""
+        return self.prior_log_prob(z)
+
     def log_dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         """[..., G]: log r at latent points z (one r per gene, broadcast)."""
         return self.log_r.expand(*z.shape[:-1], self.log_r.shape[0])
@@ -141,6 +153,12 @@ class NBVAEModule(nn.Module):
     def encode(self, x: torch.Tensor, sf: torch.Tensor, measured: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(self.encoder_input(x, sf, measured))
+
+    @torch.no_grad()
+    def posterior(self, x: torch.Tensor, measured: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mean, log-variance) [N, D] of counts `x`, scaled by their size factors
+        against the training reference: where the closest-normal search starts."""
+        return self.encode(x, self.size_factors(x, measured), measured)
 
     # -- likelihood terms ------------------------------------------------------------------------
 

@@ -6,16 +6,14 @@ generator) and beta rising linearly over `kl_warmup_epochs`. The size factors sf
 median of ratios against the training samples' geometric means (fitted once, stored in the
 model). Held-out samples never update anything: they give the early-stopping criterion (their
 negative ELBO per gene at full KL weight whatever the warm-up's weight, from a fixed-seed set of
-posterior draws) and, at the
-end, the dispersion calibration (as for the DGD). Checkpoints and exact resume as for the DGD.
+posterior draws) and, at the end, the dispersion calibration at their closest normals (the
+encoder mean refined under the prior by the shared search, as for the DGD). `NBVAEPlan` is the
+NB-VAE's part in the shared loop (`nofone.models.training.fit`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,25 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nofone.errors import InputError
+from nofone.inference.represent import SearchConfig, search_latent
 from nofone.models.nbvae.config import NBVAEConfig, check
 from nofone.models.nbvae.module import NBVAEModule
-from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference
-from nofone.models.training import (
-    Checkpointing,
-    TrainingData,
-    TrainingOutcome,
-    TrainingState,
-    calibrate_on_heldout,
-)
+from nofone.models.training import TrainingData, TrainingOutcome, TrainingPlan, fit
 
 log = logging.getLogger(__name__)
-#: Adam settings of the representation search (`nofone.inference.represent.SearchConfig`), used
-#: for the held-out samples' closest normals before the dispersion calibration.
-SEARCH_BETAS = (0.5, 0.9)
 
-__all__ = ["TrainResult", "TrainingData", "kl_weight", "train_nbvae"]
+__all__ = ["NBVAEPlan", "TrainResult", "TrainingData", "kl_weight", "train_nbvae"]
 
 
 @dataclass(kw_only=True)
@@ -58,87 +46,92 @@ def kl_weight(epoch: int, warmup: int) -> float:
     return 1.0 if warmup <= 0 else min(1.0, (epoch + 1) / warmup)
 
 
-class _State(TrainingState):
-    """The NB-VAE's checkpointed state: network and dispersions, each with its optimiser."""
+class NBVAEPlan(TrainingPlan):
+    """The NB-VAE's part in the shared loop: network and dispersions, each with its optimiser."""
 
-    def __init__(self, module: NBVAEModule, config: NBVAEConfig):
+    score_key = "heldout_neg_elbo_per_gene"
+    score_name = "held-out negative ELBO"
+    checkpoint_salt = "nbvae"
+
+    def __init__(self, data: TrainingData, config: NBVAEConfig, device: str):
+        check(config)
+        super().__init__(data, config, device)
         t = config.training
+        measured = None if self.measured is None else self.measured.numpy()
+        self.reference = SizeFactorReference.fit(data.counts[self.train_idx],
+                                                 None if measured is None else measured[self.train_idx],
+                                                 config.size_factors)
+        self.size_factors = self.reference(data.counts, measured, check=True, sample_ids=list(data.sample_ids))
+        module = NBVAEModule(config, self.counts.shape[1])
+        module.set_size_factor_reference(self.reference)
+        self.module = module.to(device)
+        self.sf = torch.as_tensor(self.size_factors, dtype=torch.float64).to(device)
         betas = tuple(t.betas)
         network = [p for name, p in module.named_parameters() if name != "log_r"]
-        super().__init__(module, {
+        self.optimizers = {
             "network": torch.optim.AdamW(network, lr=t.lr, betas=betas, weight_decay=t.weight_decay),
             "dispersion": torch.optim.Adam([module.log_r], lr=t.lr_dispersion, betas=betas),
-        }, t.seed)
+        }
+
+    def initialise(self) -> None:
+        rows = self.train_rows
+        _initialise(self.module, self.x[rows], self.sf[rows], None if self.m is None else self.m[rows])
+
+    def train_epoch(self, epoch: int, generator: torch.Generator) -> dict:
+        t = self.config.training
+        beta = kl_weight(epoch, t.kl_warmup_epochs)
+        self.module.train()
+        record = _run_epoch(self, generator, t.batch_size, beta)
+        self.module.eval()  # no dropout in what follows
+        if self.has_heldout:
+            with torch.no_grad():
+                record |= _posterior_mean_loss(self.module, self.x, self.sf, self.m, self.test_rows, "test")
+        return record
+
+    def diagnostics(self) -> dict:
+        return _diagnostics(self.module, self.x, self.sf, self.m, self.train_rows)
+
+    def heldout_score(self) -> float:
+        t = self.config.training
+        return heldout_neg_elbo_per_gene(self.module, self.x, self.sf, self.m, self.test_rows, t.eval_draws, t.seed)
+
+    def heldout_closest_normals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder mean refined `eval_steps` Adam steps under the prior, with the scale of
+        `scaling_factor(..., "median")`, as `nofone represent` finds them."""
+        t = self.config.training
+        x, m = self.heldout()
+        search = SearchConfig(method="one_opt", steps_first=t.eval_steps, steps_second=0, lr=t.lr_representation,
+                              keep_candidates=None, scaling="median")
+        start, _ = self.module.posterior(x, m)
+        result = search_latent(self.module, x, m, start.unsqueeze(1), search)
+        return result.latent, result.scale
+
+    def trained_points(self) -> tuple[np.ndarray, torch.Tensor]:
+        """Posterior means, with the training size factors as the NB scale."""
+        return self.posterior()[0], torch.as_tensor(self.size_factors, dtype=torch.float64)
+
+    def posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every sample's posterior (mean, log-variance) [N, D]."""
+        with torch.no_grad():
+            mean, log_var = self.module.encode(self.x, self.sf, self.m)
+        return mean.cpu().numpy(), log_var.cpu().numpy()
+
+    def summary(self, final: dict, table) -> dict:
+        return {"epochs_run": final["epoch"], "optimizer_steps": self.steps(), "components_used": 1,
+                "active_latent_dims": final["active_latent_dims"],
+                "size_factors": {"method": self.reference.method,
+                                 "reference_genes": self.reference.n_reference_genes}}
 
 
 def train_nbvae(data: TrainingData, config: NBVAEConfig, *, device: str = "cpu",
                 checkpoint_dir: Path | None = None, resume: bool = False,
                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Fit the NB-VAE to `data` (its `split` says which samples train and which are held out)."""
-    check(config)
-    t = config.training
-    torch.manual_seed(t.seed)
-    is_train = np.asarray(data.split) == "train"
-    if is_train.sum() == 0:
-        raise InputError("no training samples (every sample is in the test split)")
-    train_idx = np.flatnonzero(is_train)
-    test_idx = np.flatnonzero(~is_train)
-    measured_np = None if data.measured is None or data.measured.all() else np.asarray(data.measured, dtype=bool)
-    reference = SizeFactorReference.fit(data.counts[train_idx], None if measured_np is None else measured_np[train_idx],
-                                        config.size_factors)
-    sf_np = reference(data.counts, measured_np, check=True, sample_ids=list(data.sample_ids))
-    counts = torch.as_tensor(data.counts, dtype=torch.float64)
-    measured = None if measured_np is None else torch.as_tensor(measured_np)
-    n_genes = counts.shape[1]
-    module = NBVAEModule(config, n_genes)
-    module.set_size_factor_reference(reference)
-    sf = torch.as_tensor(sf_np, dtype=torch.float64)
-    state = _State(module, config)
-    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(config.to_dict(), sort_keys=True),
-                                salt="nbvae")
-    resumed_from = checkpoints.resume(state, resume)
-    if resumed_from is None:
-        _initialise(module, counts[train_idx], sf[train_idx], None if measured is None else measured[train_idx])
-    module.to(device)
-    x_dev, sf_dev = counts.to(device), sf.to(device)
-    m_dev = None if measured is None else measured.to(device)
-    train_rows, test_rows = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
-    early = t.early_stopping and len(test_idx) > 0
-    stopped = state.bad_evaluations >= t.patience if early else False
-    while state.epoch < t.epochs and not stopped:
-        started = time.perf_counter()
-        beta = kl_weight(state.epoch, t.kl_warmup_epochs)
-        module.train()
-        record = _run_epoch(state, x_dev, sf_dev, m_dev, train_rows, t.batch_size, beta)
-        module.eval()  # no dropout in what follows
-        state.epoch += 1
-        with torch.no_grad():
-            if len(test_idx):
-                record |= _posterior_mean_loss(module, x_dev, sf_dev, m_dev, test_rows, "test")
-            record |= _diagnostics(module, x_dev, sf_dev, m_dev, train_rows)
-        evaluate = state.epoch % t.eval_every == 0 or state.epoch == t.epochs
-        if early and evaluate:
-            loss = heldout_neg_elbo_per_gene(module, x_dev, sf_dev, m_dev, test_rows, t.eval_draws, t.seed)
-            record["heldout_neg_elbo_per_gene"] = loss
-            stopped = state.observe(loss, t.patience)
-        state.end_epoch(record, started, on_epoch)
-        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
-    if early:
-        state.restore_best_epoch("held-out negative ELBO")
-    module.eval()
-    calibration = outlier_null = None
-    if t.calibrate_dispersion and len(test_idx):
-        x_t = x_dev[test_rows]
-        m_t = None if m_dev is None else m_dev[test_rows]
-        z, scale = closest_normal(module, x_t, m_t, t.eval_steps, t.lr_representation)
-        calibration, outlier_null = calibrate_on_heldout(module, x_t, z, scale, m_t)
-    with torch.no_grad():
-        mean, log_var = module.encode(x_dev, sf_dev, m_dev)
-    return TrainResult(module=module.cpu(), latent=mean.cpu().numpy(), log_var=log_var.cpu().numpy(),
-                       size_factors=sf_np, size_factor_method=reference.method, history=state.history,
-                       resumed_from=resumed_from, best_epoch=state.best_epoch if early else None,
-                       stopped_early=stopped, calibration=calibration, outlier_null=outlier_null,
-                       checkpoint_dir=checkpoints.folder)
+    plan = NBVAEPlan(data, config, device)
+    outcome = fit(plan, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=on_epoch)
+    latent, log_var = plan.posterior()
+    return TrainResult(module=plan.module.cpu(), latent=latent, log_var=log_var, size_factors=plan.size_factors,
+                       size_factor_method=plan.reference.method, **vars(outcome))
 
 
 @torch.no_grad()
@@ -152,10 +145,10 @@ def _initialise(module: NBVAEModule, x: torch.Tensor, sf: torch.Tensor, measured
     module.input_centre.copy_(centre.to(module.input_centre.dtype))
 
 
-def _run_epoch(state: _State, x: torch.Tensor, sf: torch.Tensor, measured: torch.Tensor | None,
-               train_rows: torch.Tensor, batch_size: int, beta: float) -> dict:
-    module, opt = state.module, state.optimizers
-    order = torch.randperm(len(train_rows), generator=state.generator)
+def _run_epoch(plan: NBVAEPlan, generator: torch.Generator, batch_size: int, beta: float) -> dict:
+    module, opt = plan.module, plan.optimizers
+    x, sf, measured, train_rows = plan.x, plan.sf, plan.m, plan.train_rows
+    order = torch.randperm(len(train_rows), generator=generator)
     totals = {"nb": 0.0, "kl": 0.0}
     for start in range(0, len(order), batch_size):
         rows = train_rows[order[start:start + batch_size]]
@@ -163,7 +156,7 @@ def _run_epoch(state: _State, x: torch.Tensor, sf: torch.Tensor, measured: torch
         for optimizer in opt.values():
             optimizer.zero_grad()
         mean, log_var = module.encode(x[rows], sf[rows], m)
-        eps = torch.randn(mean.shape, generator=state.generator).to(mean.device)
+        eps = torch.randn(mean.shape, generator=generator).to(mean.device)
         z = mean + torch.exp(0.5 * log_var) * eps
         nb = module.count_log_prob(x[rows], z, sf[rows], m)
         kl = module.kl(mean, log_var).double()
@@ -206,34 +199,6 @@ def heldout_neg_elbo_per_gene(module: NBVAEModule, x, sf, measured, rows, draws:
     return float(neg_elbo.sum() / n_values)
 
 
-def closest_normal(module: NBVAEModule, x: torch.Tensor, measured: torch.Tensor | None, steps: int,
-                   lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, scale) as `nofone represent` finds them: the encoder mean refined `steps` Adam steps
-    under the N(0, I) prior, with the scale of `scaling_factor(..., "median")`."""
-    with torch.no_grad():
-        start, _ = module.encode(x, module.size_factors(x, measured), measured)
-    z = start.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr, betas=SEARCH_BETAS)
-    requires = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            relative = module.decoder(z)
-            scale = scaling_factor(x, relative, measured, "median")
-            nb = module.count_log_prob(x, z, scale, measured)
-            loss = -(nb.sum() + module.prior_log_prob(z).double().sum())
-            loss.backward()
-            optimizer.step()
-    finally:
-        for p, r in zip(module.parameters(), requires):
-            p.requires_grad_(r)
-    z = z.detach()
-    with torch.no_grad():
-        scale = scaling_factor(x, module.decoder(z), measured, "median")
-    return z, scale
-
-
 @torch.no_grad()
 def _diagnostics(module: NBVAEModule, x, sf, measured, rows) -> dict:
     """Dispersion spread and active latent dimensions (posterior collapse shows as 0)."""
@@ -247,8 +212,3 @@ def _diagnostics(module: NBVAEModule, x, sf, measured, rows) -> dict:
         "dispersion_q05": float(np.quantile(r, 0.05)),
         "dispersion_q95": float(np.quantile(r, 0.95)),
     }
-
-
-def epochs_to_steps(n_train: int, batch_size: int, epochs: int) -> int:
-    """Optimiser steps a run will take."""
-    return epochs * math.ceil(n_train / batch_size)

@@ -16,7 +16,7 @@ def build(ctx: ReportContext, section: Section) -> None:
     if training is None:
         section.unavailable("model/training_representations.parquet not found (made by `nofone train`)")
         return
-    if n_components(data.config or {}) == 1:
+    if n_components(data.config or {}) in (1, None) and data.config:
         section.unavailable("not applicable: the model's latent prior has a single component (e.g. an NB-VAE)")
         return
     fit = training[training["split"] == "train"]

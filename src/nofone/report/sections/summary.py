@@ -8,7 +8,7 @@ import pandas as pd
 
 from nofone import __version__
 from nofone.evaluate.calls import calls_per_group, negative_control_calls, samples_per_group
-from nofone.report.context import TABLES, ReportContext, model_settings, n_components
+from nofone.report.context import TABLES, ReportContext, latent_dim, model_settings, n_components
 from nofone.report.html import (
     Section,
     code,
@@ -47,7 +47,7 @@ def _model_rows(ctx: ReportContext) -> list[tuple[str, object]]:
         ("model folder", str(ctx.data.paths.model)),
         ("trained with nofone", config.get("nofone_version")),
         ("genes", config.get("n_genes")),
-        ("latent dimensions", settings.get("latent_dim")),
+        ("latent dimensions", latent_dim(config)),
         ("hidden layers", " × ".join(str(h) for h in settings.get("hidden", [])) or None),
         ("mixture components", n_components(config)),
         ("training samples", info.get("n_train")),
@@ -67,13 +67,12 @@ def _model_rows(ctx: ReportContext) -> list[tuple[str, object]]:
 
 def _model_numbers(ctx: ReportContext) -> dict:
     config = ctx.data.config or {}
-    settings = model_settings(config)
     info = ctx.data.training_info
     history = ctx.data.history
     calibration = info.get("dispersion_calibration") or {}
     return {
         "model_type": config.get("model_type"), "n_genes": config.get("n_genes"),
-        "latent_dim": settings.get("latent_dim"), "n_components": n_components(config),
+        "latent_dim": latent_dim(config), "n_components": n_components(config),
         "n_train": info.get("n_train"), "n_test": info.get("n_test"),
         "epochs_run": int(history["epoch"].max()) if history is not None and len(history) else None,
         "epochs_max": info.get("epochs"), "best_epoch": info.get("best_epoch"),

@@ -22,3 +22,9 @@ class CudaOutOfMemory(NofoneError):
     """The GPU ran out of memory; a retry with a smaller chunk or a larger GPU may succeed."""
 
     exit_code = EXIT_CUDA_OOM
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A value for a message: quoted, non-printable characters escaped, long ones cut."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return ascii(cut) if not cut.isprintable() or not cut.isascii() else repr(cut)

@@ -21,7 +21,7 @@ from nofone import __version__
 from nofone.choices import NULLS
 from nofone.errors import InputError
 from nofone.io import tsv
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.io.samplesheet import validate_sample_id
 from nofone.models.scaling import SCALINGS, scaling_factor
@@ -62,6 +62,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
     own estimated model error (`nofone.stats.model_error`).
     """
     check_null(null, test)
+    check_outdir(outdir)
     if scaling is not None and scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
     device = resolve_device(device)

@@ -13,7 +13,7 @@ import torch
 
 from nofone import __version__
 from nofone.inference.represent import SearchConfig, find_representations
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.progress import progress
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
@@ -43,6 +43,7 @@ def representation_schema(latent_dim: int, n_components: int, metadata: dict) ->
 def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConfig,
               sample_ids: list[str] | None = None, chunk_size: int = 32, device: str = "auto") -> dict:
     """Find representations for the selected samples of a dataset and write them."""
+    check_outdir(outdir)
     device = resolve_device(device)
     model = load_model(model_dir, device)
     search = search.for_model(model, search.scaling)  # no scaling asked for: the model's own

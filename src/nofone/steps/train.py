@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from nofone.io.atomic import staged_outdir
+from nofone.io.atomic import check_outdir, staged_outdir
 from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
 from nofone.models.base import ArtifactModel
@@ -47,6 +47,7 @@ def train(input_dir: Path, outdir: Path, config: DGDConfig | NBVAEConfig, *, con
           resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False) -> dict:
     """Train a DGD or an NB-VAE (by the type of `config`) on the normal samples of `input_dir`
     and write the model to `outdir`."""
+    check_outdir(outdir)
     device = resolve_device(device)
     data = Dataset(input_dir)
     samples = data.samples

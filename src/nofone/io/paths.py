@@ -9,8 +9,10 @@ from pathlib import Path
 
 from nofone.errors import InputError
 
-#: Bytes of a file's start checked for binary content (NUL bytes, invalid UTF-8).
+#: Bytes of a file's start checked for binary content (NUL and other control bytes, invalid UTF-8).
 _TEXT_PROBE = 1 << 16
+#: Control bytes that text tables do not hold (tab, line ends, form feed and escape are allowed).
+_BINARY_BYTES = [*range(0x00, 0x09), 0x0E, 0x0F, *range(0x10, 0x1B), *range(0x1C, 0x20), 0x7F]
 
 
 def require_file(path: Path, what: str) -> None:
@@ -58,6 +60,7 @@ def check_text(path: Path, what: str = "count file") -> str | None:
 
     A binary file (BAM, xlsx, zip, an image) is named as such and its bytes are never echoed.
     """
+    require_file(path, what)
     try:
         compression = compression_of(path)
         opener = gzip.open if compression == "gzip" else open
@@ -68,9 +71,11 @@ def check_text(path: Path, what: str = "count file") -> str | None:
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{what} {path} cannot be read ({reason(exc)})") from None
     nul = head.find(b"\x00")
-    if nul >= 0:
+    controls = sum(head.count(bytes([b])) for b in _BINARY_BYTES)
+    if nul >= 0 or controls > 0.005 * len(head):
+        where = f"a NUL byte at offset {nul}" if nul >= 0 else f"{controls} control bytes in its first {len(head):,}"
         raise InputError(
-            f"{what} {path} is not a text table: it holds binary data (a NUL byte at offset {nul}); "
+            f"{what} {path} is not a text table: it holds binary data ({where}); "
             "give a tab- or comma-separated text file, optionally gzipped"
         )
     try:

@@ -181,7 +181,7 @@ def _sniff(path: Path, fmt: str, strandedness: str) -> Layout:
         ids = [columns[0]] + ([columns[1]] if lower[1] == "description" else [])
         return Layout(path, "gct", delimiter, skip + 1, columns, ids, columns[len(ids):], compression=compression)
     if detected == "samples-by-genes":
-        return _samples_by_genes(path, delimiter, columns, body, compression)
+        return _samples_by_genes(path, delimiter, first, body, compression)
     # nfcore and matrix: leading gene-describing columns, then samples
     data = _split(body[1], delimiter) if len(body) > 1 else []
     n_lead = 1
@@ -223,16 +223,21 @@ def _detect(lines: list[str]) -> str:
     return "matrix"
 
 
-def _samples_by_genes(path: Path, delimiter: str, columns: list[str], body: list[str],
+def _samples_by_genes(path: Path, delimiter: str, header: list[str], body: list[str],
                       compression: str | None) -> Layout:
+    columns = _unique(header)
     data = _split(body[1], delimiter) if len(body) > 1 else []
     genes, extra = [], []
     for i, name in enumerate(columns[1:], start=1):
         numeric = i < len(data) and _is_number(data[i])
         if name.lower() in SAMPLE_METADATA_NAMES or not numeric:
             extra.append(name)
+        elif not header[i]:
+            raise InputError(f"count file {path}, line 1: header column {i + 1} is empty; a gene column needs an id")
         else:
             genes.append(name)
+    if not genes:
+        raise InputError(f"count file {path}: no gene columns with numbers in the first data row (samples-by-genes)")
     return Layout(path, "samples-by-genes", delimiter, 1, columns, [columns[0]], genes,
                   orientation="samples", compression=compression, extra_columns=extra)
 

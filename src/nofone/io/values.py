@@ -23,7 +23,7 @@ INT64_MAX = 2**63 - 1
 #: Texts read as missing values.
 NULL_TEXTS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
 #: Up to 18 digits always fits int64: such a text is cast as an integer in one step.
-_PLAIN_INT = r"^\+?[0-9]{1,18}$"
+_PLAIN_INT = r"^[0-9]{1,18}$"
 _DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _SPECIAL = r"^[+-]?(inf|infinity|nan)$"
 #: Below 2^52 a float64 holds every integer and every half exactly.

@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("NOFONE_PROGRESS", "0")
@@ -126,7 +125,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print()
     rules = ["entrez", "symbol", "alias", "shared_entrez"]
-    print(f"{'atlas genes (rows) kept, of ' + format(result['atlas_rows'], ','):44s}" + "".join(f"{k:>12s}" for k in runs))
+    title = f"atlas genes (rows) kept, of {result['atlas_rows']:,}"
+    print(f"{title:44s}" + "".join(f"{k:>12s}" for k in runs))
     for label, key in [("rows mapped to an Ensembl gene", "rows_mapped"), *((f"  by {r}", r) for r in rules),
                        ("unmapped", "unmapped"), ("ambiguous (never guessed)", "ambiguous"),
                        ("distinct Ensembl genes", "distinct_genes")]:

@@ -48,14 +48,19 @@ def gz(text: str) -> bytes:
 
 
 SHEET = "sample,counts\nA,a.tsv\n"
+TWO = "sample,counts\nA,a.tsv\nB,b.tsv\n"
 VALUE = r"a\.tsv, line 3: gene 'ENSG00000000002', sample 'A' \(column 'c'\): "
+MANY = "g\tc\n" + "".join(f"ENSG{i:011d}\t5\n" for i in range(200))
 CASES = {
     # values: exact integers or a refusal naming file, line, gene, sample
-    "above-int64": Case(SHEET, {"a.tsv": big("9223372036854775808")}, VALUE + r"count '9223372036854775808' does not fit a 64-bit integer"),
-    "20-digit": Case(SHEET, {"a.tsv": big("99999999999999999999")}, VALUE + r"count '99999999999999999999' does not fit"),
+    "above-int64": Case(SHEET, {"a.tsv": big("9223372036854775808")},
+                        VALUE + r"count '9223372036854775808' does not fit a 64-bit integer"),
+    "20-digit": Case(SHEET, {"a.tsv": big("99999999999999999999")},
+                     VALUE + r"count '99999999999999999999' does not fit"),
     "exponent-too-big": Case(SHEET, {"a.tsv": big("1e20")}, VALUE + r"count '1e20' does not fit"),
     "exponent-overflow": Case(SHEET, {"a.tsv": big("1e400")}, VALUE + r"count '1e400' does not fit"),
-    "huge-fraction": Case(SHEET, {"a.tsv": big("9007199254740993.5")}, VALUE + r"non-integer count 9007199254740993\.5"),
+    "huge-fraction": Case(SHEET, {"a.tsv": big("9007199254740993.5")},
+                          VALUE + r"non-integer count 9007199254740993\.5"),
     "hex": Case(SHEET, {"a.tsv": big("0x10")}, VALUE + r"not a number: '0x10'"),
     "underscore": Case(SHEET, {"a.tsv": big("1_000")}, VALUE + r"not a number: '1_000'"),
     "decimal-comma": Case(SHEET, {"a.tsv": big("1,5")}, VALUE + r"not a number: '1,5'"),
@@ -66,29 +71,33 @@ CASES = {
     "nul-in-value": Case(SHEET, {"a.tsv": "g\tc\n" + "".join(f"ENSG{i:011d}\t1\n" for i in range(9000))
                                  + f"{E2}\t1\x002\n"}, r"not a number: '1\\x002'"),
     "escape-in-value": Case(SHEET, {"a.tsv": big("\x1b[31m5")}, r"not a number: '\\x1b\[31m5'"),
-    "two-rows-sum-beyond-int64": Case(SHEET, {"a.tsv": f"g\tc\n{E1}\t3\n{E2}.1\t{2**62}\n{E2}.2\t{2**62}\n"},
-                                      r"gene 'ENSG00000000002', sample 'A': the sum of its duplicate rows does not fit"),
+    "two-rows-sum-beyond-int64": Case(
+        SHEET, {"a.tsv": f"g\tc\n{E1}\t3\n{E2}.1\t{2**62}\n{E2}.2\t{2**62}\n"},
+        r"gene 'ENSG00000000002', sample 'A': the sum of its duplicate rows does not fit"),
     # library sizes
     "all-zero-sample": Case(SHEET, {"a.tsv": f"g\tc\n{E1}\t0\n{E2}\t0\n"},
-                            r"1 sample\(s\) have fewer counts than the genes measured.*'A' \(0 counts; sample sheet line 2\)"
-                            r".*--min-library-size 0"),
-    "zero-column-in-matrix": Case("sample,counts\nA,m.tsv\nB,m.tsv\n", {"m.tsv": f"gene_id\tA\tB\n{E1}\t3\t0\n{E2}\t4\t0\n"},
+                            r"1 sample\(s\) have fewer counts than the genes measured"
+                            r".*'A' \(0 counts; sample sheet line 2\).*--min-library-size 0"),
+    "zero-column-in-matrix": Case("sample,counts\nA,m.tsv\nB,m.tsv\n",
+                                  {"m.tsv": f"gene_id\tA\tB\n{E1}\t3\t0\n{E2}\t4\t0\n"},
                                   r"'B' \(0 counts; sample sheet line 3\)"),
-    "below-one-per-gene": Case(SHEET, {"a.tsv": "g\tc\n" + "".join(f"ENSG{i:011d}\t{int(i == 0)}\n" for i in range(50))},
+    "below-one-per-gene": Case(
+        SHEET, {"a.tsv": "g\tc\n" + "".join(f"ENSG{i:011d}\t{int(i < 1)}\n" for i in range(50))},
                                r"'A' \(1 counts; sample sheet line 2\)"),
     "below-explicit-minimum": Case(SHEET, {"a.tsv": GOOD}, r"fewer than --min-library-size 100 counts.*'A' \(7 counts",
                                    ["--min-library-size", "100"]),
     # the gene set
-    "one-gene-file": Case("sample,counts\nA,a.tsv\nB,b.tsv\n",
-                          {"a.tsv": "g\tc\n" + "".join(f"ENSG{i:011d}\t5\n" for i in range(200)), "b.tsv": f"g\tc\n{E1}\t900\n"},
-                          r"count file .*b\.tsv limits the gene set: it lacks 199 of the genes.*leave 1 of the 200.*"
-                          r"--intersect-genes"),
-    "symbols-vs-ensembl": Case("sample,counts\nA,a.tsv\nB,b.tsv\n", {"a.tsv": GOOD, "b.tsv": "g\tc\nTP53\t3\nEGFR\t4\n"},
-                               r"no gene is in every count file: .*a\.tsv \(2 genes, ensembl ids\), .*b\.tsv \(2 genes, symbol ids\)"),
+    "one-gene-file": Case(TWO, {"a.tsv": MANY, "b.tsv": f"g\tc\n{E1}\t900\n"},
+                          r"count file .*b\.tsv limits the gene set: it lacks 199 of the genes"
+                          r".*leave 1 of the 200.*--intersect-genes"),
+    "symbols-vs-ensembl": Case(TWO, {"a.tsv": GOOD, "b.tsv": "g\tc\nTP53\t3\nEGFR\t4\n"},
+                               r"no gene is in every count file: .*a\.tsv \(2 genes, ensembl ids\), "
+                               r".*b\.tsv \(2 genes, symbol ids\)"),
     # ids
     "newline-in-quoted-id": Case('sample,counts\n"A\nB",a.tsv\n', {"a.tsv": GOOD},
                                  r"sheet\.csv, line 2: the quoted field 'A\\nB' holds a line break"),
-    "newline-in-quoted-path": Case('sample,counts\nA,"a.tsv\n"\n', {"a.tsv": GOOD}, r"line 2: the quoted field 'a\.tsv\\n' holds"),
+    "newline-in-quoted-path": Case('sample,counts\nA,"a.tsv\n"\n', {"a.tsv": GOOD},
+                                   r"line 2: the quoted field 'a\.tsv\\n' holds"),
     "carriage-return-in-id": Case('sample,counts\n"A\rB",a.tsv\n', {"a.tsv": GOOD}, r"holds a line break"),
     "trailing-newline-id": Case('sample,counts\n"A\n",a.tsv\n', {"a.tsv": GOOD}, r"holds a line break"),
     "unicode-id": Case("sample,counts\nA\u00e9,a.tsv\n", {"a.tsv": GOOD}, r"sample id 'A\\xe9' is not allowed"),
@@ -101,35 +110,45 @@ CASES = {
     "samples-by-genes-no-genes": Case("sample,counts,column\nX,s.csv,x1\n", {"s.csv": f",{E1},{E2}\nx1,a,b\n"},
                                       r"no gene columns with numbers"),
     # encodings, binary files, unreadable paths
-    "binary-sheet": Case(random_bytes(300, 1) + b"\x00", {}, r"sample sheet .* is not a text file: it holds binary data"),
+    "binary-sheet": Case(random_bytes(300, 1) + b"\x00", {},
+                         r"sample sheet .* is not a text file: it holds binary data"),
     "latin1-sheet": Case("sample,counts,tissue\nA,a.tsv,c\u00f4lon\n".encode("latin-1"), {"a.tsv": GOOD},
                          r"sample sheet .* is not UTF-8 text \(byte 0xf4 at offset 30\)"),
     "utf16-sheet": Case(SHEET.encode("utf-16"), {"a.tsv": GOOD}, r"sample sheet .* is not a text file"),
-    "nul-in-sheet": Case(b"sample,counts\nA\x00,a.tsv\n", {"a.tsv": GOOD}, r"binary data \(a NUL byte at offset 15\)"),
-    "huge-field-in-sheet": Case("sample,counts\nA," + "x" * 200_000 + "\n", {}, r"line 2: field larger than field limit"),
-    "binary-count-file": Case(SHEET, {"a.tsv": random_bytes(2000, 2) + b"\x00"}, r"count file .*a\.tsv is not a text table"),
+    "nul-in-sheet": Case(b"sample,counts\nA\x00,a.tsv\n", {"a.tsv": GOOD},
+                         r"binary data \(a NUL byte at offset 15\)"),
+    "huge-field-in-sheet": Case("sample,counts\nA," + "x" * 200_000 + "\n", {},
+                                r"line 2: field larger than field limit"),
+    "binary-count-file": Case(SHEET, {"a.tsv": random_bytes(2000, 2) + b"\x00"},
+                              r"count file .*a\.tsv is not a text table"),
     "zip-count-file": Case(SHEET, {"a.tsv": b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + random_bytes(200, 3)},
                            r"a\.tsv is not a text table"),
     "latin1-count-file": Case(SHEET, {"a.tsv": f"g\tc\n{E1}\t3\nG\u00e9ne\t4\n".encode("latin-1")},
                               r"count file .*a\.tsv is not UTF-8 text \(byte 0xe9"),
     "truncated-gzip": Case(SHEET, {"a.tsv": gz(GOOD * 50)[:40]}, r"count file .*a\.tsv cannot be read"),
     "corrupt-gzip": Case(SHEET, {"a.tsv": gz(GOOD)[:10] + b"\xff" * 40}, r"count file .*a\.tsv cannot be read"),
-    "gzip-of-binary": Case(SHEET, {"a.tsv": gzip.compress(random_bytes(500, 4) + b"\x00")}, r"a\.tsv is not a text table"),
+    "gzip-of-binary": Case(SHEET, {"a.tsv": gzip.compress(random_bytes(500, 4) + b"\x00")},
+                           r"a\.tsv is not a text table"),
     "count-path-is-folder": Case(SHEET, {"a.tsv/x": GOOD}, r"line 2: count file 'a\.tsv' is a folder"),
-    "count-path-too-long": Case("sample,counts\nA," + "a" * 5000 + "\n", {}, r"line 2: count file 'a{10}.*cannot be used"),
-    "count-path-unknown-user": Case("sample,counts\nA,~nosuchuser1234/a.tsv\n", {}, r"count file '~nosuchuser1234/a\.tsv'"),
-    "gene-list-binary": Case(SHEET, {"a.tsv": GOOD, "genes.txt": b"\x00\x01\x02"}, r"gene list .*genes\.txt is not a text file",
-                             ["--genes", "{tmp}/genes.txt"]),
-    "gene-list-folder": Case(SHEET, {"a.tsv": GOOD, "genes/x": "y"}, r"gene list .*genes is a folder", ["--genes", "{tmp}/genes"]),
+    "count-path-too-long": Case("sample,counts\nA," + "a" * 5000 + "\n", {},
+                                r"line 2: count file 'a{10}.*cannot be used"),
+    "count-path-unknown-user": Case("sample,counts\nA,~nosuchuser1234/a.tsv\n", {},
+                                    r"count file '~nosuchuser1234/a\.tsv'"),
+    "gene-list-binary": Case(SHEET, {"a.tsv": GOOD, "genes.txt": b"\x00\x01\x02"},
+                             r"gene list .*genes\.txt is not a text file", ["--genes", "{tmp}/genes.txt"]),
+    "gene-list-folder": Case(SHEET, {"a.tsv": GOOD, "genes/x": "y"}, r"gene list .*genes is a folder",
+                             ["--genes", "{tmp}/genes"]),
     "annotation-binary": Case(SHEET, {"a.tsv": GOOD, "ann.tsv": random_bytes(100, 5) + b"\x00"},
                               r"annotation .*ann\.tsv is not a text table", ["--annotation", "{tmp}/ann.tsv"]),
     "annotation-no-ensembl": Case(SHEET, {"a.tsv": GOOD, "ann.tsv": "entrez\tsymbol\n1\tA\n"}, r"no Ensembl id column",
                                   ["--annotation", "{tmp}/ann.tsv"]),
-    "annotation-folder": Case(SHEET, {"a.tsv": GOOD, "ann/x": "y"}, r"annotation .*ann is a folder", ["--annotation", "{tmp}/ann"]),
+    "annotation-folder": Case(SHEET, {"a.tsv": GOOD, "ann/x": "y"}, r"annotation .*ann is a folder",
+                              ["--annotation", "{tmp}/ann"]),
     # the output folder, checked before any work (the count file here is bad too: the outdir is named first)
-    "outdir-is-file": Case(SHEET, {"a.tsv": big("-1"), "out": "a file"}, r"output folder .*out is a file, not a folder"),
-    "outdir-under-file": Case(SHEET, {"a.tsv": big("-1"), "f": "a file"}, r"output folder .*f/out cannot be created: .*f is a file",
-                              ["--outdir", "{tmp}/f/out"]),
+    "outdir-is-file": Case(SHEET, {"a.tsv": big("-1"), "out": "a file"},
+                           r"output folder .*out is a file, not a folder"),
+    "outdir-under-file": Case(SHEET, {"a.tsv": big("-1"), "f": "a file"},
+                              r"output folder .*f/out cannot be created: .*f is a file", ["--outdir", "{tmp}/f/out"]),
 }
 
 
@@ -219,7 +238,8 @@ def test_read_only_outdir_fails_before_the_work(tmp_path, runner, monkeypatch):
     locked.mkdir()
     if ROOT:
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+        monkeypatch.setattr(os, "access",
+                            lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
     else:
         locked.chmod(0o555)
     result = runner.invoke(app, ["ingest", "-i", str(sheet), "-o", str(locked / "out")])
@@ -274,7 +294,8 @@ def test_dataset_given_as_a_file_and_broken_dataset_files(tmp_path, runner, smal
     broken.mkdir()
     for name in ("counts.parquet", "genes.parquet", "samples.parquet"):
         (broken / name).write_bytes(random_bytes(100, 9))
-    result = runner.invoke(app, ["represent", "--model", str(model), "--input", str(broken), "--outdir", str(tmp_path / "r")])
+    result = runner.invoke(app, ["represent", "--model", str(model), "--input", str(broken),
+                                 "--outdir", str(tmp_path / "r")])
     assert_one_line_error(result, r"dataset file .*genes\.parquet is not a readable Parquet file")
 
 
@@ -289,8 +310,9 @@ def test_import_bulkdgd_explains_a_bad_pth(tmp_path, runner, content, match):
         (tmp_path / "d.pth").write_bytes(content)
     (tmp_path / "g.pth").write_bytes(b"")
     (tmp_path / "genes.txt").write_text(E1)
-    result = runner.invoke(app, ["import-bulkdgd", "--decoder", str(tmp_path / "d.pth"), "--gmm", str(tmp_path / "g.pth"),
-                                 "--genes", str(tmp_path / "genes.txt"), "--outdir", str(tmp_path / "m")])
+    result = runner.invoke(app, ["import-bulkdgd", "--decoder", str(tmp_path / "d.pth"),
+                                 "--gmm", str(tmp_path / "g.pth"), "--genes", str(tmp_path / "genes.txt"),
+                                 "--outdir", str(tmp_path / "m")])
     assert_one_line_error(result, match)
 
 
@@ -302,12 +324,14 @@ def test_zero_library_sample_kept_on_request_is_left_out_of_represent(tmp_path, 
 
     model, data = small_model
     genes = Dataset(data).gene_ids[:40]
-    (tmp_path / "m.tsv").write_text("gene_id\tFULL\tEMPTY\n" + "".join(f"{g}\t{50 + i}\t0\n" for i, g in enumerate(genes)))
+    rows = "".join(f"{g}\t{50 + i}\t0\n" for i, g in enumerate(genes))
+    (tmp_path / "m.tsv").write_text("gene_id\tFULL\tEMPTY\n" + rows)
     (tmp_path / "s.csv").write_text("sample,counts\nFULL,m.tsv\nEMPTY,m.tsv\n")
     with pytest.raises(Exception, match=r"'EMPTY' \(0 counts"):
         ingest(tmp_path / "s.csv", tmp_path / "d", IngestOptions())
     ingest(tmp_path / "s.csv", tmp_path / "d", IngestOptions(min_library_size=0))
-    summary = represent(model, tmp_path / "d", tmp_path / "r", SearchConfig(steps_first=2, steps_second=2), device="cpu")
+    search = SearchConfig(steps_first=2, steps_second=2)
+    summary = represent(model, tmp_path / "d", tmp_path / "r", search, device="cpu")
     assert summary["n_samples"] == 1 and list(summary["left_out"]) == ["EMPTY"]
     assert "library size 0" in summary["left_out"]["EMPTY"]
     report = json.loads((tmp_path / "r" / "represent_report.json").read_text())

@@ -2,11 +2,11 @@
 
 A float64 holds every integer only up to 2^53, so a count read as a float and cast back can
 silently become another number (a value above int64's range even turns negative). Here a
-column of count text is parsed as integers directly when every entry is a plain integer (the
-common case, one vectorised cast); otherwise each entry is parsed as a decimal number, entries
-below 2^52 through float64 (exact there, to a half), larger ones exactly with `Decimal`. A value
-that is not a number, is missing, negative, non-integer (unless rounding is asked for) or beyond
-int64 is refused, by its position, with the text as written.
+column of count text is cast to float64 in one vectorised step (Arrow's parser takes decimal
+numbers only, as `_DECIMAL` and `_SPECIAL` describe); entries below 2^52 are taken from there
+(exact, to a half), larger ones are parsed again from their text with `Decimal`. A value
+that is not a number, is missing, negative, non-integer (unless rounding is asked for) or
+beyond int64 is refused, by its position, with the text as written.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from nofone.errors import shown
 INT64_MAX = 2**63 - 1
 #: Texts read as missing values.
 NULL_TEXTS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"]
-#: Up to 18 digits always fits int64: such a text is cast as an integer in one step.
-_PLAIN_INT = r"^[0-9]{1,18}$"
 _DECIMAL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _SPECIAL = r"^[+-]?(inf|infinity|nan)$"
 #: Below 2^52 a float64 holds every integer and every half exactly.
@@ -47,25 +45,42 @@ def parse_counts(column: pa.Array | pa.ChunkedArray, round_counts: bool) -> tupl
         column = column.combine_chunks()
     if column.null_count:
         raise BadCount(_first(column.is_null()), "missing value")
-    text = pc.utf8_trim_whitespace(column)
-    if len(text) == 0:
+    if len(column) == 0:
         return np.zeros(0, np.int64), None
-    if pc.all(pc.match_substring_regex(text, _PLAIN_INT)).as_py():
-        return pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), None
-    return _parse_decimal(text, round_counts)
+    for text in (column, None):
+        if text is None:  # a second try without surrounding blanks
+            text = pc.utf8_trim_whitespace(column)
+        # float64 first: one fast cast that takes decimal numbers only (no hexadecimal, unlike
+        # Arrow's integer parser), exact for every integer below 2^53; larger values are parsed
+        # again from their text
+        floats = _try_cast(text, pa.float64())
+        if floats is not None:
+            return _from_floats(text, floats.to_numpy(zero_copy_only=False), round_counts)
+    return _refuse(*_first_invalid(text))
 
 
-def _parse_decimal(text: pa.Array, round_counts: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _try_cast(text: pa.Array, to: pa.DataType) -> pa.Array | None:
+    try:
+        return pc.cast(text, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def _first_invalid(text: pa.Array) -> tuple[int, str]:
+    """Why a column of text is not all numbers: its first missing value or non-number."""
     missing = pc.is_in(text, value_set=pa.array(NULL_TEXTS))
-    special = pc.match_substring_regex(text, _SPECIAL, ignore_case=True)
-    number = pc.match_substring_regex(text, _DECIMAL)
-    valid = pc.or_(pc.or_(missing, special), number)
-    if not pc.all(valid).as_py():
-        row = _first(pc.invert(valid))
-        return _refuse(row, f"not a number: {shown(text[row].as_py())}")
-    if pc.any(missing).as_py():
-        _refuse(_first(missing), "missing or non-numeric value (NA/NaN)")
-    values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    number = pc.or_(pc.match_substring_regex(text, _DECIMAL),
+                    pc.match_substring_regex(text, _SPECIAL, ignore_case=True))
+    bad = pc.or_(missing, pc.invert(number)).to_numpy(zero_copy_only=False)
+    row = int(np.argmax(bad))
+    if missing[row].as_py():
+        return row, "missing or non-numeric value (NA/NaN)"
+    return row, f"not a number: {shown(text[row].as_py())}"
+
+
+def _from_floats(text: pa.Array, values: np.ndarray, round_counts: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Counts from the float values of a column of decimal text (exact below 2^52; larger ones
+    are parsed again from their text)."""
     nan = np.isnan(values)
     if nan.any():
         _refuse(int(np.argmax(nan)), "missing or non-numeric value (NA/NaN)")
@@ -78,7 +93,7 @@ def _parse_decimal(text: pa.Array, round_counts: bool) -> tuple[np.ndarray, np.n
     negative = values < 0
     if negative.any():
         row = int(np.argmax(negative))
-        _refuse(row, f"negative count {text[row].as_py()}")
+        _refuse(row, f"negative count {shown(text[row].as_py())[1:-1]}")
     out = np.empty(len(values), dtype=np.int64)
     small = values < _FLOAT_EXACT
     nearest = np.rint(values[small])
@@ -91,7 +106,7 @@ def _parse_decimal(text: pa.Array, round_counts: bool) -> tuple[np.ndarray, np.n
     rounded[small] = fractional
     for row in np.flatnonzero(~small):
         out[row], rounded[row] = _exact(text[int(row)].as_py(), int(row), round_counts)
-    return out, rounded
+    return out, (rounded if rounded.any() else None)
 
 
 def _exact(text: str, row: int, round_counts: bool) -> tuple[int, bool]:
@@ -109,7 +124,7 @@ def _exact(text: str, row: int, round_counts: bool) -> tuple[int, bool]:
 
 
 def _non_integer(text: str) -> str:
-    return (f"non-integer count {text}; models need integer counts. Use --round-counts for "
+    return (f"non-integer count {shown(text)[1:-1]}; models need integer counts. Use --round-counts for "
             "estimated counts (RSEM expected counts, Salmon NumReads)")
 
 

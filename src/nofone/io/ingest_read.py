@@ -7,7 +7,6 @@ total (`input_library`, exact) and the number of values rounded are kept for the
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from nofone.io.readers import Layout, iter_gene_blocks, iter_sample_blocks, snif
 from nofone.io.samplesheet import SampleRow
 from nofone.io.spool import GeneMajorTable, SampleMajorTable, Spool
 from nofone.io.values import BadCount, exact_sums, parse_counts
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -31,7 +31,7 @@ def bounded(n: int) -> settings:
     return settings(max_examples=max(1, int(n * SCALE)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-FAST = bounded(30)
+FAST = bounded(20)
 COUNTS = st.one_of(st.integers(0, 1000), st.integers(0, INT64_MAX),
                    st.sampled_from([0, 1, 2**53 - 1, 2**53, 2**53 + 1, 2**62, INT64_MAX - 1, INT64_MAX]))
 
@@ -144,7 +144,7 @@ def ingest_or_input_error(content: bytes, sheet: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@bounded(25)
+@bounded(20)
 @given(edits=EDITS, compress=st.booleans())
 def test_a_damaged_count_file_is_read_or_refused(fmt, edits, compress):
     content = mutate(VALID[fmt], edits)

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/atlas_dgd.py [--out bench/out/atlas] [--config small] [--epochs N]
 
-Protocol (issue "The DGD"): all 22 normal files and the rectal tumours ingested with symbols
-mapped to Ensembl and RSEM counts rounded; 15% of each tissue's normals held out and never
+Protocol (issue "The DGD"): all 22 normal files and the rectal tumours ingested with Entrez ids
+and symbols mapped to Ensembl (the Ensembl table and the NCBI gene alias table, docs/input.md)
+and RSEM counts rounded; 15% of each tissue's normals held out and never
 seen by training (training holds out a further 10% of the rest for early stopping); genes
 filtered by edgeR filterByExpr on the training normals (group tissue) and to protein-coding;
 the model trained on 2 CPU threads; held-out normals and tumours represented and tested.
@@ -66,9 +67,11 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     annotation = DATA / "annotation" / "ensembl_grch38_gene_symbol_biotype_unique.tsv.gz"
+    aliases = DATA / "annotation" / "ncbi_gene_human_aliases_orgHsEg_3.16.tsv.gz"  # Entrez ids, old symbols
     timings = {}
     t = time.perf_counter()
-    ingest(atlas_sheet(out / "atlas.csv")[0], out / "data", IngestOptions(round_counts=True, annotation=annotation))
+    ingest(atlas_sheet(out / "atlas.csv")[0], out / "data",
+           IngestOptions(round_counts=True, annotation=[annotation, aliases]))
     timings["ingest_s"] = time.perf_counter() - t
     data = Dataset(out / "data")
     split = stratified_split(data.samples, args.heldout_fraction, args.seed)

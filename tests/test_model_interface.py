@@ -32,7 +32,7 @@ from nofone.report.build import report
 from nofone.simulate import SimulationConfig, simulate
 from nofone.stats.optimise import lbfgs
 from nofone.steps.common import load_model
-from nofone.steps.de import differential_expression
+from nofone.steps.de import DEOptions, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, read_representations, represent
 
 SHRINK = 0.1  # how far the stored point moves from the normal profile toward the sample
@@ -221,7 +221,8 @@ def test_a_model_without_latent_space_or_components_runs_every_step(profile_regi
     _, columns = read_representations(tmp_path / "reps" / REPRESENTATIONS)
     assert columns["spread"].shape == (len(targets), 300) and (columns["spread"] >= 0).all()
 
-    differential_expression(tmp_path / "model", tmp_path / "reps", data / "data", tmp_path / "de", device="cpu")
+    differential_expression(tmp_path / "model", tmp_path / "reps", data / "data", tmp_path / "de",
+                            DEOptions(device="cpu"))
     de = pq.read_table(tmp_path / "de" / "de.parquet").to_pandas()
     first = de[de["sample_id"] == targets[0]]
     np.testing.assert_allclose(first["dispersion"].to_numpy(), model.dispersion.numpy(), rtol=1e-12)

@@ -40,3 +40,9 @@ def cuda_memory_guard(advice: str) -> Iterator[None]:
             raise
         first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
         raise CudaOutOfMemory(f"CUDA out of memory ({first}); {advice}") from exc
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """A value for a message: quoted, non-printable characters escaped, long ones cut."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return ascii(cut) if not cut.isprintable() or not cut.isascii() else repr(cut)

@@ -16,7 +16,7 @@ def filter_command(
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output dataset folder (kept genes), with gene_filter.tsv and filter_report.json."),
     group: list[str] = typer.Option([], "--group", help="Sample column(s) defining groups (repeat or comma-separate for an interaction, e.g. CellType,Status)."),
     protein_coding: bool = typer.Option(False, "--protein-coding", help="Keep only protein-coding genes (biotype from the dataset or --annotation)."),
-    annotation: Path | None = typer.Option(None, help="Annotation TSV with Ensembl ids and biotypes (for --protein-coding)."),
+    annotation: list[Path] | None = typer.Option(None, help="Annotation TSV with Ensembl ids and biotypes (for --protein-coding); repeatable."),
     min_count: float = typer.Option(10.0, help="edgeR min.count."),
     min_total_count: float = typer.Option(15.0, help="edgeR min.total.count."),
     large_n: int = typer.Option(10, help="edgeR large.n."),
@@ -32,7 +32,7 @@ def filter_command(
     from nofone.steps.filter import filter_dataset
 
     summary = filter_dataset(input, outdir, group=group, protein_coding=protein_coding,
-                             annotation=annotation, condition=condition, chunk_size=chunk_size,
+                             annotation=annotation or None, condition=condition, chunk_size=chunk_size,
                              params=FilterParams(min_count, min_total_count, large_n, min_prop))
     echo(f"kept {summary['n_genes_kept']} of {summary['n_genes_in']} genes ({outdir})")
 

@@ -43,7 +43,8 @@ def represent_command(
     search = SearchConfig(method=method, steps_first=steps_first, steps_second=steps_second,
                           keep_candidates=keep_candidates or None, scaling=scaling)
     summary = represent(model, input, outdir, search, ids, chunk_size, device)
-    echo(f"represented {summary['n_samples']} samples in {summary['seconds']} s -> {outdir}")
+    left_out = f"; {len(summary['left_out'])} left out, no counts (represent_report.json)" if summary["left_out"] else ""
+    echo(f"represented {summary['n_samples']} samples in {summary['seconds']} s -> {outdir}{left_out}")
 
 
 @handle_errors

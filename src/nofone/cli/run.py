@@ -30,7 +30,7 @@ def run_command(
     epochs: int | None = typer.Option(None, min=1, help="Override the number of epochs."),
     seed: int | None = typer.Option(None, help="Override the training seed."),
     round_counts: bool = typer.Option(False, "--round-counts", help="Round non-integer counts (RSEM, Salmon)."),
-    annotation: Path | None = typer.Option(None, help="Gene annotation (ids -> Ensembl, biotypes)."),
+    annotation: list[Path] | None = typer.Option(None, help="Gene annotation (ids -> Ensembl, biotypes); repeatable, e.g. Ensembl and NCBI gene aliases (docs/input.md)."),
     filter_genes: bool = typer.Option(True, "--filter/--no-filter", help="filterByExpr on the normals before training."),
     group: list[str] = typer.Option(["tissue"], "--group", help="Group column(s) for filterByExpr."),
     protein_coding: bool = typer.Option(False, "--protein-coding", help="Train on protein-coding genes only."),
@@ -58,7 +58,7 @@ def run_command(
         config, {"training.epochs": epochs, "training.seed": seed})
     options = RunOptions(
         model=model, config=settings,
-        ingest=IngestOptions(round_counts=round_counts, annotation=annotation), filter_genes=filter_genes,
+        ingest=IngestOptions(round_counts=round_counts, annotation=annotation or None), filter_genes=filter_genes,
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,

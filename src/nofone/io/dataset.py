@@ -139,16 +139,23 @@ class Dataset:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        if self.root.is_file():
+            raise InputError(f"{self.root} is a file: give the dataset's folder (made by `nofone ingest`)")
         for name in (COUNTS_FILE, GENES_FILE, SAMPLES_FILE):
             if not (self.root / name).is_file():
                 raise InputError(
                     f"{self.root} is not a nofone dataset: {name} is missing "
                     "(make one with `nofone ingest`)"
                 )
-        self.genes = pd.read_parquet(self.root / GENES_FILE)
-        self.samples = pd.read_parquet(self.root / SAMPLES_FILE)
-        self._file = pq.ParquetFile(self.root / COUNTS_FILE)
-        n_genes = self._file.schema_arrow.field("counts").type.list_size
+        self.genes = read_parquet_table(self.root / GENES_FILE, "dataset file").to_pandas()
+        self.samples = read_parquet_table(self.root / SAMPLES_FILE, "dataset file").to_pandas()
+        try:
+            self._file = pq.ParquetFile(self.root / COUNTS_FILE)
+            n_genes = self._file.schema_arrow.field("counts").type.list_size
+        except (pa.ArrowInvalid, OSError, KeyError, AttributeError) as exc:
+            raise InputError(f"dataset file {self.root / COUNTS_FILE} is not a nofone counts table ({exc})") from None
+        if "gene_id" not in self.genes or "sample_id" not in self.samples:
+            raise InputError(f"{self.root}: genes.parquet needs gene_id and samples.parquet sample_id")
         if n_genes != len(self.genes):
             raise InputError(
                 f"{self.root}: counts.parquet has {n_genes} genes but genes.parquet lists "
@@ -219,6 +226,15 @@ class Dataset:
             order = {s: i for i, s in enumerate(chunk.sample_ids)}
             chunk = chunk.select_samples(np.array([order[s] for s in sample_ids], dtype=int))
         return chunk
+
+
+def read_parquet_table(path: Path, what: str) -> pa.Table:
+    """A whole Parquet file, or a one-line error saying it is not one."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InputError(f"{what} {path} is not a readable Parquet file ({text})") from None
 
 
 def _batch_to_chunk(batch: pa.RecordBatch, n_genes: int) -> CountChunk:

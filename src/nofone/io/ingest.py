@@ -3,19 +3,22 @@
 Two passes with memory bounded by a tile and a chunk of samples, never by the cohort:
 
 1. each count file is read once, validated value by value (the error names file, line, gene
-   and sample) and spooled to a temporary file sample-major;
+   and sample) and spooled to a temporary file sample-major (`ingest_read`);
 2. gene ids are harmonised (versions stripped, symbols/Entrez mapped, duplicates resolved by
-   the chosen policy), the target gene set is fixed (a gene list, or the genes every file has)
-   and samples are streamed out in chunks to `counts.parquet`.
+   the chosen policy), the target gene set is fixed (a gene list, or the genes every file has,
+   refused when one file would shrink it to far fewer genes than the others have) and samples
+   are streamed out in chunks to `counts.parquet`; a sample whose library is too small to be
+   a sample is refused (docs/input.md says why).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +28,20 @@ import scipy.sparse as sp
 from nofone import __version__
 from nofone.choices import DUPLICATE_POLICIES
 from nofone.errors import InputError
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import COUNTS_FILE, DEFAULT_CHUNK_SIZE, CountChunk, CountWriter, write_tables
-from nofone.io.gene_ids import Annotation, GeneMapping, map_gene_ids, read_gene_list
-from nofone.io.readers import Layout, iter_gene_blocks, iter_sample_blocks, sniff
+from nofone.io.gene_ids import Annotation, map_gene_ids, read_gene_list
+from nofone.io.ingest_read import ParsedFile, parse_file
 from nofone.io.samplesheet import SampleRow, read_samplesheet
-from nofone.io.spool import GeneMajorTable, SampleMajorTable, Spool
+from nofone.io.spool import Spool
+from nofone.io.values import INT64_MAX, exact_sums
 from nofone.progress import progress
 
+log = logging.getLogger(__name__)
 REPORT_FILE = "ingest_report.json"
+#: Without --intersect-genes, the genes every file has must be at least this share of the genes
+#: of the file that has most: one file of a few genes must not shrink the cohort to them.
+MIN_SHARED_GENE_FRACTION = 0.5
 
 
 @dataclass
@@ -41,29 +49,15 @@ class IngestOptions:
     """Options of `nofone ingest` (see the CLI for their meaning)."""
 
     format: str = "auto"
-    strandedness: str = "unstranded"
+    strandedness: str | None = None  # None: 'unstranded' for STAR files, and no warning elsewhere
     round_counts: bool = False
     duplicates: str = "sum"
-    annotation: Path | None = None
+    annotation: Path | list[Path] | None = None  # one table or several (Ensembl, NCBI gene aliases)
     genes: Path | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     tile_bytes: int = 16 * 2**20
-
-
-@dataclass
-class ParsedFile:
-    """One count file after pass 1: its samples spooled, its gene ids and per-sample tallies."""
-
-    layout: Layout
-    rows: list[SampleRow]  # sheet rows, in the order the table stores their samples
-    table: GeneMajorTable | SampleMajorTable
-    id_columns: dict[str, np.ndarray]
-    input_library: np.ndarray  # per sample: sum over every row of the file
-    rounded: np.ndarray  # per sample: number of values rounded
-    mapping: GeneMapping | None = None
-    unique_ids: list[str] = field(default_factory=list)
-    row_to_unique: np.ndarray | None = None  # per file row: index into unique_ids, -1 dropped
-    duplicates: dict[str, int] = field(default_factory=dict)
+    min_library_size: int | None = None  # None: one count per gene kept (see docs/input.md)
+    intersect_genes: bool = False  # keep the genes every file has even when one file has far fewer
 
 
 def ingest(samplesheet: str | os.PathLike[str], outdir: str | os.PathLike[str],
@@ -72,6 +66,9 @@ def ingest(samplesheet: str | os.PathLike[str], outdir: str | os.PathLike[str],
     options = options or IngestOptions()
     if options.duplicates not in DUPLICATE_POLICIES:
         raise InputError(f"duplicate policy {options.duplicates!r}: use one of {DUPLICATE_POLICIES}")
+    if options.min_library_size is not None and options.min_library_size < 0:
+        raise InputError(f"--min-library-size {options.min_library_size}: use 0 or more")
+    check_outdir(outdir)
     rows = read_samplesheet(samplesheet)
     annotation = Annotation.read(options.annotation) if options.annotation else None
     gene_list = read_gene_list(options.genes) if options.genes else None
@@ -85,17 +82,19 @@ def ingest(samplesheet: str | os.PathLike[str], outdir: str | os.PathLike[str],
             parsed: list[ParsedFile] = []
             with progress("reading count files", len(groups)) as advance:
                 for path, file_rows in groups.items():
-                    parsed.append(_parse_file(path, file_rows, options, spool))
+                    parsed.append(parse_file(path, file_rows, options.format, options.strandedness,
+                                             options.round_counts, spool))
                     advance()
             for item in parsed:
                 _harmonise(item, annotation, options.duplicates)
-            targets, not_in_all = _target_genes(parsed, gene_list)
+            targets, not_in_all, by_file = _target_genes(parsed, gene_list, options.intersect_genes)
             if not targets:
                 raise InputError(
                     "no genes left after harmonising ids"
                     + (" and applying the gene list" if gene_list else " across the count files")
                 )
             report = _write(stage, parsed, targets, annotation, options)
+            report["warnings"] = _warnings(parsed, not_in_all, by_file)
         finally:
             spool.close()
         report.update(
@@ -107,156 +106,14 @@ def ingest(samplesheet: str | os.PathLike[str], outdir: str | os.PathLike[str],
         )
         report["genes"]["dropped"]["not_in_all_files"] = len(not_in_all)
         report["genes"]["not_in_all_files"] = not_in_all[:1000]
+        report["genes"]["per_file"] = by_file
         write_json_atomic(stage / REPORT_FILE, _ordered(report))
     return report
 
 
 def _ordered(report: dict) -> dict:
-    front = ["nofone_version", "created", "command", "samplesheet", "options", "n_samples", "n_genes"]
+    front = ["nofone_version", "created", "command", "samplesheet", "options", "n_samples", "n_genes", "warnings"]
     return {k: report[k] for k in front if k in report} | {k: v for k, v in report.items() if k not in front}
-
-
-def _column_for(layout: Layout, row: SampleRow) -> str:
-    """The file column that holds `row`'s counts."""
-    values = layout.value_columns
-    if layout.per_sample:
-        return values[0]
-    wanted = row.column or row.sample
-    if wanted in values:
-        return wanted
-    if wanted in layout.columns:
-        raise InputError(
-            f"count file {layout.path}: column {wanted!r} (sample {row.sample!r}, sample sheet line {row.line}) "
-            f"was read as a gene column ({layout.format} layout); rename it or set the sheet's 'format' column"
-        )
-    if row.column is None and len(values) == 1:
-        return values[0]
-    stems = {_stem(v): v for v in values}
-    if _stem(wanted) in stems and list(map(_stem, values)).count(_stem(wanted)) == 1:
-        return stems[_stem(wanted)]
-    shown = ", ".join(values[:8]) + (" ..." if len(values) > 8 else "")
-    raise InputError(
-        f"count file {layout.path}: no column {wanted!r} for sample {row.sample!r} "
-        f"(sample sheet line {row.line}); the file's sample columns are: {shown}"
-    )
-
-
-def _stem(name: str) -> str:
-    base = Path(name).name
-    for suffix in (".Aligned.sortedByCoord.out.bam", ".sorted.bam", ".markdup.sorted.bam", ".bam", ".sam"):
-        if base.endswith(suffix):
-            return base[: -len(suffix)]
-    return base
-
-
-def _parse_file(path: Path, rows: list[SampleRow], options: IngestOptions, spool: Spool) -> ParsedFile:
-    formats = {row.format or options.format for row in rows}
-    strands = {row.strandedness or options.strandedness for row in rows}
-    if len(formats) > 1 or len(strands) > 1:
-        lines = ", ".join(str(r.line) for r in rows)
-        raise InputError(f"sample sheet lines {lines} share count file {path} but disagree on format/strandedness")
-    layout = sniff(path, formats.pop(), strands.pop())
-    if layout.orientation == "samples":
-        return _parse_samples_by_genes(layout, rows, options, spool)
-    if layout.per_sample and len(rows) > 1:
-        lines = ", ".join(str(r.line) for r in rows)
-        raise InputError(
-            f"count file {path} ({layout.format}) holds one sample but sample sheet lines {lines} use it"
-        )
-    columns = [_column_for(layout, row) for row in rows]
-    seen: dict[str, SampleRow] = {}
-    for row, column in zip(rows, columns):
-        if column in seen:
-            raise InputError(
-                f"count file {path}: samples {seen[column].sample!r} and {row.sample!r} both read column {column!r}"
-            )
-        seen[column] = row
-    table = spool.gene_major(len(rows))
-    ids: dict[str, list[np.ndarray]] = defaultdict(list)
-    library = np.zeros(len(rows), dtype=np.float64)
-    rounded = np.zeros(len(rows), dtype=np.int64)
-    for block in iter_gene_blocks(layout, columns):
-        primary = block.ids[layout.id_columns[0]]
-        counts, n_rounded = _to_counts(
-            block.values, options.round_counts,
-            lambda i, j, b=block, p=primary: (
-                f"count file {path}, line {b.first_line + i}: gene {p[i]!r}, sample {rows[j].sample!r}"
-                f" (column {columns[j]!r})"
-            ),
-        )
-        table.add_genes(counts)
-        library += counts.sum(axis=0)
-        rounded += n_rounded
-        for column, values in block.ids.items():
-            ids[column].append(values)
-    table.finish()
-    if table.n_genes == 0:
-        raise InputError(f"count file {path} has no gene rows")
-    id_columns = {c: np.concatenate(v) for c, v in ids.items()}
-    return ParsedFile(layout, rows, table, id_columns, library, rounded)
-
-
-def _parse_samples_by_genes(layout: Layout, rows: list[SampleRow], options: IngestOptions,
-                            spool: Spool) -> ParsedFile:
-    wanted = {(row.column or row.sample): row for row in rows}
-    table = spool.sample_major(len(layout.value_columns))
-    found: list[SampleRow] = []
-    found_ids: set[int] = set()
-    library, rounded = [], []
-    for block in iter_sample_blocks(layout):
-        labels = [str(v).strip() for v in block.labels]
-        pick = [i for i, label in enumerate(labels) if label in wanted]
-        if not pick:
-            continue
-        values = block.values[pick]
-        picked_rows = [wanted[labels[i]] for i in pick]
-        counts, n_rounded = _to_counts(
-            values.T, options.round_counts,
-            lambda g, j, b=block, p=pick, r=picked_rows: (
-                f"count file {layout.path}, line {b.first_line + p[j]}: gene {layout.value_columns[g]!r}, "
-                f"sample {r[j].sample!r}"
-            ),
-        )
-        for row in picked_rows:
-            if id(row) in found_ids:
-                raise InputError(f"count file {layout.path}: sample row {row.column or row.sample!r} appears twice")
-            found_ids.add(id(row))
-        table.add_samples(np.ascontiguousarray(counts.T))
-        found.extend(picked_rows)
-        library.extend(counts.sum(axis=0))
-        rounded.extend(n_rounded)
-    missing = [label for label, row in wanted.items() if id(row) not in found_ids]
-    if missing:
-        raise InputError(
-            f"count file {layout.path}: no row labelled {missing[:5]} (samples-by-genes layout: the "
-            "first column names the samples)"
-        )
-    gene_names = np.asarray(layout.value_columns, dtype=object)
-    return ParsedFile(layout, found, table, {"gene": gene_names}, np.asarray(library, np.float64),
-                      np.asarray(rounded, np.int64))
-
-
-def _to_counts(values: np.ndarray, round_counts: bool, where) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a [genes, samples] float block and return int64 counts and rounded-per-sample."""
-    bad = ~np.isfinite(values)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        kind = "missing or non-numeric value (NA/NaN)" if np.isnan(values[i, j]) else "infinite value"
-        raise InputError(f"{where(i, j)}: {kind}")
-    negative = values < 0
-    if negative.any():
-        i, j = np.argwhere(negative)[0]
-        raise InputError(f"{where(i, j)}: negative count {values[i, j]:g}")
-    rounded = np.rint(values)
-    fractional = np.abs(values - rounded) > 1e-9
-    n_rounded = fractional.sum(axis=0).astype(np.int64)
-    if fractional.any() and not round_counts:
-        i, j = np.argwhere(fractional)[0]
-        raise InputError(
-            f"{where(i, j)}: non-integer count {values[i, j]:g}; models need integer counts. "
-            "Use --round-counts for estimated counts (RSEM expected counts, Salmon NumReads)"
-        )
-    return rounded.astype(np.int64), n_rounded
 
 
 def _harmonise(item: ParsedFile, annotation: Annotation | None, policy: str) -> None:
@@ -284,15 +141,58 @@ def _harmonise(item: ParsedFile, annotation: Annotation | None, policy: str) -> 
     item.unique_ids, item.row_to_unique, item.duplicates = unique, row_to_unique, duplicates
 
 
-def _target_genes(parsed: list[ParsedFile], gene_list: list[str] | None) -> tuple[list[str], list[str]]:
-    if gene_list is not None:
-        return gene_list, []
-    common = set(parsed[0].unique_ids)
-    for item in parsed[1:]:
-        common &= set(item.unique_ids)
+def _target_genes(parsed: list[ParsedFile], gene_list: list[str] | None,
+                  intersect: bool) -> tuple[list[str], list[str], list[dict]]:
+    """The genes to write, those dropped for not being in every file, and per file how many
+    genes it has and how many of the others' it lacks (the file that limits the set first)."""
+    sets = [set(item.unique_ids) for item in parsed]
     union = dict.fromkeys(g for item in parsed for g in item.unique_ids)
+    by_file = sorted(
+        ({"path": str(item.layout.path), "genes": len(genes), "lacks": len(union) - len(genes)}
+         for item, genes in zip(parsed, sets)), key=lambda f: -f["lacks"])
+    if gene_list is not None:
+        return gene_list, [], by_file
+    common = set.intersection(*sets)
+    if not common and len(parsed) > 1:
+        files = ", ".join(f"{item.layout.path} ({len(genes):,} genes, {item.mapping.kind if item.mapping else '?'} ids)"
+                          for item, genes in list(zip(parsed, sets))[:6])
+        raise InputError(f"no gene is in every count file: {files}; map the ids with --annotation or "
+                         "give the genes to keep with --genes")
+    largest = max(by_file, key=lambda f: f["genes"])
+    if len(parsed) > 1 and len(common) < MIN_SHARED_GENE_FRACTION * largest["genes"] and not intersect:
+        limiting = by_file[0]
+        raise InputError(
+            f"count file {limiting['path']} limits the gene set: it lacks {limiting['lacks']:,} of the genes "
+            f"the other files have, so keeping the genes every file has would leave {len(common):,} of the "
+            f"{largest['genes']:,} of {largest['path']} ({len(common) / largest['genes']:.0%}). Check that "
+            "file (another id type? a filtered table? the wrong file?), give the genes to keep with --genes, "
+            f"or pass --intersect-genes to keep the {len(common):,} genes every file has"
+        )
     targets = [g for g in parsed[0].unique_ids if g in common]
-    return targets, [g for g in union if g not in common]
+    return targets, [g for g in union if g not in common], by_file
+
+
+def _warnings(parsed: list[ParsedFile], not_in_all: list[str], by_file: list[dict]) -> list[str]:
+    """What the user should know although the input was accepted; also logged."""
+    warnings = [w for item in parsed for w in item.warnings]
+    for item in parsed:
+        mixed = item.mapping.mixed if item.mapping else []
+        if mixed:
+            column = next(iter(item.id_columns))
+            warnings.append(
+                f"count file {item.layout.path}: {len(mixed):,} of {item.table.n_genes:,} ids in column "
+                f"{column!r} are not {item.mapping.kind} ids (e.g. {', '.join(map(repr, mixed[:3]))}); "
+                "they are kept as they are: pass --annotation to map symbols and Entrez ids to Ensembl"
+            )
+    if not_in_all:
+        limiting = by_file[0]
+        warnings.append(
+            f"{len(not_in_all):,} genes are not in every count file and were dropped; "
+            f"{limiting['path']} lacks the most ({limiting['lacks']:,})"
+        )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return warnings
 
 
 def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation: Annotation | None,
@@ -301,6 +201,7 @@ def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation
     n_targets = len(targets)
     names: list[str | None] = [None] * n_targets
     sample_reports, file_reports, metadata = [], [], []
+    too_small: list[str] = []
     measured_anywhere = np.zeros(n_targets, dtype=bool)
     n_total = sum(len(item.rows) for item in parsed)
     with CountWriter(stage / COUNTS_FILE, n_targets, options.chunk_size) as writer, \
@@ -321,18 +222,23 @@ def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation
                 if names[t] is None and item.mapping.names[row]:
                     names[t] = str(item.mapping.names[row])
             n = len(item.rows)
+            n_measured = int(measured.sum())
+            minimum = n_measured if options.min_library_size is None else options.min_library_size
             for start in range(0, n, options.chunk_size):
                 stop = min(n, start + options.chunk_size)
                 raw = item.table.read_samples(start, stop)
-                counts = np.ascontiguousarray((matrix @ raw.T).T, dtype=np.int64)
+                counts = _merge_rows(matrix, raw, item, targets)
                 mask = None if measured.all() else np.broadcast_to(measured, counts.shape)
                 ids = [r.sample for r in item.rows[start:stop]]
                 writer.write(CountChunk(ids, counts, mask))
+                libraries = exact_sums(counts, axis=1)
                 for k, row in enumerate(item.rows[start:stop]):
+                    if libraries[k] < minimum:
+                        too_small.append(f"{row.sample!r} ({libraries[k]:,} counts; sample sheet line {row.line})")
                     sample_reports.append({
                         "sample_id": row.sample,
-                        "library_size": int(counts[k].sum()),
-                        "library_size_input": float(item.input_library[start + k]),
+                        "library_size": libraries[k],
+                        "library_size_input": item.input_library[start + k],
                         "genes_detected": int((counts[k] > 0).sum()),
                         "genes_missing": int(n_targets - measured.sum()),
                         "values_rounded": int(item.rounded[start + k]),
@@ -340,6 +246,15 @@ def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation
                     metadata.append({"sample_id": row.sample, **row.metadata})
                 advance(stop - start)
             file_reports.append(_file_report(item, targets, measured, len(keep)))
+    if too_small:
+        threshold = (f"fewer counts than the genes measured ({n_targets:,} kept)" if options.min_library_size is None
+                     else f"fewer than --min-library-size {options.min_library_size:,} counts")
+        raise InputError(
+            f"{len(too_small)} sample(s) have {threshold}, too few to be a sequenced sample (empty, failed, "
+            f"or the wrong column?): {', '.join(too_small[:10])}{' ...' if len(too_small) > 10 else ''}. "
+            "Remove them from the sample sheet, or pass --min-library-size 0 to keep them (represent "
+            "leaves samples without counts out)"
+        )
     if annotation is not None:
         symbols = annotation.symbol_of(targets)
         names = [s or n for n, s in zip(names, symbols)]  # the annotation's current symbol first
@@ -359,6 +274,7 @@ def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation
     return {
         "n_samples": n_total,
         "n_genes": n_targets,
+        "min_library_size": options.min_library_size if options.min_library_size is not None else "genes measured",
         "genes": {
             "gene_list": str(options.genes) if options.genes else None,
             "missing_from_input": missing_everywhere,
@@ -368,6 +284,22 @@ def _write(stage: Path, parsed: list[ParsedFile], targets: list[str], annotation
         "files": file_reports,
         "samples": sample_reports,
     }
+
+
+def _merge_rows(matrix: sp.csr_matrix, raw: np.ndarray, item: ParsedFile, targets: list[str]) -> np.ndarray:
+    """Counts on the target genes (rows of one gene summed), refusing a sum beyond int64 rather
+    than letting it wrap around."""
+    counts = np.ascontiguousarray((matrix @ raw.T).T, dtype=np.int64)
+    rows_per_gene = int(np.diff(matrix.indptr).max(initial=1))
+    if rows_per_gene > 1 and raw.size and int(raw.max()) > INT64_MAX // rows_per_gene:
+        approx = (matrix.astype(np.float64) @ raw.T.astype(np.float64)).T
+        if approx.max() >= 2.0**63:
+            k, g = np.unravel_index(int(np.argmax(approx)), approx.shape)
+            raise InputError(
+                f"count file {item.layout.path}: gene {targets[g]!r}, sample {item.rows[k].sample!r}: the sum "
+                "of its duplicate rows does not fit a 64-bit integer"
+            )
+    return counts
 
 
 def _file_report(item: ParsedFile, targets: list[str], measured: np.ndarray, n_used: int) -> dict:
@@ -387,6 +319,7 @@ def _file_report(item: ParsedFile, targets: list[str], measured: np.ndarray, n_u
         "ambiguous": dict(list(mapping.ambiguous.items())[:1000]),
         "duplicates": dict(list(item.duplicates.items())[:1000]),
         "missing_target_genes": [g for g, m in zip(targets, measured) if not m][:1000],
+        "mapped_by": mapping.mapped_by,
         "dropped": {
             "unmapped": len(mapping.unmapped),
             "ambiguous": len(mapping.ambiguous),

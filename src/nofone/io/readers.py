@@ -24,6 +24,7 @@ import csv
 import gzip
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ import pyarrow.csv as pacsv
 from nofone.choices import FORMATS, STRANDEDNESS
 from nofone.errors import InputError
 from nofone.io.gene_ids import id_kind
+from nofone.io.paths import check_text, compression_of, reason, require_file
+from nofone.io.values import NULL_TEXTS
 
 #: Leading columns of a matrix that describe genes. The id-like ones feed gene-id mapping.
 ID_COLUMN_NAMES = {
@@ -49,7 +52,6 @@ ANNOTATION_COLUMN_NAMES = {
 #: Non-gene columns of a samples-by-genes file (carried as metadata, never parsed as counts).
 SAMPLE_METADATA_NAMES = {"tissue", "condition", "batch", "sample", "group", "label", "type"}
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^(nan|NaN|NA|inf|-inf|Inf)$")
-_NULLS = ["", "NA", "N/A", "NaN", "nan", "null", "NULL"]
 _STAR_COLUMNS = ["gene_id", "unstranded", "forward", "reverse"]
 
 
@@ -72,12 +74,6 @@ class Layout:
     longest_line: int = 0  # bytes, of the lines sniffed: a CSV block must hold a whole row
 
 
-def compression_of(path: Path) -> str | None:
-    """'gzip' when the file starts with the gzip magic number, whatever its name."""
-    with open(path, "rb") as handle:
-        return "gzip" if handle.read(2) == b"\x1f\x8b" else None
-
-
 def head_lines(path: Path, n: int = 64) -> list[str]:
     """The first `n` lines of a (possibly gzipped) text file, without line endings."""
     opener = gzip.open if compression_of(path) == "gzip" else open
@@ -88,8 +84,8 @@ def head_lines(path: Path, n: int = 64) -> list[str]:
                 lines.append(line.rstrip("\r\n"))
                 if len(lines) >= n:
                     break
-    except (OSError, EOFError) as exc:
-        raise InputError(f"count file {path}: cannot be read ({exc})") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"count file {path}: cannot be read ({reason(exc)})") from None
     return lines
 
 
@@ -127,11 +123,10 @@ def _sniff(path: Path, fmt: str, strandedness: str) -> Layout:
     path = Path(path)
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} for {path}; choose one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise InputError(f"count file {path} does not exist")
+    require_file(path, "count file")
     if path.stat().st_size == 0:
         raise InputError(f"count file {path} is empty")
-    compression = compression_of(path)
+    compression = check_text(path)
     lines = head_lines(path)
     if not any(ln.strip() for ln in lines):
         raise InputError(f"count file {path} is empty")
@@ -185,7 +180,7 @@ def _sniff(path: Path, fmt: str, strandedness: str) -> Layout:
         ids = [columns[0]] + ([columns[1]] if lower[1] == "description" else [])
         return Layout(path, "gct", delimiter, skip + 1, columns, ids, columns[len(ids):], compression=compression)
     if detected == "samples-by-genes":
-        return _samples_by_genes(path, delimiter, columns, body, compression)
+        return _samples_by_genes(path, delimiter, first, body, compression)
     # nfcore and matrix: leading gene-describing columns, then samples
     data = _split(body[1], delimiter) if len(body) > 1 else []
     n_lead = 1
@@ -227,16 +222,21 @@ def _detect(lines: list[str]) -> str:
     return "matrix"
 
 
-def _samples_by_genes(path: Path, delimiter: str, columns: list[str], body: list[str],
+def _samples_by_genes(path: Path, delimiter: str, header: list[str], body: list[str],
                       compression: str | None) -> Layout:
+    columns = _unique(header)
     data = _split(body[1], delimiter) if len(body) > 1 else []
     genes, extra = [], []
     for i, name in enumerate(columns[1:], start=1):
         numeric = i < len(data) and _is_number(data[i])
         if name.lower() in SAMPLE_METADATA_NAMES or not numeric:
             extra.append(name)
+        elif not header[i]:
+            raise InputError(f"count file {path}, line 1: header column {i + 1} is empty; a gene column needs an id")
         else:
             genes.append(name)
+    if not genes:
+        raise InputError(f"count file {path}: no gene columns with numbers in the first data row (samples-by-genes)")
     return Layout(path, "samples-by-genes", delimiter, 1, columns, [columns[0]], genes,
                   orientation="samples", compression=compression, extra_columns=extra)
 
@@ -254,17 +254,18 @@ def _open_reader(layout: Layout, include: list[str], types: dict[str, pa.DataTyp
                                      block_size=block_size(layout))
     parse_options = pacsv.ParseOptions(delimiter=layout.delimiter, invalid_row_handler=None)
     convert_options = pacsv.ConvertOptions(
-        include_columns=include, column_types=types, null_values=_NULLS,
+        include_columns=include, column_types=types, null_values=NULL_TEXTS,
         strings_can_be_null=False, quoted_strings_can_be_null=False,
     )
     try:
         return pacsv.open_csv(stream, read_options, parse_options, convert_options)
-    except (pa.ArrowInvalid, OSError, EOFError) as exc:
-        raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from exc
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from None
 
 
 def _arrow_message(exc: Exception, include: list[str]) -> str:
-    text = str(exc).splitlines()[0]
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.encode("ascii", "backslashreplace").decode()[:300]  # never echo raw bytes
     match = re.search(r"column #(\d+)", text)
     if match and int(match.group(1)) < len(include):
         text += f" (column {include[int(match.group(1))]!r})"
@@ -277,8 +278,8 @@ def _batches(reader: pacsv.CSVStreamingReader, layout: Layout, include: list[str
             batch = reader.read_next_batch()
         except StopIteration:
             return
-        except (pa.ArrowInvalid, OSError, EOFError) as exc:
-            raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from exc
+        except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"count file {layout.path}: {_arrow_message(exc, include)}") from None
         yield batch
 
 
@@ -287,30 +288,30 @@ class GeneBlock:
     """A block of rows of a genes-by-samples file."""
 
     ids: dict[str, np.ndarray]  # id column -> str array
-    values: np.ndarray  # float64 [genes, samples]
-    first_line: int  # 1-based line number in the file of the first row
+    values: list[pa.Array]  # per chosen sample column: the counts as text (parsed by `values`)
+    lines: np.ndarray  # int64: 1-based line in the file of each row
 
 
 def iter_gene_blocks(layout: Layout, value_columns: list[str]) -> Iterator[GeneBlock]:
-    """Stream a genes-by-samples file: id columns as strings, chosen sample columns as floats."""
+    """Stream a genes-by-samples file: id columns and the chosen sample columns as text."""
     include = list(dict.fromkeys(layout.id_columns + value_columns))
-    types = {c: pa.string() for c in layout.id_columns} | {c: pa.float64() for c in value_columns}
+    types = {c: pa.string() for c in include}
     reader = _open_reader(layout, include, types)
     line = layout.skip_rows + 1
     for batch in _batches(reader, layout, include):
         n = batch.num_rows
         ids = {c: np.asarray(batch.column(c).to_pylist(), dtype=object) for c in layout.id_columns}
-        keep = np.ones(n, dtype=bool)
+        lines = np.arange(line, line + n, dtype=np.int64)
+        values = [batch.column(c) for c in value_columns]
         if layout.drop_prefixes:
             primary = ids[layout.id_columns[0]]
             keep = ~np.fromiter((str(v).startswith(layout.drop_prefixes) for v in primary), bool, n)
-        values = np.empty((n, len(value_columns)), dtype=np.float64)
-        for j, c in enumerate(value_columns):
-            values[:, j] = batch.column(c).to_numpy(zero_copy_only=False)
-        if not keep.all():
-            ids = {c: v[keep] for c, v in ids.items()}
-            values = values[keep]
-        yield GeneBlock(ids, values, line)
+            if not keep.all():
+                ids = {c: v[keep] for c, v in ids.items()}
+                lines = lines[keep]
+                mask = pa.array(keep)
+                values = [v.filter(mask) for v in values]
+        yield GeneBlock(ids, values, lines)
         line += n
 
 
@@ -319,25 +320,22 @@ class SampleBlock:
     """A block of rows of a samples-by-genes file."""
 
     labels: np.ndarray  # str: the index column
-    values: np.ndarray  # float64 [samples, genes]
+    values: list[pa.Array]  # per gene column: the block's counts as text
     metadata: dict[str, np.ndarray]
     first_line: int
 
 
 def iter_sample_blocks(layout: Layout) -> Iterator[SampleBlock]:
-    """Stream a samples-by-genes file: one row per sample, gene columns as floats."""
+    """Stream a samples-by-genes file: one row per sample, gene columns as text."""
     label = layout.id_columns[0]
     include = [label, *layout.extra_columns, *layout.value_columns]
-    types = {label: pa.string()} | {c: pa.string() for c in layout.extra_columns}
-    types |= {c: pa.float64() for c in layout.value_columns}
+    types = {c: pa.string() for c in include}
     reader = _open_reader(layout, include, types)
     line = layout.skip_rows + 1
     for batch in _batches(reader, layout, include):
         labels = np.asarray(batch.column(label).to_pylist(), dtype=object)
-        table = pa.Table.from_batches([batch]).select(layout.value_columns)
-        values = np.column_stack([col.to_numpy() for col in table.columns]) if layout.value_columns \
-            else np.zeros((batch.num_rows, 0))
+        values = [batch.column(c) for c in layout.value_columns]
         meta = {c: np.asarray(batch.column(c).to_pylist(), dtype=object) for c in layout.extra_columns}
-        yield SampleBlock(labels, values.astype(np.float64, copy=False), meta, line)
+        yield SampleBlock(labels, values, meta, line)
         line += batch.num_rows
 

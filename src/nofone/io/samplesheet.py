@@ -9,12 +9,14 @@ columns are metadata carried into `samples.parquet`.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nofone.errors import InputError
+from nofone.errors import InputError, shown
+from nofone.io.paths import read_text
 
 REQUIRED_COLUMNS = ("sample", "counts")
 #: Columns that steer ingest and are not copied into the sample metadata.
@@ -39,9 +41,9 @@ class SampleRow:
 
 def validate_sample_id(sample_id: str, where: str = "") -> str:
     """Return `sample_id` if it is safe for file names and shells, else raise InputError."""
-    if not SAMPLE_ID_PATTERN.match(sample_id):
+    if not SAMPLE_ID_PATTERN.fullmatch(sample_id):
         raise InputError(
-            f"{where}sample id {sample_id!r} is not allowed: use 1-128 letters, digits, '.', '_' "
+            f"{where}sample id {shown(sample_id, 60)} is not allowed: use 1-128 letters, digits, '.', '_' "
             "or '-', starting with a letter or digit (ids become file names)"
         )
     return sample_id
@@ -50,15 +52,12 @@ def validate_sample_id(sample_id: str, where: str = "") -> str:
 def read_samplesheet(path: str | os.PathLike[str]) -> list[SampleRow]:
     """Parse and validate a sample sheet; every error names the sheet, line and column."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"sample sheet {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        text = handle.read()
+    text = read_text(path, "sample sheet")
     if not text.strip():
         raise InputError(f"sample sheet {path} is empty")
     delimiter = "\t" if path.suffix.lower() in {".tsv", ".txt"} else ","
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
-    header = [h.strip() for h in next(reader)]
+    records = _records(path, text, delimiter)
+    header = [h.strip() for h in next(records)[1]]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise InputError(f"sample sheet {path}: duplicate column(s) {duplicated}")
@@ -70,7 +69,7 @@ def read_samplesheet(path: str | os.PathLike[str]) -> list[SampleRow]:
         )
     rows: list[SampleRow] = []
     first_line: dict[str, int] = {}
-    for line_no, values in enumerate(reader, start=2):
+    for line_no, values in records:
         if not any(v.strip() for v in values):
             continue
         if len(values) != len(header):
@@ -95,7 +94,7 @@ def read_samplesheet(path: str | os.PathLike[str]) -> list[SampleRow]:
         strandedness = record.get("strandedness")
         if strandedness is not None and strandedness not in {"unstranded", "forward", "reverse"}:
             raise InputError(
-                f"{where}strandedness {strandedness!r} for sample {sample!r}: use unstranded, "
+                f"{where}strandedness {shown(strandedness)} for sample {sample!r}: use unstranded, "
                 "forward or reverse"
             )
         metadata = {
@@ -117,18 +116,47 @@ def read_samplesheet(path: str | os.PathLike[str]) -> list[SampleRow]:
     return rows
 
 
+def _records(path: Path, text: str, delimiter: str):
+    """(first line, fields) of each record; a field holding a line break is refused (a quoted
+    id with a newline in it would otherwise become another id)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    first = 1
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(f"sample sheet {path}, line {reader.line_num}: {exc}") from None
+        broken = next((v for v in values if "\n" in v or "\r" in v), None)
+        if broken is not None:
+            raise InputError(
+                f"sample sheet {path}, line {first}: the quoted field {shown(broken, 60)} holds a line break; "
+                "ids, paths and metadata must each be on one line"
+            )
+        yield first, values
+        first = reader.line_num + 1
+
+
 def _resolve(value: str, sheet_dir: Path, where: str) -> Path:
     """A count path: absolute, or relative to the sheet's folder, or to the working folder."""
     if _REMOTE.match(value):
         raise InputError(
-            f"{where}{value} is a remote path: the nofone CLI reads local files only "
+            f"{where}{shown(value, 200)} is a remote path: the nofone CLI reads local files only "
             "(the Nextflow pipeline stages remote files for you)"
         )
-    candidate = Path(value).expanduser()
-    tried = [candidate] if candidate.is_absolute() else [sheet_dir / candidate, Path.cwd() / candidate]
-    for option in tried:
-        if option.is_file():
-            return option.resolve()
+    try:
+        candidate = Path(value).expanduser()
+        tried = [candidate] if candidate.is_absolute() else [sheet_dir / candidate, Path.cwd() / candidate]
+        for option in tried:
+            if option.is_file():
+                return option.resolve()
+        folder = next((t for t in tried if t.is_dir()), None)
+    except (OSError, RuntimeError, ValueError) as exc:  # a name too long, an unknown ~user
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InputError(f"{where}count file {shown(value, 200)} cannot be used ({reason})") from None
+    if folder is not None:
+        raise InputError(f"{where}count file {shown(value, 200)} is a folder ({folder}), not a file")
     raise InputError(
-        f"{where}count file {value!r} not found (looked in: {', '.join(str(t) for t in tried)})"
+        f"{where}count file {shown(value, 200)} not found (looked in: {', '.join(str(t) for t in tried)})"
     )

@@ -22,7 +22,7 @@ from nofone import __version__
 from nofone.choices import NULLS
 from nofone.errors import InputError, cuda_memory_guard
 from nofone.io import tsv
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.io.samplesheet import validate_sample_id
 from nofone.models.scaling import SCALINGS, scaling_factor
@@ -80,6 +80,7 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
     q_threshold, lfc_threshold = options.q_threshold, options.lfc_threshold
     write_tsv, chunk_size = options.write_tsv, options.chunk_size
     check_null(null, test)
+    check_outdir(outdir)
     if scaling is not None and scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
     device = resolve_device(device)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from nofone import __version__
 from nofone.errors import InputError
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import DEFAULT_CHUNK_SIZE, Dataset, copy_subset
 from nofone.io.gene_ids import Annotation
 from nofone.stats.filter_by_expr import FilterParams, filter_by_expr_streamed, min_sample_size
@@ -28,10 +28,11 @@ def group_labels(samples: pd.DataFrame, columns: list[str]) -> np.ndarray | None
 
 
 def filter_dataset(input: Path, outdir: Path, *, group: list[str], protein_coding: bool = False,
-                   annotation: Path | None = None, condition: str | None = None,
+                   annotation: Path | list[Path] | None = None, condition: str | None = None,
                    condition_column: str = "condition", chunk_size: int = DEFAULT_CHUNK_SIZE,
                    params: FilterParams = FilterParams()) -> dict:
     """The filter step as a function (used by `nofone run`); returns the report."""
+    check_outdir(outdir)
     data = Dataset(input)
     samples = data.samples
     if condition is not None:

@@ -11,6 +11,7 @@ per-gene spread of its closest normal adds a `spread` column (a list of G floats
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -20,14 +21,15 @@ import pyarrow.parquet as pq
 import torch
 
 from nofone import __version__
-from nofone.errors import cuda_memory_guard
+from nofone.errors import InputError, cuda_memory_guard
 from nofone.inference.represent import SearchConfig, find_representations
-from nofone.io.atomic import staged_outdir, write_json_atomic
-from nofone.io.dataset import Dataset, GeneAlignment
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
+from nofone.io.dataset import Dataset, GeneAlignment, read_parquet_table
 from nofone.models.base import ClosestNormal
 from nofone.progress import progress
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
 
+log = logging.getLogger(__name__)
 REPRESENTATIONS = "representations.parquet"
 OOM_ADVICE = "retry with a smaller --chunk-size or on a larger GPU"
 
@@ -58,6 +60,7 @@ def representation_schema(latent_dim: int, n_components: int, metadata: dict, n_
 def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConfig,
               sample_ids: list[str] | None = None, chunk_size: int = 32, device: str = "auto") -> dict:
     """Find representations for the selected samples of a dataset and write them."""
+    check_outdir(outdir)
     device = resolve_device(device)
     model = load_model(model_dir, device)
     search = search.for_model(model, search.scaling)  # no scaling asked for: the model's own
@@ -71,21 +74,38 @@ def represent(model_dir: Path, input_dir: Path, outdir: Path, search: SearchConf
     }
     started = time.perf_counter()
     n_spread = len(model.gene_ids) if model.gives_spread else 0
+    left_out: dict[str, str] = {}
     with staged_outdir(outdir) as stage:
         schema = representation_schema(model.latent_dim, model.n_components or 1, metadata, n_spread)
         with pq.ParquetWriter(stage / REPRESENTATIONS, schema) as writer, \
                 progress("finding representations", len(ids)) as advance:
             for chunk in data.iter_chunks(chunk_size, sample_ids=ids):
                 chunk = alignment.align(chunk)
+                chunk = _without_empty_samples(chunk, left_out)
+                if not len(chunk):
+                    continue
                 counts = torch.as_tensor(chunk.counts, device=device)
                 measured = None if chunk.measured is None else torch.as_tensor(chunk.measured, device=device)
                 result = find_representations(model, counts, measured, search)
                 writer.write_table(_table(chunk.sample_ids, result, search, schema, len(model.gene_ids)))
                 advance(len(chunk), nll_per_gene=float((result.count_nll / result.n_measured).mean()))
-        summary = {**metadata, "n_samples": len(ids), "seconds": round(time.perf_counter() - started, 2),
+        if len(left_out) == len(ids):
+            raise InputError(f"{input_dir}: none of the {len(ids)} selected samples has a count on the model's genes")
+        summary = {**metadata, "n_samples": len(ids) - len(left_out), "left_out": left_out,
+                   "seconds": round(time.perf_counter() - started, 2),
                    "device": device, "missing_model_gene_ids": alignment.missing[:1000]}
         write_json_atomic(stage / "represent_report.json", summary)
     return summary
+
+
+def _without_empty_samples(chunk, left_out: dict[str, str]):
+    """Samples without a single count on the measured model genes have no closest normal (their
+    scale would be 0 and every test empty): they are left out, with the reason in the report."""
+    has_counts = ((chunk.counts > 0) & chunk.measured_mask()).any(axis=1)
+    for sample in np.asarray(chunk.sample_ids, dtype=object)[~has_counts]:
+        left_out[sample] = "library size 0 on the model's genes: nothing to represent or test"
+        log.warning("sample %s has no counts on the model's genes: left out of represent (and de)", sample)
+    return chunk if has_counts.all() else chunk.select_samples(has_counts)
 
 
 def _table(ids: list[str], result: ClosestNormal, search: SearchConfig, schema: pa.Schema, n_genes: int) -> pa.Table:
@@ -132,7 +152,7 @@ def _scaling_used(method: str, n_measured: int, n_genes: int) -> str:
 
 def read_representations(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Metadata and columns (latent as a [N, D] array) of a representations file."""
-    table = pq.read_table(path)
+    table = read_parquet_table(path, "representations file")
     meta = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items()
             if k.decode() != "ARROW:schema"}
     latent = table.column("latent").combine_chunks()

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from nofone import __version__
 from nofone.errors import InputError
 from nofone.inference.represent import SearchConfig
-from nofone.io.atomic import staged_outdir, write_json_atomic
+from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
@@ -61,7 +61,7 @@ class RunOptions:
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
     check_null(options.null, options.test)
-    outdir = Path(outdir)
+    outdir = check_outdir(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ingest_options = options.ingest
     if options.model is not None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nofone.errors import cuda_memory_guard
-from nofone.io.atomic import staged_outdir
+from nofone.io.atomic import check_outdir, staged_outdir
 from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
 from nofone.models.base import NormalModel
@@ -46,6 +46,7 @@ def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str =
     """Train the model whose settings `config` is (a DGD, an NB-VAE, ...) on the normal samples
     of `input_dir` and write it to `outdir`."""
     model_class = model_class_for_config(config)
+    check_outdir(outdir)
     device = resolve_device(device)
     data = Dataset(input_dir)
     samples = data.samples

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from nofone.errors import InputError
+from nofone.io.paths import require_file
 from nofone.models.base import LatentNormalModel
 from nofone.models.dgd.bulkdgd import Labels, read_bulkdgd
 from nofone.models.dgd.config import PRESETS, DGDConfig, load_config
@@ -92,14 +93,21 @@ def load_torch_state(path: Path, what: str, scalars: bool = False) -> dict[str, 
     `scalars` also accepts plain values (int, float, str, bool, None) beside the tensors, as in
     a bulkDGD 2.x GMM file.
     """
-    if not path.is_file():
-        raise InputError(f"{what} {path} does not exist")
+    require_file(path, what)
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle protocol of files it then refuses; the error below says it
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        pickled = head[:1] == b"\x80" and head[1:2] in {b"\x02", b"\x03", b"\x04", b"\x05"}
+        if not (head.startswith(b"PK\x03\x04") or pickled):
+            raise InputError(
+                f"{what} {path} is not a PyTorch file: neither torch.save's zip archive nor a pickle "
+                "(corrupted, truncated or another format)"
+            ) from None
         raise InputError(
             f"{what} {path} holds pickled Python objects, not only tensors; nofone loads tensors only "
             "(torch.load(weights_only=True)) and never unpickles code: save the model's state_dict() instead"

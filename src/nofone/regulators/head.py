@@ -65,8 +65,13 @@ class ProfileFit:
         return self.intercept + units @ self.unit_weights + scaled @ self.feature_weights
 
 
-def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: int = 0) -> ProfileFit:
-    """Fit the head to profile `y` (one value per gene) with gene weights, and test every feature."""
+def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: int = 0,
+                penalty: float | None = None) -> ProfileFit:
+    """Fit the head to profile `y` (one value per gene) with gene weights, and test every feature.
+
+    `penalty` (a multiple of the mean Gram diagonal) fixes the ridge penalty instead of choosing
+    it by cross-validation.
+    """
     y = np.asarray(y, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.mean()
@@ -80,7 +85,8 @@ def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: in
     folds = _folds(inputs.strata, seed)
     gram = standard.T @ (standard * w[:, None])
     scale = float(np.trace(gram)) / max(int(usable.sum()), 1)
-    penalty = _choose_penalty(standard, y, w, folds, scale)
+    if penalty is None:
+        penalty = _choose_penalty(standard, y, w, folds, scale)
     heldout = _heldout(standard, y, w, folds, penalty * scale)
     ridge = gram + penalty * scale * np.eye(len(gram))
     y_mean = float(w @ y / w.sum())

@@ -31,7 +31,7 @@ from nofone.progress import progress
 from nofone.regulators.explain import ExplainContext, ExplainOptions, explain_profile
 from nofone.regulators.features import REGULATOR
 from nofone.regulators.model import RegulatorModel
-from nofone.regulators.profiles import LFC, iter_profiles, profile_weights
+from nofone.regulators.profiles import LFC, iter_profiles, profile_weights, sample_ids
 
 REGULATORS_DIR = "regulators"
 KNOCKOUTS_DIR = "knockouts"
@@ -48,7 +48,8 @@ def explain(model_dir: Path, de: Path, outdir: Path, options: ExplainOptions | N
     started = time.perf_counter()
     context = ExplainContext(RegulatorModel.load(model_dir), options)
     summaries, tables = [], []
-    with staged_outdir(outdir) as stage, progress("explaining samples", len(samples) if samples else None) as advance:
+    total = len(samples) if samples else len(sample_ids(de))
+    with staged_outdir(outdir) as stage, progress("explaining samples", total) as advance:
         (stage / REGULATORS_DIR).mkdir()
         (stage / KNOCKOUTS_DIR).mkdir()
         for profile in iter_profiles(de, samples):

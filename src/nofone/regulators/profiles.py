@@ -59,6 +59,7 @@ def iter_profiles(de: Path, samples: list[str] | None = None) -> Iterator[Profil
         raise InputError(f"{path}: cannot be read as Parquet ({exc})") from None
     names = handle.schema_arrow.names
     _check_columns(path, names, needs_sample=True)
+    _check_contiguous(path, handle)
     columns = ["sample_id", "gene_id", LFC, *[c for c in OPTIONAL if c in names]]
     wanted = set(samples) if samples else None
     seen: set[str] = set()
@@ -73,9 +74,6 @@ def iter_profiles(de: Path, samples: list[str] | None = None) -> Iterator[Profil
             if sample != current:
                 if current is not None:
                     yield from _emit(path, current, pending, wanted)
-                if sample in seen:
-                    raise InputError(f"{path}: the rows of sample {sample} are not contiguous; rewrite it with "
-                                     "`nofone gather`")
                 seen.add(sample)
                 current, pending = sample, []
             pending.append(frame.iloc[start:stop])
@@ -83,6 +81,28 @@ def iter_profiles(de: Path, samples: list[str] | None = None) -> Iterator[Profil
         yield from _emit(path, current, pending, wanted)
     if wanted and wanted - seen:
         raise InputError(f"{path}: no rows for sample(s) {sorted(wanted - seen)[:5]}")
+
+
+def sample_ids(de: Path) -> list[str]:
+    """The samples of a de output, in order (reads only the sample_id column)."""
+    path = de_table_path(de)
+    if path.suffix.lower() != ".parquet":
+        return [p.sample_id for p in _profiles_from_text(path, None)]
+    ids = pq.read_table(path, columns=["sample_id"]).column("sample_id").to_numpy(zero_copy_only=False)
+    return list(dict.fromkeys(ids.astype(str)))
+
+
+def _check_contiguous(path: Path, handle: pq.ParquetFile) -> None:
+    """Samples are explained one at a time, so each sample's rows must be one block."""
+    ids = handle.read(columns=["sample_id"]).column("sample_id").to_numpy(zero_copy_only=False).astype(str)
+    if len(ids) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    runs = ids[starts]
+    if len(runs) != len(set(runs)):
+        seen: set[str] = set()
+        repeated = next(r for r in runs if r in seen or seen.add(r))
+        raise InputError(f"{path}: the rows of sample {repeated} are not contiguous; rewrite it with `nofone gather`")
 
 
 def _emit(path: Path, sample: str, parts: list[pd.DataFrame], wanted: set[str] | None) -> Iterator[Profile]:

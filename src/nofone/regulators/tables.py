@@ -58,18 +58,20 @@ def read_numeric_table(path: str | Path, what: str, allow_missing: bool = False,
         else:
             sep = "," if ".csv" in [s.lower() for s in path.suffixes] else "\t"
             header = pd.read_csv(path, sep=sep, nrows=0)
+            raw_names = pd.read_csv(path, sep=sep, nrows=1, header=None, dtype=str).iloc[0].tolist()
             frame = pd.read_csv(path, sep=sep, dtype={header.columns[0]: str} if len(header.columns) else None,
                                 keep_default_na=False, na_values=MISSING)
     except Exception as exc:
         raise InputError(f"{what} {path}: cannot be read ({type(exc).__name__}: {exc})") from None
     if select is not None:
         frame = _select(frame, *select, where=f"{what} {path}")
+        raw_names = [str(c) for c in frame.columns]
     if frame.shape[1] < 2:
         raise InputError(f"{what} {path}: needs a gene column and at least one value column "
                          f"(found columns {list(frame.columns)}; is it tab-separated?)")
     if len(frame) == 0:
         raise InputError(f"{what} {path}: has no rows")
-    columns = [str(c) for c in frame.columns]
+    columns = [str(c) for c in frame.columns] if parquet else [str(c) for c in raw_names]
     duplicated = sorted({c for c in columns[1:] if columns[1:].count(c) > 1})
     if duplicated:
         raise InputError(f"{what} {path}: duplicate column names {duplicated[:5]}")

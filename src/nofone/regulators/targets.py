@@ -62,6 +62,8 @@ def read_targets(kind: str, source: Path | None, annotation: GeneAnnotation | No
         if source is None:
             raise InputError("--targets de-prior needs --input: the DE prior table (Gene_Name, DE_Prior_Rank)")
         return de_prior(source, annotation)
+    if not Path(kind).is_file():
+        raise InputError(f"--targets {kind}: no such table (give {TISSUE_DE}, {DE_PRIOR} or a genes x targets table)")
     if source is not None:
         raise InputError(f"--input is only for --targets {TISSUE_DE} or {DE_PRIOR}; the table {kind} is the targets")
     return target_table(Path(kind), annotation)

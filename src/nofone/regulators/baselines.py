@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 from nofone.progress import progress
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
-TREES = 400
+TREES = 300
 
 
 def _known(y: np.ndarray) -> np.ndarray:
@@ -57,7 +57,7 @@ def boosted_trees_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.n
     with progress("boosted trees", y_train.shape[1]) as advance, threadpool_limits(torch.get_num_threads()):
         for t in range(y_train.shape[1]):
             fit_rows, val_rows = _known(y_train[:, t]), _known(y_val[:, t])
-            model = HistGradientBoostingRegressor(max_iter=TREES, learning_rate=0.05, early_stopping=False,
+            model = HistGradientBoostingRegressor(max_iter=TREES, learning_rate=0.1, early_stopping=False,
                                                   random_state=seed)
             model.fit(x_train[fit_rows], y_train[fit_rows, t])
             errors = [np.mean((p - y_val[val_rows, t]) ** 2) for p in model.staged_predict(x_val[val_rows])]

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 
 from nofone.errors import InputError
 from nofone.regulators.attribution import check_attributions, unit_attribution_means
-from nofone.regulators.features import REGULATOR
+from nofone.regulators.features import REGULATOR, STRUCTURE
 from nofone.regulators.head import HeadInputs, ProfileFit, fit_profile
 from nofone.regulators.knockout import ProfileModel, knockouts
 from nofone.regulators.model import RegulatorModel
@@ -62,8 +62,9 @@ class ExplainContext:
                 means = unit_attribution_means(trunk, scaled, self.reference)
             else:
                 units, means = np.zeros((len(rows), 0)), np.zeros((0, scaled.shape[1]))
-            deviation = (scaled - self.reference).astype(np.float64).mean(0)
-            self._cache[key] = (HeadInputs(units, scaled, means, deviation, self.chromosomes[rows]), trunk)
+            structure = self.model.features["kind"].to_numpy() == STRUCTURE
+            self._cache[key] = (HeadInputs.build(units, scaled, means, self.reference, self.chromosomes[rows],
+                                                 structure), trunk)
         return self._cache[key]
 
 

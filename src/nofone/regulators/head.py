@@ -2,7 +2,9 @@
 regulator's mean attribution under a within-chromosome permutation null.
 
 The head reads the trunk's units and, through a linear skip, the features themselves, so that a
-regulator the tissue model never needed can still explain a profile. It is a weighted ridge
+regulator the tissue model never needed can still explain a profile, and hinges of the
+structure features (`nofone.regulators.basis`), so that curved length and GC effects are not
+left for GC-rich promoters' regulators to explain. It is a weighted ridge
 regression (columns standardised, one penalty chosen by chromosome-grouped cross-validation),
 so for a fixed penalty every coefficient, and with it DeepLIFT's mean attribution of every
 feature (`nofone.regulators.attribution`: the head's weights times the mean attributions to the
@@ -19,11 +21,12 @@ genes under permutation (a gene's measurement precision is a property of the gen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import norm, spearmanr
 
+from nofone.regulators.basis import HingeBasis
 from nofone.stats.multiple_testing import bh_adjust
 
 #: Ridge penalties tried, as multiples of the mean diagonal of the weighted Gram matrix.
@@ -40,9 +43,33 @@ class HeadInputs:
     unit_means: np.ndarray  # [K, F] mean DeepLIFT attribution of each feature to each unit
     deviation_mean: np.ndarray  # [F] mean over the genes of (scaled - reference)
     strata: np.ndarray  # [G] chromosome of each gene
+    basis: HingeBasis = field(default_factory=HingeBasis.empty)  # hinges of the structure features
+    basis_values: np.ndarray | None = None  # [G, B]
+    basis_link: np.ndarray | None = None  # [F, B]
+
+    @classmethod
+    def build(cls, units: np.ndarray, scaled: np.ndarray, unit_means: np.ndarray, reference: np.ndarray,
+              strata: np.ndarray, structure: np.ndarray) -> HeadInputs:
+        """Inputs with the hinges of the `structure` columns (bool [F]) at their quartiles."""
+        basis = HingeBasis.at_quantiles(scaled, structure)
+        return cls(units, scaled, unit_means, (scaled - reference).astype(np.float64).mean(0), strata, basis,
+                   basis.values(scaled), basis.link(scaled, reference))
 
     def features_only(self) -> HeadInputs:
-        return HeadInputs(self.units[:, :0], self.scaled, self.unit_means[:0], self.deviation_mean, self.strata)
+        return HeadInputs(self.units[:, :0], self.scaled, self.unit_means[:0], self.deviation_mean, self.strata,
+                          self.basis, self.basis_values, self.basis_link)
+
+    def subset(self, rows: np.ndarray) -> HeadInputs:
+        """The same inputs on some of the genes (the attributions stay averaged over all)."""
+        values = None if self.basis_values is None else self.basis_values[rows]
+        return HeadInputs(self.units[rows], self.scaled[rows], self.unit_means, self.deviation_mean,
+                          self.strata[rows], self.basis, values, self.basis_link)
+
+    def hinge_values(self) -> np.ndarray:
+        return np.zeros((len(self.scaled), 0)) if self.basis_values is None else self.basis_values
+
+    def hinge_link(self) -> np.ndarray:
+        return np.zeros((self.scaled.shape[1], 0)) if self.basis_link is None else self.basis_link
 
 
 @dataclass
@@ -51,6 +78,8 @@ class ProfileFit:
     intercept: float
     unit_weights: np.ndarray  # [K], raw units
     feature_weights: np.ndarray  # [F], raw scaled features
+    basis: HingeBasis
+    hinge_weights: np.ndarray  # [B]
     attribution: np.ndarray  # [F] mean DeepLIFT attribution over the genes (profile units)
     null_mean: np.ndarray
     null_sd: np.ndarray
@@ -62,7 +91,8 @@ class ProfileFit:
     fitted_spearman: float
 
     def predict(self, units: np.ndarray, scaled: np.ndarray) -> np.ndarray:
-        return self.intercept + units @ self.unit_weights + scaled @ self.feature_weights
+        return (self.intercept + units @ self.unit_weights + scaled @ self.feature_weights
+                + self.basis.values(scaled) @ self.hinge_weights)
 
 
 def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: int = 0,
@@ -75,8 +105,8 @@ def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: in
     y = np.asarray(y, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.mean()
-    design = np.hstack([inputs.units, inputs.scaled]).astype(np.float64)
-    n_units = inputs.units.shape[1]
+    design = np.hstack([inputs.units, inputs.scaled, inputs.hinge_values()]).astype(np.float64)
+    n_units, n_features = inputs.units.shape[1], inputs.scaled.shape[1]
     centre = w @ design / w.sum()
     spread = np.sqrt(w @ (design - centre) ** 2 / w.sum())
     usable = spread > 1e-9 * max(1.0, float(spread.max()))
@@ -85,15 +115,16 @@ def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: in
     folds = _folds(inputs.strata, seed)
     gram = standard.T @ (standard * w[:, None])
     scale = float(np.trace(gram)) / max(int(usable.sum()), 1)
+    fold_fits = _fold_fits(standard, y, w, folds)
     if penalty is None:
-        penalty = _choose_penalty(standard, y, w, folds, scale)
-    heldout = _heldout(standard, y, w, folds, penalty * scale)
+        penalty = _choose_penalty(standard, y, w, fold_fits, scale)
+    heldout = _heldout(standard, y, fold_fits, penalty * scale)
     ridge = gram + penalty * scale * np.eye(len(gram))
     y_mean = float(w @ y / w.sum())
     beta = np.linalg.solve(ridge, standard.T @ (w * (y - y_mean)))
     raw = beta / spread
     # stat = L raw; L maps the head's weights to mean attributions
-    link = np.hstack([inputs.unit_means.T, np.diag(inputs.deviation_mean)])
+    link = np.hstack([inputs.unit_means.T, np.diag(inputs.deviation_mean), inputs.hinge_link()])
     contributions = (standard * w[:, None]) @ np.linalg.solve(ridge, (link / spread[None, :]).T)  # [G, F]
     stat = contributions.T @ y
     null_mean, null_var = permutation_moments(contributions, y, inputs.strata)
@@ -104,7 +135,8 @@ def fit_profile(inputs: HeadInputs, y: np.ndarray, weights: np.ndarray, seed: in
     fitted = y_mean + standard @ beta
     return ProfileFit(
         penalty=penalty, intercept=float(y_mean - centre[usable] @ raw[usable]),
-        unit_weights=raw[:n_units], feature_weights=raw[n_units:], attribution=stat,
+        unit_weights=raw[:n_units], feature_weights=raw[n_units:n_units + n_features], basis=inputs.basis,
+        hinge_weights=raw[n_units + n_features:], attribution=stat,
         null_mean=null_mean, null_sd=null_sd, z=z, p_value=p, q_value=bh_adjust(p),
         heldout_prediction=heldout, heldout_spearman=_spearman(heldout, y),
         fitted_spearman=_spearman(fitted, y),
@@ -150,39 +182,49 @@ def _folds(strata: np.ndarray, seed: int) -> np.ndarray:
     return fold
 
 
-def _solve_path(standard: np.ndarray, y: np.ndarray, w: np.ndarray, train: np.ndarray, penalties: list[float]
-                ) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """Weighted ridge on the `train` rows (re-centred there) for each penalty: (beta, y mean, centre)."""
-    d, v, wt = standard[train], y[train], w[train]
-    centre = wt @ d / wt.sum()
-    y_mean = float(wt @ v / wt.sum())
-    dc = d - centre
-    gram = dc.T @ (dc * wt[:, None])
-    cross = dc.T @ (wt * (v - y_mean))
-    values, vectors = np.linalg.eigh(gram)
-    projected = vectors.T @ cross
-    return [(vectors @ (projected / (values + lam)), y_mean, centre) for lam in penalties]
+@dataclass
+class _FoldFit:
+    """A fold's training genes, re-centred, in the eigenbasis of their Gram matrix: the ridge
+    solution for any penalty is then a rescaling."""
+
+    test: np.ndarray
+    values: np.ndarray
+    vectors: np.ndarray
+    projected: np.ndarray
+    y_mean: float
+    centre: np.ndarray
+
+    def predict(self, standard: np.ndarray, penalty: float) -> np.ndarray:
+        beta = self.vectors @ (self.projected / (self.values + penalty))
+        return self.y_mean + (standard[self.test] - self.centre) @ beta
 
 
-def _choose_penalty(standard: np.ndarray, y: np.ndarray, w: np.ndarray, folds: np.ndarray, scale: float) -> float:
-    errors = np.zeros(len(PENALTIES))
-    for f in range(FOLDS):
-        test = folds == f
-        if not test.any():
-            continue
-        path = _solve_path(standard, y, w, ~test, [a * scale for a in PENALTIES])
-        for i, (beta, y_mean, centre) in enumerate(path):
-            residual = y[test] - (y_mean + (standard[test] - centre) @ beta)
-            errors[i] += w[test] @ residual**2
+def _fold_fits(standard: np.ndarray, y: np.ndarray, w: np.ndarray, folds: np.ndarray) -> list[_FoldFit]:
+    """Each fold's training fit from sums over the folds (one pass over the genes, not one per fold)."""
+    present = [f for f in range(FOLDS) if (folds == f).any()]
+    sums = {}
+    for f in present:
+        rows = folds == f
+        d, wt, v = standard[rows], w[rows], y[rows]
+        sums[f] = (d.T @ (d * wt[:, None]), d.T @ wt, wt.sum(), d.T @ (wt * v), wt @ v)
+    total = [sum(parts) for parts in zip(*sums.values())]
+    fits = []
+    for f in present:
+        gram, first, weight, cross, y_sum = (t - part for t, part in zip(total, sums[f]))
+        centre, y_mean = first / weight, float(y_sum / weight)
+        values, vectors = np.linalg.eigh(gram - weight * np.outer(centre, centre))
+        projected = vectors.T @ (cross - weight * centre * y_mean)
+        fits.append(_FoldFit(folds == f, values, vectors, projected, y_mean, centre))
+    return fits
+
+
+def _choose_penalty(standard: np.ndarray, y: np.ndarray, w: np.ndarray, fits: list[_FoldFit], scale: float) -> float:
+    errors = [sum(w[f.test] @ (y[f.test] - f.predict(standard, a * scale)) ** 2 for f in fits) for a in PENALTIES]
     return PENALTIES[int(np.argmin(errors))]
 
 
-def _heldout(standard: np.ndarray, y: np.ndarray, w: np.ndarray, folds: np.ndarray, penalty: float) -> np.ndarray:
+def _heldout(standard: np.ndarray, y: np.ndarray, fits: list[_FoldFit], penalty: float) -> np.ndarray:
     prediction = np.zeros(len(y))
-    for f in range(FOLDS):
-        test = folds == f
-        if not test.any():
-            continue
-        (beta, y_mean, centre), = _solve_path(standard, y, w, ~test, [penalty])
-        prediction[test] = y_mean + (standard[test] - centre) @ beta
+    for f in fits:
+        prediction[f.test] = f.predict(standard, penalty)
     return prediction

@@ -13,11 +13,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nofone.regulators.basis import HingeLayer
 from nofone.regulators.head import ProfileFit
 
 
 class ProfileModel(nn.Module):
-    """trunk units and features -> one prediction: the head of `ProfileFit` on a frozen trunk."""
+    """trunk units, features and structure hinges -> one prediction: the head of `ProfileFit`."""
 
     def __init__(self, trunk: nn.Module | None, fit: ProfileFit):
         super().__init__()
@@ -30,12 +31,15 @@ class ProfileModel(nn.Module):
                 self.units.weight.copy_(torch.as_tensor(fit.unit_weights, dtype=torch.float32)[None, :])
             self.skip.weight.copy_(torch.as_tensor(fit.feature_weights, dtype=torch.float32)[None, :])
             self.skip.bias.fill_(fit.intercept)
+        self.hinges = HingeLayer(fit.basis, fit.hinge_weights) if len(fit.basis) else None
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.skip(x)
         if self.units is not None and self.trunk is not None:
             out = out + self.units(self.trunk(x))
+        if self.hinges is not None:
+            out = out + self.hinges(x)
         return out
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -236,8 +236,8 @@ def test_gene_attributions(model: RegulatorModel, test_rows: np.ndarray, observe
     best_net = model.network()
     with torch.no_grad():
         units = best_net.trunk(torch.as_tensor(scaled)).double().numpy()
-    inputs = HeadInputs(units, scaled, unit_means[model.best], (scaled - reference).astype(np.float64).mean(0),
-                        chromosomes)
+    inputs = HeadInputs.build(units, scaled, unit_means[model.best], reference, chromosomes,
+                              model.features["kind"].to_numpy() == STRUCTURE)
     tables, checks = [], {"completeness_max_abs": 0.0, "ig_spearman": [], "seed_spearman": []}
     for t, name in enumerate(model.target_names):
         _, check = check_attributions(best_net, scaled, reference, target=t, max_genes=300, seed=seed)
@@ -247,9 +247,7 @@ def test_gene_attributions(model: RegulatorModel, test_rows: np.ndarray, observe
                  for a in range(len(per_seed)) for b in range(a + 1, len(per_seed))]
         checks["seed_spearman"].append(float(np.mean(pairs)) if pairs else float("nan"))
         known = ~np.isnan(observed[:, t])
-        sub = HeadInputs(inputs.units[known], inputs.scaled[known], inputs.unit_means, inputs.deviation_mean,
-                         inputs.strata[known])
-        fit = fit_profile(sub, observed[known, t], np.ones(int(known.sum())), seed)
+        fit = fit_profile(inputs.subset(known), observed[known, t], np.ones(int(known.sum())), seed)
         tables.append(pd.DataFrame({
             "target": name, "feature": model.feature_names, "kind": model.features["kind"].to_numpy(),
             "mean_attribution": per_seed[model.best, t], "seed_sd": per_seed[:, t].std(0),

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from nofone.cli.app import app
 from nofone.regulators.explain_step import COHORT_FILE, LONG_FILE, REPORT_FILE, SUMMARY_FILE
@@ -21,12 +20,7 @@ SIMULATION = RegulatorSimulation(genes=3000, tfs=40, mirnas=30, planted_samples=
                                  planted_per_sample=3, seed=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def train_args(sim: dict, outdir, *extra: str) -> list[str]:

@@ -23,12 +23,7 @@ ANNOTATION = ("ensgene\tsymbol\tbiotype\tchr\n"
               "ENSG00000000003\tC3\tprotein_coding\tchr3\nENSG00000000004\tD4\tprotein_coding\tX\n")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

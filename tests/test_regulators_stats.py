@@ -14,13 +14,7 @@ from nofone.regulators.knockout import ProfileModel, knockouts
 from nofone.regulators.network import DEcodeNet
 from nofone.regulators.scaling import RobustScaler
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_like_net(n_features: int, n_targets: int = 3, layers: int = 2, seed: int = 0) -> DEcodeNet:

@@ -195,3 +195,15 @@ def test_false_positive_rate_over_several_simulations(tmp_path):
     p = np.concatenate(unplanted)
     assert (p < 0.05).mean() <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / len(p))
     assert (np.concatenate(planted_q) < 0.05).mean() >= 0.75
+
+
+def test_rankings_are_stable_over_the_seeds_trunks(explained):
+    from nofone.regulators.explain import ExplainContext, ExplainOptions, explain_profile
+    from nofone.regulators.profiles import LFC, iter_profiles, profile_weights
+
+    context = ExplainContext(RegulatorModel.load(explained["root"] / "model"),
+                             ExplainOptions(stability=True, checks=False, knockout_top=0))
+    profile = next(iter_profiles(explained["sim"]["de"], ["S1"]))
+    weights, _ = profile_weights(profile.genes)
+    summary = explain_profile(context, profile.genes, profile.genes[LFC].to_numpy(), weights, "S1")["summary"]
+    assert summary["seed_stability_spearman"] > 0.5

@@ -77,3 +77,14 @@ def simulate_two_group_cohort(folder: Path, n_genes: int, per_cell: int, cell_ty
         writer.write(CountChunk([s["sample_id"] for s in samples], np.array(rows, dtype=np.int64)))
     write_tables(folder, genes, pd.DataFrame(samples))
     return genes.assign(lfc=lfc)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread (and a shared machine's cores are not oversubscribed)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,7 @@ DDPM's ancestral sampler).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -104,7 +105,7 @@ def step_grid(t_from: int, t_to: int, steps: int) -> list[int]:
 
 def _run(schedule: Schedule, eps_fn: EpsFn, y: torch.Tensor, grid: list[int], eta: float = 0.0,
          generator: torch.Generator | None = None) -> torch.Tensor:
-    for t, s in zip(grid[:-1], grid[1:]):
+    for t, s in itertools.pairwise(grid):
         tt = torch.full((y.shape[0],), t, dtype=torch.long, device=y.device)
         y = schedule.move(y, t, s, eps_fn(y, tt), eta, generator)
     return y

@@ -228,7 +228,9 @@ def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray |
     if condition is not None:
         condition[torch.as_tensor(tumour_mask)] = TUMOUR
     module.to(device)
-    dev = (lambda v: None if v is None else v.to(device))
+    def dev(v: torch.Tensor | None) -> torch.Tensor | None:
+        return None if v is None else v.to(device)
+
     plan = DiffusionPlan(module, y.to(device), dev(measured), dev(tissue), dev(condition),
                          torch.as_tensor(train_idx, device=device), torch.as_tensor(heldout_idx, device=device))
     return plan, sf.numpy(), rank_table

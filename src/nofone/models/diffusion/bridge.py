@@ -1,10 +1,14 @@
 """The bridge: from a sample to its closest normal through the diffusion's noise.
 
 - `sdedit` (a model of normals): noise the sample's point y to step t* with a seeded draw,
-  y_t* = sqrt(abar) y + sqrt(1 - abar) eps, and run deterministic DDIM back to 0 under the
-  normal label (Meng et al. 2022, SDEdit). Small t* reproduces the sample, disease included;
-  large t* forgets it, tissue included; t* is chosen on held-out normals (`calibrate.py`).
-  Several draws are averaged, and their spread is kept per gene.
+  y_t* = sqrt(abar) y + sqrt(1 - abar) eps, and estimate the clean point under the normal label
+  (Meng et al. 2022, SDEdit): by default the denoiser's posterior mean E[y_0 | y_t*] =
+  (y_t* - sqrt(1 - abar) eps_hat) / sqrt(abar) (Tweedie's formula: one network call), or the
+  end of the deterministic DDIM path from t* (`estimate="ddim"`, a sample-like point). Small t*
+  reproduces the sample, disease included; large t* forgets it, tissue included; t* is chosen
+  on held-out normals (`calibrate.py`). Several draws are averaged, their spread kept per gene.
+  On simulated normals the posterior mean was closer to the true means than the DDIM end point
+  at every t* and removed more of a planted change (docs/diffusion.md), at 1/steps the cost.
 - `invert` (GEMDiff's route, for a model trained with labelled tumours): deterministic DDIM
   inversion under the source (tumour) label up to t* (T when t* is 0 in the options), then DDIM
   decoding under the normal label. One draw: it has no randomness.
@@ -34,6 +38,7 @@ class BridgeOptions:
     """Per-call settings; None takes the model's (`config.bridge`)."""
 
     route: str | None = None
+    estimate: str | None = None
     t_star: int | None = None
     steps: int | None = None
     draws: int | None = None
@@ -47,6 +52,7 @@ class BridgeOptions:
 @dataclass(frozen=True)
 class _Plan:
     route: str
+    estimate: str
     t_star: int
     steps: int
     draws: int
@@ -67,7 +73,7 @@ def _plan(module: DiffusionModule, options: BridgeOptions) -> _Plan:
         raise InputError(f"bridge t* must be in 1..{module.config.timesteps} (got {t_star}: the model was not "
                          "calibrated; give t_star)")
     draws = 1 if route == "invert" else (options.draws or b.draws)
-    return _Plan(route, int(t_star), int(options.steps or b.steps), int(draws),
+    return _Plan(route, options.estimate or b.estimate, int(t_star), int(options.steps or b.steps), int(draws),
                  int(b.seed if options.seed is None else options.seed),
                  float(b.guidance if options.guidance is None else options.guidance))
 
@@ -116,10 +122,15 @@ def bridge_points(module: DiffusionModule, y: torch.Tensor, options: BridgeOptio
             draws[0, rows] = ddim_denoise(schedule, eps_fn(NORMAL, plan.guidance), latent, plan.t_star, plan.steps)
             continue
         ab = float(schedule.alpha_bar[plan.t_star])
+        denoiser = eps_fn(NORMAL, plan.guidance)
+        t_star = torch.full((yb.shape[0],), plan.t_star, dtype=torch.long, device=device)
         for d in range(plan.draws):
             noise = seeded_noise(keys[rows], plan.seed, d, y.shape[1]).to(device)
             noisy = math.sqrt(ab) * yb + math.sqrt(1 - ab) * noise
-            draws[d, rows] = ddim_denoise(schedule, eps_fn(NORMAL, plan.guidance), noisy, plan.t_star, plan.steps)
+            if plan.estimate == "tweedie":
+                draws[d, rows] = schedule.predict_x0(noisy, t_star, denoiser(noisy, t_star))
+            else:
+                draws[d, rows] = ddim_denoise(schedule, denoiser, noisy, plan.t_star, plan.steps)
     return draws.mean(0), draws
 
 

@@ -24,6 +24,7 @@ from nofone.models import config_io
 from nofone.models.size_factors import METHODS as SIZE_FACTOR_METHODS
 
 ROUTES = ("sdedit", "invert")
+ESTIMATES = ("tweedie", "ddim")
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,14 @@ class BridgeConfig:
     """How a sample is carried to its closest normal (`nofone.models.diffusion.bridge`)."""
 
     route: str = "sdedit"  # sdedit: noise to t* and denoise; invert: GEMDiff's (needs `tumour`)
+    # sdedit's estimate from the noised point: "tweedie", the denoiser's posterior mean
+    # E[y_0 | y_t*] (one network call per draw), or "ddim", the end of the deterministic DDIM path
+    # from t* (a sample-like point; `steps` calls per draw). docs/diffusion.md compares them.
+    estimate: str = "tweedie"
     t_star: int = 0  # 0: chosen on the held-out normals at training (stored here afterwards)
     t_star_grid: tuple[int, ...] = (50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 950)
-    steps: int = 50  # deterministic DDIM steps from t* down to 0
-    draws: int = 4  # seeded noise draws averaged (sdedit)
+    steps: int = 50  # deterministic DDIM steps from t* down to 0 (ddim estimate, invert route)
+    draws: int = 8  # seeded noise draws averaged (sdedit)
     seed: int = 0
     guidance: float = 1.0  # classifier-free guidance weight on the normal label (1: none)
     # the planted change that chooses t*: `plant_fraction` of the expressed genes of each
@@ -177,6 +182,8 @@ def check(config: DiffusionConfig) -> None:
         problems.append("labels.label_dropout must be in [0, 1)")
     if b.route not in ROUTES:
         problems.append(f"bridge.route must be one of {', '.join(ROUTES)}")
+    if b.estimate not in ESTIMATES:
+        problems.append(f"bridge.estimate must be one of {', '.join(ESTIMATES)}")
     if not 0 <= b.t_star <= config.timesteps:
         problems.append("bridge.t_star must be in [0, timesteps] (0: choose on held-out normals)")
     if not b.t_star_grid or any(not 0 < v <= config.timesteps for v in b.t_star_grid):

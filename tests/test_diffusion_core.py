@@ -86,8 +86,8 @@ def _gaussian(n_genes: int = 12, rank: int = 3, seed: int = 0):
     """A factor model and its exact noise prediction (a smooth eps function for DDIM tests)."""
     g = torch.Generator().manual_seed(seed)
     skip = GaussianSkip(n_genes, rank)
-    skip.loadings = torch.randn(n_genes, rank, generator=g) * 0.8
-    skip.residual_variance = 0.2 + torch.rand(n_genes, generator=g)
+    skip.loadings = (torch.randn(n_genes, rank, generator=g) * 0.8).expand(2, -1, -1).clone()
+    skip.residual_variance = (0.2 + torch.rand(n_genes, generator=g)).expand(2, -1).clone()
     schedule = Schedule(1000)
 
     def eps_fn(y, t):
@@ -98,7 +98,8 @@ def _gaussian(n_genes: int = 12, rank: int = 3, seed: int = 0):
 
 def test_factor_skip_matches_the_dense_posterior():
     skip, schedule, _ = _gaussian()
-    cov = skip.loadings.double() @ skip.loadings.double().T + torch.diag(skip.residual_variance.double())
+    w, d = skip.loadings[0].double(), skip.residual_variance[0].double()
+    cov = w @ w.T + torch.diag(d)
     y = torch.randn(4, 12)
     for t in (5, 300, 900):
         a = float(schedule.alpha_bar[t])
@@ -110,7 +111,7 @@ def test_factor_skip_matches_the_dense_posterior():
 
 def test_ddim_is_deterministic_and_inverts_exactly_at_small_steps():
     skip, schedule, eps_fn = _gaussian()
-    cov = skip.loadings @ skip.loadings.T + torch.diag(skip.residual_variance)
+    cov = skip.loadings[0] @ skip.loadings[0].T + torch.diag(skip.residual_variance[0])
     y = torch.distributions.MultivariateNormal(torch.zeros(12), cov).sample((6,))
     errors = {}
     for steps in (10, 100, 400):
@@ -126,7 +127,7 @@ def test_ddim_is_deterministic_and_inverts_exactly_at_small_steps():
 
 def test_ddim_samples_from_the_gaussian_it_was_given():
     skip, schedule, eps_fn = _gaussian(n_genes=6, rank=2, seed=3)
-    cov = skip.loadings @ skip.loadings.T + torch.diag(skip.residual_variance)
+    cov = skip.loadings[0] @ skip.loadings[0].T + torch.diag(skip.residual_variance[0])
     g = torch.Generator().manual_seed(0)
     samples = ddim_denoise(schedule, eps_fn, torch.randn(4000, 6, generator=g), 1000, 100)
     torch.testing.assert_close(torch.cov(samples.T), cov, atol=0.12, rtol=0.1)
@@ -140,7 +141,7 @@ def test_factor_model_recovers_the_covariance_and_its_rank_is_chosen_on_heldout(
     cov = torch.cov(data[:500].T, correction=0)
     fitted = loadings @ loadings.T + torch.diag(d)
     assert float((fitted - cov).abs().max() / cov.abs().max()) < 0.15
-    rank, table = choose_rank(data[:500], data[500:], None, 1000, draws=8, seed=0)
+    rank, table = choose_rank(data[:500], None, data[500:], None, None, 0, 1000, draws=8, seed=0)
     assert rank in (2, 4) and {row["rank"] for row in table} >= {0, 1, 2, 4, 8}
 
 
@@ -242,12 +243,30 @@ def test_presets_load_and_unknown_keys_are_errors(tmp_path):
         assert load_config(name).training.epochs > 0
     config = load_config(str(write(tmp_path / "c.json", json.dumps({"preset": "gpu", "network": {"blocks": 2}}))))
     assert config.network.blocks == 2 and config.network.hidden == 1024
-    with pytest.raises(InputError, match="unknown setting.*widht"):
+    with pytest.raises(InputError, match=r"unknown setting.*widht"):
         load_config(str(write(tmp_path / "bad.json", json.dumps({"network": {"widht": 3}}))))
     with pytest.raises(InputError, match="unknown diffusion setting"):
         load_config("cpu", {"training.epoch": 3})
-    with pytest.raises(InputError, match="bridge.route"):
+    with pytest.raises(InputError, match=r"bridge\.route"):
         load_config("cpu", {"bridge.route": "teleport"})
     with pytest.raises(InputError, match="neither"):
         load_config("nonexistent-preset")
     assert PRESETS["paper"].hidden_width(16) == 128  # GEMDiff: 8 x genes
+
+
+def test_class_skip_denoises_towards_the_class_mean():
+    g = torch.Generator().manual_seed(4)
+    centres = torch.randn(2, 10, generator=g) * 3
+    classes = torch.arange(200) % 2
+    y = centres[classes] + 0.5 * torch.randn(200, 10, generator=g)
+    skip = GaussianSkip(10, 2, n_classes=2)
+    skip.fit(y, classes)
+    torch.testing.assert_close(skip.means[:2], torch.stack([y[classes == c].mean(0) for c in (0, 1)]))
+    torch.testing.assert_close(skip.means[2], y.mean(0))
+    schedule = Schedule(1000)
+    t = torch.full((200,), 900)
+    noisy = schedule.add_noise(y, t, torch.randn(200, 10, generator=g))
+    for labels, target in ((classes, centres[classes]), (None, y.mean(0).expand(200, -1))):
+        x0 = schedule.predict_x0(noisy, t, skip(noisy, schedule.alpha_bar[t], labels))
+        other = centres[1 - classes] if labels is not None else centres[classes]
+        assert float(((x0 - target) ** 2).mean()) < float(((x0 - other) ** 2).mean())

@@ -9,12 +9,13 @@ LayerNorm -> GELU -> Linear back to the genes. This module is that network, with
 
 - a hidden width H chosen by the config instead of 8 x genes (on 17,000 genes GEMDiff's width
   would need 2.3e9 weights in its first layer; H = 256 needs 4.4e6);
-- a Gaussian skip: eps_hat = network + E[eps | y_t] under a factor model of the training
-  normals, y ~ N(0, W W^T + diag(d)) (`GaussianSkip`). A network narrower than the gene count has
-  an output of rank H; without a skip it could not predict the noise in the other G - H
-  directions at all, and DDIM would amplify y_t / sqrt(abar) there. The factor model is also the
-  best denoiser a few hundred samples support on their own: on simulated normals it beat the
-  network alone by more than the network gained over no structure at all (docs/diffusion.md).
+- a Gaussian skip: eps_hat = network + E[eps | y_t, class] under a factor model of the
+  training samples (`GaussianSkip`; the class is the tissue, or normal/tumour). A network
+  narrower than the gene count has an output of rank H; without a skip it could not predict
+  the noise in the other G - H directions at all, and DDIM would amplify y_t / sqrt(abar)
+  there. The factor model is also the best denoiser a few hundred samples support on their
+  own: on simulated normals it beat the network alone by more than the network gained over no
+  structure at all (docs/diffusion.md).
   The output layer starts at zero, so training starts from the skip and learns what it misses;
 - label embeddings for the tissue and for normal/tumour, each with a null index (the last) that
   classifier-free guidance trains by label dropout and uses for the unconditional prediction.
@@ -75,7 +76,8 @@ class Denoiser(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, net.mlp_ratio, net.dropout) for _ in range(net.blocks))
         self.norm = nn.LayerNorm(width)
         self.output = nn.Linear(width, n_genes)
-        self.skip = GaussianSkip(n_genes, max(net.gaussian_rank, 0)) if net.gaussian_skip else None
+        self.n_skip_classes = self.n_tissues or (2 if config.labels.tumour else 0)
+        self.skip = GaussianSkip(n_genes, max(net.gaussian_rank, 0), self.n_skip_classes) if net.gaussian_skip else None
         self._initialise(net.blocks)
 
     def _initialise(self, n_blocks: int) -> None:
@@ -112,5 +114,5 @@ class Denoiser(nn.Module):
             h = block(h)
         eps = self.output(nn.functional.gelu(self.norm(h)))
         if self.skip is not None:
-            eps = eps + self.skip(y, alpha_bar)
+            eps = eps + self.skip(y, alpha_bar, tissue if self.n_tissues else condition)
         return eps

@@ -31,7 +31,7 @@ import torch
 from nofone.errors import InputError
 from nofone.models.diffusion.calibrate import calibrate
 from nofone.models.diffusion.config import DiffusionConfig, check
-from nofone.models.diffusion.gaussian import choose_rank, fit_factor_model
+from nofone.models.diffusion.gaussian import choose_rank
 from nofone.models.diffusion.module import NORMAL, TUMOUR, DiffusionModule
 from nofone.models.diffusion.network import Denoiser
 from nofone.models.diffusion.schedule import fixed_draws
@@ -208,21 +208,21 @@ def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray |
     sf = space.size_factors(counts, measured)
     y = space(counts, sf, measured)
     net, rank_table = config.network, []
+    skip_classes = _skip_classes(config, data, tumour_mask)
     if net.gaussian_skip and net.gaussian_rank < 0:
         if heldout_idx.size:
-            rank, rank_table = choose_rank(y[normal_train], y[heldout_idx],
-                                           None if measured is None else measured[heldout_idx], config.timesteps,
-                                           config.training.eval_draws, config.training.seed + 1)
+            rank, rank_table = choose_rank(y[train_idx], _take(skip_classes, train_idx), y[heldout_idx],
+                                           _take(skip_classes, heldout_idx),
+                                           None if measured is None else measured[heldout_idx], _n_classes(config),
+                                           config.timesteps, config.training.eval_draws, config.training.seed + 1)
         else:
             rank = DEFAULT_RANK
-        config = replace(config, network=replace(net, gaussian_rank=min(rank, max(normal_train.size - 1, 0))))
+        config = replace(config, network=replace(net, gaussian_rank=min(rank, max(train_idx.size - 1, 0), n_genes)))
     torch.manual_seed(config.training.seed)
     module = DiffusionModule(config, n_genes)
     module.space.load_state_dict(space.state_dict())
     if module.denoiser.skip is not None:
-        w, d = fit_factor_model(y[normal_train], config.network.gaussian_rank)
-        module.denoiser.skip.loadings.copy_(w)
-        module.denoiser.skip.residual_variance.copy_(d)
+        module.denoiser.skip.fit(y[train_idx], _take(skip_classes, train_idx))
     tissue = module.tissue_index(None if data.tissue is None else list(data.tissue), len(split))
     condition = module.condition_index(NORMAL, len(split))
     if condition is not None:
@@ -234,6 +234,24 @@ def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray |
     plan = DiffusionPlan(module, y.to(device), dev(measured), dev(tissue), dev(condition),
                          torch.as_tensor(train_idx, device=device), torch.as_tensor(heldout_idx, device=device))
     return plan, sf.numpy(), rank_table
+
+
+def _n_classes(config: DiffusionConfig) -> int:
+    return len(config.labels.tissues) or (2 if config.labels.tumour else 0)
+
+
+def _skip_classes(config: DiffusionConfig, data: TrainingData, tumour: np.ndarray) -> torch.Tensor | None:
+    """The class of each sample in the Gaussian part: its tissue, else normal/tumour, else None."""
+    if config.labels.tissues:
+        lookup = {t: i for i, t in enumerate(config.labels.tissues)}
+        return torch.as_tensor([lookup.get(str(t), len(lookup)) for t in data.tissue], dtype=torch.long)
+    if config.labels.tumour:
+        return torch.as_tensor(np.where(tumour, TUMOUR, NORMAL), dtype=torch.long)
+    return None
+
+
+def _take(values: torch.Tensor | None, rows: np.ndarray) -> torch.Tensor | None:
+    return None if values is None else values[torch.as_tensor(rows)]
 
 
 def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.ndarray | None = None,

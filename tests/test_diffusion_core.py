@@ -91,7 +91,7 @@ def _gaussian(n_genes: int = 12, rank: int = 3, seed: int = 0):
     schedule = Schedule(1000)
 
     def eps_fn(y, t):
-        return skip(y, schedule.alpha_bar[t])
+        return skip(y, t, schedule.alpha_bar)
 
     return skip, schedule, eps_fn
 
@@ -105,7 +105,7 @@ def test_factor_skip_matches_the_dense_posterior():
         a = float(schedule.alpha_bar[t])
         dense = math.sqrt(1 - a) * torch.linalg.solve(a * cov + (1 - a) * torch.eye(12, dtype=torch.float64),
                                                       y.double().T).T
-        torch.testing.assert_close(skip(y, schedule.alpha_bar[torch.full((4,), t)]).double(), dense,
+        torch.testing.assert_close(skip(y, torch.full((4,), t), schedule.alpha_bar).double(), dense,
                                    rtol=1e-4, atol=1e-5)
 
 
@@ -267,6 +267,6 @@ def test_class_skip_denoises_towards_the_class_mean():
     t = torch.full((200,), 900)
     noisy = schedule.add_noise(y, t, torch.randn(200, 10, generator=g))
     for labels, target in ((classes, centres[classes]), (None, y.mean(0).expand(200, -1))):
-        x0 = schedule.predict_x0(noisy, t, skip(noisy, schedule.alpha_bar[t], labels))
+        x0 = schedule.predict_x0(noisy, t, skip(noisy, t, schedule.alpha_bar, labels))
         other = centres[1 - classes] if labels is not None else centres[classes]
         assert float(((x0 - target) ** 2).mean()) < float(((x0 - other) ** 2).mean())

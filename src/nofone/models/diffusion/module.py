@@ -87,7 +87,7 @@ class DiffusionModule(nn.Module):
         """eps_hat at (y, t); with a condition label and guidance w != 1, classifier-free guidance
         eps(null) + w (eps(label) - eps(null)). `network`: another set of weights (training)."""
         net = network or self.denoiser
-        alpha_bar = self.schedule.alpha_bar[t.clamp_min(0)]
+        alpha_bar = self.schedule.alpha_bar
         conditional = net(y, t, alpha_bar, tissue, condition)
         if condition is None or guidance == 1.0 or not self.config.labels.tumour:
             return conditional

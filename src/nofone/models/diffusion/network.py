@@ -96,10 +96,12 @@ class Denoiser(nn.Module):
     def null_tissue(self) -> int:
         return self.n_tissues
 
-    def forward(self, y: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor, tissue: torch.Tensor | None = None,
+    def forward(self, y: torch.Tensor, t: torch.Tensor, alpha_table: torch.Tensor, tissue: torch.Tensor | None = None,
                 condition: torch.Tensor | None = None) -> torch.Tensor:
-        """eps_hat [N, G]. `alpha_bar` [N] float64 is abar(t) (for the skip); labels [N] long, None
-        meaning null for every sample. Steps below 1 are embedded as 1 (training never sees 0)."""
+        """eps_hat [N, G] at integer steps t [N]; `alpha_table` is the schedule's abar(0..T) (for
+        the skip); labels [N] long, None meaning null for every sample. Steps below 1 are
+        embedded as 1 (training never sees 0)."""
+        skip = None if self.skip is None else self.skip(y, t, alpha_table, tissue if self.n_tissues else condition)
         t = t.clamp_min(1)
         h = self.input(y) + self.time(timestep_embedding(t, self.width))
         if self.tissue_embedding is not None:
@@ -113,6 +115,4 @@ class Denoiser(nn.Module):
         for block in self.blocks:
             h = block(h)
         eps = self.output(nn.functional.gelu(self.norm(h)))
-        if self.skip is not None:
-            eps = eps + self.skip(y, alpha_bar, tissue if self.n_tissues else condition)
-        return eps
+        return eps if skip is None else eps + skip

@@ -42,12 +42,13 @@ log = logging.getLogger(__name__)
 DEFAULT_RANK = 8  # the factor model's rank when there are no held-out normals to choose it
 
 
-def prepare_config(config: DiffusionConfig, data: TrainingData, tumour: np.ndarray | None) -> DiffusionConfig:
-    """The config with the labels the data gives: tissues of the training samples, tumours."""
-    train = np.asarray(data.split) == "train"
+def prepare_config(config: DiffusionConfig, split: np.ndarray, tissue: np.ndarray | None,
+                   tumour: np.ndarray | None) -> DiffusionConfig:
+    """The config with the labels the data give: tissues of the training samples, tumours."""
+    train = np.asarray(split) == "train"
     tissues: tuple[str, ...] = ()
-    if config.labels.condition_on_tissue and data.tissue is not None:
-        tissues = tuple(sorted({str(t) for t in np.asarray(data.tissue)[train]}))
+    if config.labels.condition_on_tissue and tissue is not None:
+        tissues = tuple(sorted({str(t) for t in np.asarray(tissue)[train]}))
     has_tumour = tumour is not None and bool(np.asarray(tumour, dtype=bool)[train].any())
     return replace(config, labels=replace(config.labels, tissues=tissues, tumour=has_tumour))
 
@@ -186,29 +187,40 @@ class _State(TrainingState):
 
 def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray | None = None,
                device: str = "cpu") -> tuple[DiffusionPlan, np.ndarray, list[dict]]:
-    """The module (transform and factor model fitted on the training normals, the factor
-    model's rank chosen on the held-out normals when the config leaves it -1) and its plan;
-    the size factors of every sample and the rank table."""
+    """The module (count space fitted on the training normals, factor model fitted on the
+    training samples, its rank chosen on the held-out normals when the config leaves it -1) and
+    its plan; the size factors of every sample and the rank table."""
     check(config)
     split = np.asarray(data.split)
     tumour_mask = np.zeros(len(split), dtype=bool) if tumour is None else np.asarray(tumour, dtype=bool)
-    train_idx = np.flatnonzero(split == "train")
     normal_train = np.flatnonzero((split == "train") & ~tumour_mask)
-    heldout_idx = np.flatnonzero((split != "train") & ~tumour_mask)
     if normal_train.size == 0:
         raise InputError("no normal training samples (every sample is held out or a tumour)")
-    config = prepare_config(config, data, tumour_mask)
-    n_genes = data.counts.shape[1]
     measured_np = None if data.measured is None or data.measured.all() else np.asarray(data.measured, dtype=bool)
-    space = CountSpace(n_genes, config.clamp)
+    space = CountSpace(data.counts.shape[1], config.clamp)
     space.fit(data.counts[normal_train], None if measured_np is None else measured_np[normal_train],
               config.size_factors, config.min_scale)
     counts = torch.as_tensor(data.counts, dtype=torch.float64)
     measured = None if measured_np is None else torch.as_tensor(measured_np)
     sf = space.size_factors(counts, measured)
     y = space(counts, sf, measured)
+    plan, rank_table = plan_from_points(y, split, data.tissue, tumour_mask, config, measured, device, space)
+    return plan, sf.numpy(), rank_table
+
+
+def plan_from_points(y: torch.Tensor, split: np.ndarray, tissue: np.ndarray | None, tumour: np.ndarray,
+                     config: DiffusionConfig, measured: torch.Tensor | None = None, device: str = "cpu",
+                     space: CountSpace | None = None) -> tuple[DiffusionPlan, list[dict]]:
+    """A plan for points y [N, G] already in the model's space (`space`: the count transform
+    they came from, None for data that are not counts, e.g. GEMDiff's log2 FPKM)."""
+    check(config)
+    split = np.asarray(split)
+    train_idx = np.flatnonzero(split == "train")
+    heldout_idx = np.flatnonzero((split != "train") & ~tumour)
+    config = prepare_config(config, split, tissue, tumour)
+    n_genes = y.shape[1]
     net, rank_table = config.network, []
-    skip_classes = _skip_classes(config, data, tumour_mask)
+    skip_classes = _skip_classes(config, tissue, tumour)
     if net.gaussian_skip and net.gaussian_rank < 0:
         if heldout_idx.size:
             rank, rank_table = choose_rank(y[train_idx], _take(skip_classes, train_idx), y[heldout_idx],
@@ -220,31 +232,33 @@ def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray |
         config = replace(config, network=replace(net, gaussian_rank=min(rank, max(train_idx.size - 1, 0), n_genes)))
     torch.manual_seed(config.training.seed)
     module = DiffusionModule(config, n_genes)
-    module.space.load_state_dict(space.state_dict())
+    if space is not None:
+        module.space.load_state_dict(space.state_dict())
     if module.denoiser.skip is not None:
         module.denoiser.skip.fit(y[train_idx], _take(skip_classes, train_idx))
-    tissue = module.tissue_index(None if data.tissue is None else list(data.tissue), len(split))
+    tissue_index = module.tissue_index(None if tissue is None else list(tissue), len(split))
     condition = module.condition_index(NORMAL, len(split))
     if condition is not None:
-        condition[torch.as_tensor(tumour_mask)] = TUMOUR
+        condition[torch.as_tensor(tumour)] = TUMOUR
     module.to(device)
+
     def dev(v: torch.Tensor | None) -> torch.Tensor | None:
         return None if v is None else v.to(device)
 
-    plan = DiffusionPlan(module, y.to(device), dev(measured), dev(tissue), dev(condition),
+    plan = DiffusionPlan(module, y.to(device), dev(measured), dev(tissue_index), dev(condition),
                          torch.as_tensor(train_idx, device=device), torch.as_tensor(heldout_idx, device=device))
-    return plan, sf.numpy(), rank_table
+    return plan, rank_table
 
 
 def _n_classes(config: DiffusionConfig) -> int:
     return len(config.labels.tissues) or (2 if config.labels.tumour else 0)
 
 
-def _skip_classes(config: DiffusionConfig, data: TrainingData, tumour: np.ndarray) -> torch.Tensor | None:
+def _skip_classes(config: DiffusionConfig, tissue: np.ndarray | None, tumour: np.ndarray) -> torch.Tensor | None:
     """The class of each sample in the Gaussian part: its tissue, else normal/tumour, else None."""
-    if config.labels.tissues:
+    if config.labels.tissues and tissue is not None:
         lookup = {t: i for i, t in enumerate(config.labels.tissues)}
-        return torch.as_tensor([lookup.get(str(t), len(lookup)) for t in data.tissue], dtype=torch.long)
+        return torch.as_tensor([lookup.get(str(t), len(lookup)) for t in tissue], dtype=torch.long)
     if config.labels.tumour:
         return torch.as_tensor(np.where(tumour, TUMOUR, NORMAL), dtype=torch.long)
     return None
@@ -254,22 +268,16 @@ def _take(values: torch.Tensor | None, rows: np.ndarray) -> torch.Tensor | None:
     return None if values is None else values[torch.as_tensor(rows)]
 
 
-def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.ndarray | None = None,
-                    device: str = "cpu", checkpoint_dir: Path | None = None, resume: bool = False,
-                    on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Fit the diffusion model to `data` (`split` says which normals train and which are held
-    out; `tumour` marks labelled tumours, used in training only) and calibrate its bridge."""
-    started_all = time.perf_counter()
-    plan, sf, rank_table = build_plan(data, config, tumour, device)
-    module, t = plan.module, plan.config.training
+def run_training(plan: DiffusionPlan, checkpoints: Checkpointing | None = None, resume: bool = False,
+                 on_epoch: Callable[[dict], None] | None = None) -> tuple[_State, int | None, bool]:
+    """Epochs until the config's count or early stopping (the best epoch restored); the state,
+    the epoch resumed from and whether training stopped early."""
+    t = plan.config.training
     state = _State(plan, t.seed)
-    salt = "diffusion" + ("" if tumour is None else hashlib.sha256(np.asarray(tumour, bool).tobytes()).hexdigest())
-    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(plan.config.to_dict(), sort_keys=True),
-                                salt=salt)
-    resumed_from = checkpoints.resume(state, resume)
+    resumed_from = checkpoints.resume(state, resume) if checkpoints else None
     early = t.early_stopping and len(plan.heldout_rows) > 0
     stopped = state.bad_evaluations >= t.patience if early else False
-    if early and state.epoch == 0:  # the factor model alone is the first candidate
+    if early and state.epoch == 0:  # the Gaussian part alone is the first candidate
         state.observe(plan.heldout_score(), t.patience)
     while state.epoch < t.epochs and not stopped:
         started = time.perf_counter()
@@ -282,10 +290,27 @@ def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.n
                 stopped = state.observe(score, t.patience)
         record |= plan.diagnostics()
         state.end_epoch(record, started, on_epoch)
-        checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
+        if checkpoints:
+            checkpoints.save_if_due(state, t.checkpoint_every, last=state.epoch == t.epochs or stopped)
     if early:
         state.restore_best_epoch("held-out denoising MSE")
-    module.eval()
+    plan.module.eval()
+    return state, resumed_from, stopped
+
+
+def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.ndarray | None = None,
+                    device: str = "cpu", checkpoint_dir: Path | None = None, resume: bool = False,
+                    on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Fit the diffusion model to `data` (`split` says which normals train and which are held
+    out; `tumour` marks labelled tumours, used in training only) and calibrate its bridge."""
+    started_all = time.perf_counter()
+    plan, sf, rank_table = build_plan(data, config, tumour, device)
+    module, t = plan.module, plan.config.training
+    salt = "diffusion" + ("" if tumour is None else hashlib.sha256(np.asarray(tumour, bool).tobytes()).hexdigest())
+    checkpoints = Checkpointing(checkpoint_dir, data.fingerprint(), json.dumps(plan.config.to_dict(), sort_keys=True),
+                                salt=salt)
+    state, resumed_from, stopped = run_training(plan, checkpoints, resume, on_epoch)
+    early = t.early_stopping and len(plan.heldout_rows) > 0
     card: dict = {}
     if t.calibrate and len(plan.heldout_rows):
         rows = plan.heldout_rows.cpu().numpy()

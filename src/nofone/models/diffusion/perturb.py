@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from scipy.stats import mannwhitneyu
 
+from nofone.enrichment.gene_sets import match_gene_sets
 from nofone.errors import InputError
 from nofone.models.diffusion.bridge import BridgeOptions, bridge_points, decode
 from nofone.models.diffusion.module import DiffusionModule
@@ -80,24 +81,10 @@ def calibrated_p_values(deviation: np.ndarray, null: np.ndarray) -> np.ndarray:
 
 def resolve_sets(gene_sets: dict[str, Sequence[str]] | None, gene_ids: Sequence[str], gene_names: Sequence[str],
                  min_size: int) -> dict[str, np.ndarray]:
-    """{set: model gene indices} matching members by gene id or name (case-insensitive);
-    None: one set of every gene."""
+    """{set: model gene indices} (`match_gene_sets`); None: one set of every gene."""
     if gene_sets is None:
         return {ALL_GENES: np.arange(len(gene_ids))}
-    lookup: dict[str, int] = {}
-    for i, name in enumerate(gene_names):
-        if name:
-            lookup.setdefault(str(name).upper(), i)
-    for i, gid in enumerate(gene_ids):
-        lookup[str(gid).upper()] = i
-    out = {}
-    for name, members in gene_sets.items():
-        index = np.array(sorted({lookup[g.upper()] for g in members if g.upper() in lookup}), dtype=np.int64)
-        if index.size >= min_size:
-            out[name] = index
-    if not out:
-        raise InputError(f"no gene set has {min_size} or more of the model's genes (matched by gene id or name)")
-    return out
+    return match_gene_sets(gene_sets, gene_ids, gene_names, min_size)
 
 
 def rule_flags(d: np.ndarray, k: float) -> np.ndarray:

@@ -64,7 +64,7 @@ def main() -> None:
     from nofone.io.ingest import IngestOptions, ingest
     from nofone.io.split import stratified_split
     from nofone.models.dgd.config import load_config
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
     from nofone.steps.filter import filter_dataset
     from nofone.steps.represent import represent
     from nofone.steps.train import train
@@ -97,11 +97,12 @@ def main() -> None:
     represent(out / "model", out / "eval", out / "reps", SearchConfig(), device="cpu")
     timings["represent_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    de = differential_expression(out / "model", out / "reps", out / "eval", out / "de", device="cpu", write_tsv=False)
+    de = differential_expression(out / "model", out / "reps", out / "eval", out / "de",
+                                 DEOptions(device="cpu", write_tsv=False))
     timings["de_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    de_nb = differential_expression(out / "model", out / "reps", out / "eval", out / "de_nb", device="cpu",
-                                    write_tsv=False, null="nb")
+    de_nb = differential_expression(out / "model", out / "reps", out / "eval", out / "de_nb", DEOptions(device="cpu",
+                                    write_tsv=False, null="nb"))
     timings["de_nb_null_s"] = time.perf_counter() - t
 
     normals = de[de["sample_id"].isin(heldout)]

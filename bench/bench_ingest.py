@@ -115,7 +115,8 @@ def main() -> None:
     if args.skip_sim:
         notes.append("simulated cohort: skipped (--skip-sim)")
     else:
-        from nofone.simulate import SimulationConfig, simulate
+        from nofone.simulate.config import SimulationConfig
+        from nofone.simulate.write import simulate
 
         n = 10 * args.samples_per_tissue
         sim = work / f"sim_{n}x{args.genes}"

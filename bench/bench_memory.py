@@ -8,7 +8,7 @@ samples apart from the output". A paper-size search of 10,000 samples would take
 CPU, so the model here is small and the search short; what is measured is how memory scales.
 
 For each cohort size N (default 1,000 and 10,000):
-1. `nofone.simulate.simulate`: 10 tissues x N/10 normals, 2,000 genes, no cases (one nf-core
+1. `nofone.simulate.write.simulate`: 10 tissues x N/10 normals, 2,000 genes, no cases (one nf-core
    matrix), then `nofone.io.ingest.ingest` of its sample sheet (in this process, not measured).
 2. A random-weight DGD of the `small` preset (latent 16, hidden 128/512, 16 components; means
    N(0, 0.5), output bias at the average relative expression of the cohort's first 256
@@ -67,7 +67,8 @@ def make_model(dataset: Path, folder: Path, seed: int) -> None:
 def prepare(n: int, work: Path, genes: int, seed: int) -> Path:
     """Simulate and ingest a cohort of n normals (10 tissues) unless it is already there."""
     from nofone.io.ingest import ingest
-    from nofone.simulate import SimulationConfig, simulate
+    from nofone.simulate.config import SimulationConfig
+    from nofone.simulate.write import simulate
 
     data = work / f"data_{n}"
     if (data / "counts.parquet").is_file():

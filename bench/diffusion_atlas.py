@@ -38,7 +38,10 @@ from nofone.models.diffusion.bridge import BridgeOptions, closest_normal, decode
 from nofone.models.diffusion.config import load_config
 from nofone.models.diffusion.train import build_plan, train_diffusion
 from nofone.models.training import TrainingData
-from nofone.simulate import SimulationConfig, _rng, draw_normal_counts, plant_de
+from nofone.simulate import SimulationConfig
+from nofone.simulate.atlas import stream
+from nofone.simulate.cases import plant_de
+from nofone.simulate.memory import draw_normal_counts
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import equal_tail_midp
 from nofone.stats.outlier_null import OutlierNull, equal_tail_midp_outlier
@@ -59,7 +62,7 @@ def atlas(genes: int, tissues: int, per_tissue: int, seed: int = 0):
 
 def de_figures(module, card: dict, sim, unseen: np.ndarray, seed: int = 0) -> dict:
     """False calls per never-seen normal and recall of planted 4-fold changes (q < 0.05)."""
-    rng = _rng(seed, 77)
+    rng = stream(seed, 77)
     clean = sim.counts[unseen]
     spiked, truth = clean.copy(), np.zeros(clean.shape, dtype=bool)
     size = sim.model.nb_size

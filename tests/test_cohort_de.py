@@ -20,15 +20,9 @@ from conftest import REPO, simulate_two_group_cohort, write
 
 from nofone.errors import InputError
 from nofone.models.nbvae.model import NBVAE
-from nofone.steps.cohort_de import (
-    LATENT_FILE,
-    REPORT_FILE,
-    RESULTS_FILE,
-    contrast_weights,
-    generative_lfc,
-    latent_coordinates,
-    parse_contrast,
-)
+from nofone.stats.contrast import contrast_weights, generative_lfc
+from nofone.stats.projection import principal_plane
+from nofone.steps.cohort_de import LATENT_FILE, REPORT_FILE, RESULTS_FILE, parse_contrast
 from nofone.steps.common import load_model
 
 N_GENES = 500
@@ -178,9 +172,9 @@ def test_posterior_draws_are_seeded_and_the_latent_plot_coordinates(result):
         y = model.log2_relative_means(torch.as_tensor(mean, dtype=torch.float32)).double().numpy()
     np.testing.assert_allclose(p1, weights @ y, rtol=1e-6, atol=1e-9)
     two = np.random.default_rng(0).normal(size=(5, 2))
-    np.testing.assert_array_equal(latent_coordinates(two), two)
+    np.testing.assert_array_equal(principal_plane(two)[0], two)
     many = np.random.default_rng(0).normal(size=(6, 5))
-    coords = latent_coordinates(many)
+    coords, _ = principal_plane(many)
     assert coords.shape == (6, 2) and coords[:, 0].var() >= coords[:, 1].var()
 
 

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from nofone.io.dataset import Dataset
-from nofone.simulate import SimulationConfig, build_gene_model, log_means
+from nofone.simulate.atlas import build_gene_model, log_means
+from nofone.simulate.config import SimulationConfig
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import equal_tail_midp
 

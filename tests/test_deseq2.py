@@ -9,19 +9,14 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from nofone.baselines.deseq2 import (
-    RESULT_COLUMNS,
-    bh,
-    group_contrast,
-    n_of_one,
-    r_independent_filtering,
-    r_lowess,
-)
+from nofone.baselines.deseq2 import RESULT_COLUMNS, group_contrast, n_of_one
+from nofone.baselines.r_deseq2 import bh, r_independent_filtering, r_lowess
 from nofone.cli.app import app
 from nofone.errors import InputError
 from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
 from nofone.io.ingest import ingest
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps import deseq2 as step
 from nofone.steps.de import DE_SCHEMA
 
@@ -175,8 +170,9 @@ def test_contrast_bad_input(tmp_path, planted_dataset, design, contrast, message
 
 def test_n_of_one_step_de_layout(tmp_path, simulated):
     data = simulated / "data"
-    summary = step.n_of_one(data, tmp_path / "out", cases_condition="case", controls_condition="normal",
-                            same_tissue=True, q_threshold=0.01, lfc_threshold=1.0, n_cpus=1)
+    options = step.NOfOneOptions(cases_condition="case", controls_condition="normal", same_tissue=True,
+                                 q_threshold=0.01, lfc_threshold=1.0, n_cpus=1)
+    summary = step.n_of_one(data, tmp_path / "out", options)
     out = tmp_path / "out"
     table = pq.read_table(out / step.NOF1_FILE).to_pandas()
     assert list(table.columns) == [*DE_SCHEMA.names, "repeat", "n_controls"]
@@ -207,8 +203,8 @@ def test_n_of_one_step_de_layout(tmp_path, simulated):
 def test_random_controls_are_seeded_and_reproducible(tmp_path, simulated):
     data = simulated / "data"
     kwargs = dict(cases=["case001"], controls_condition="normal", n_controls=3, seed=7, n_cpus=1)
-    step.n_of_one(data, tmp_path / "a", repeats=2, **kwargs)
-    step.n_of_one(data, tmp_path / "b", repeats=1, **kwargs)  # the same first repeat again
+    step.n_of_one(data, tmp_path / "a", step.NOfOneOptions(repeats=2, **kwargs))
+    step.n_of_one(data, tmp_path / "b", step.NOfOneOptions(repeats=1, **kwargs))  # the same first repeat again
     a, b = (pd.read_csv(tmp_path / x / step.CONTROLS_FILE, sep="\t") for x in "ab")
     pd.testing.assert_frame_equal(a[a["repeat"] == 0], b)
     table_a = pq.read_table(tmp_path / "a" / step.NOF1_FILE).to_pandas()
@@ -245,7 +241,7 @@ def test_random_controls_are_seeded_and_reproducible(tmp_path, simulated):
 ])
 def test_n_of_one_bad_input(tmp_path, simulated, kwargs, message):
     with pytest.raises(InputError) as error:
-        step.n_of_one(simulated / "data", tmp_path / "out", n_cpus=1, **kwargs)
+        step.n_of_one(simulated / "data", tmp_path / "out", step.NOfOneOptions(n_cpus=1, **kwargs))
     assert message in str(error.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -255,8 +251,9 @@ def test_no_same_tissue_controls(tmp_path, simulated):
     case = samples.loc[samples["condition"] == "case"].iloc[0]
     others = samples.loc[(samples["condition"] == "normal") & (samples["tissue"] != case["tissue"]), "sample_id"]
     with pytest.raises(InputError, match="no controls of tissue"):
-        step.n_of_one(simulated / "data", tmp_path / "out", cases=[case["sample_id"]], controls=list(others[:3]),
-                      same_tissue=True, n_cpus=1)
+        step.n_of_one(simulated / "data", tmp_path / "out",
+                      step.NOfOneOptions(cases=[case["sample_id"]], controls=list(others[:3]), same_tissue=True,
+                                         n_cpus=1))
     assert not (tmp_path / "out").exists()
 
 
@@ -311,7 +308,7 @@ def test_n_of_one_every_non_normal_against_the_training_normals(tmp_path, simula
     assert report["cases_except_conditions"] == ["normal", "heldout_normal"]
     assert report["controls_trained_by"] == str(model)
     # --controls-trained-by alone: the controls are the samples the model trained on
-    step.n_of_one(data, tmp_path / "alone", cases=["case001"], controls_trained_by=model, n_cpus=1)
+    step.n_of_one(data, tmp_path / "alone", step.NOfOneOptions(cases=["case001"], controls_trained_by=model, n_cpus=1))
     drawn = pd.read_csv(tmp_path / "alone" / step.CONTROLS_FILE, sep="\t")
     assert sorted(drawn["control_id"]) == sorted(trained)
 
@@ -331,6 +328,6 @@ def test_n_of_one_selection_errors(tmp_path, simulated, kwargs, message):
     if "controls_trained_by" in kwargs:
         kwargs["controls_trained_by"] = tmp_path / kwargs["controls_trained_by"]
     with pytest.raises(InputError) as error:
-        step.n_of_one(simulated / "data", tmp_path / "out", n_cpus=1, **kwargs)
+        step.n_of_one(simulated / "data", tmp_path / "out", step.NOfOneOptions(n_cpus=1, **kwargs))
     assert message.format(tmp=tmp_path) in str(error.value)
     assert not (tmp_path / "out").exists()

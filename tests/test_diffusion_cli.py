@@ -17,7 +17,8 @@ from nofone.models.diffusion.config import load_config
 from nofone.models.diffusion.model import Diffusion
 from nofone.models.diffusion.train import train_diffusion
 from nofone.models.training import TrainingData
-from nofone.simulate import SimulationConfig, draw_normal_counts
+from nofone.simulate import SimulationConfig
+from nofone.simulate.memory import draw_normal_counts
 
 N_GENES = 200
 

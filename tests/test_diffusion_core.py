@@ -270,3 +270,21 @@ def test_class_skip_denoises_towards_the_class_mean():
         x0 = schedule.predict_x0(noisy, t, skip(noisy, t, schedule.alpha_bar, labels))
         other = centres[1 - classes] if labels is not None else centres[classes]
         assert float(((x0 - target) ** 2).mean()) < float(((x0 - other) ** 2).mean())
+
+
+def test_in_memory_normals_are_the_ones_simulate_writes(tmp_path):
+    import gzip
+
+    from nofone.simulate import SimulationConfig, simulate
+    from nofone.simulate.memory import draw_normal_counts
+
+    config = SimulationConfig(tissues=2, samples_per_tissue=4, genes=30, cases=0, heldout_per_tissue=1, seed=2)
+    simulate(tmp_path / "sim", config)
+    memory = draw_normal_counts(config)
+    with gzip.open(tmp_path / "sim" / "counts" / "normals.tsv.gz", "rt") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        rows = [line.rstrip("\n").split("\t") for line in handle]
+    written = np.array([[int(v) for v in row[2:]] for row in rows]).T  # samples x genes
+    assert header[2:] == memory.sample_ids
+    np.testing.assert_array_equal(written, memory.counts)
+    assert memory.heldout.sum() == 2 and set(memory.tissue) == set(memory.model.tissue_names)

@@ -20,7 +20,8 @@ from nofone.models.diffusion.module import TUMOUR
 from nofone.models.diffusion.perturb import PerturbOptions, perturb, resolve_sets
 from nofone.models.diffusion.train import train_diffusion
 from nofone.models.training import TrainingData
-from nofone.simulate import SimulationConfig, draw_normal_counts
+from nofone.simulate import SimulationConfig
+from nofone.simulate.memory import draw_normal_counts
 
 N_GENES = 300
 SETTINGS = {"network.hidden": 32, "network.blocks": 1, "training.epochs": 40, "training.eval_every": 10,

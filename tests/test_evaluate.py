@@ -89,7 +89,8 @@ def test_thinning_spike_ins_changes_ratios_by_the_asked_fold():
 def small_run(tmp_path_factory):
     from nofone.io.ingest import IngestOptions
     from nofone.models.dgd.config import load_config
-    from nofone.simulate import SimulationConfig, simulate
+    from nofone.simulate.config import SimulationConfig
+    from nofone.simulate.write import simulate
     from nofone.steps.run import RunOptions, run
 
     root = tmp_path_factory.mktemp("run")

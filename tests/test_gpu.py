@@ -23,9 +23,10 @@ from nofone.inference.represent import SearchConfig
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.models.dgd.config import load_config as load_dgd_config
 from nofone.models.nbvae.config import load_config as load_nbvae_config
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.common import load_model
-from nofone.steps.de import DE_FILE, differential_expression
+from nofone.steps.de import DE_FILE, DEOptions, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent
 from nofone.steps.train import train
 
@@ -97,7 +98,7 @@ def test_represent_and_de_on_cuda_match_the_cpu(sim, cpu_model):
     for device in ("cpu", "cuda"):
         represent(cpu_model, sim / "data", sim / f"reps_{device}", SearchConfig(), None, chunk_size=16, device=device)
         differential_expression(cpu_model, sim / f"reps_{device}", sim / "data", sim / f"de_{device}",
-                                write_tsv=False, device=device)
+                                DEOptions(write_tsv=False, device=device))
         reps = pq.read_table(sim / f"reps_{device}" / REPRESENTATIONS).to_pandas().set_index("sample_id")
         de = pq.read_table(sim / f"de_{device}" / DE_FILE).to_pandas().set_index(["sample_id", "gene_id"])
         out[device] = reps, de

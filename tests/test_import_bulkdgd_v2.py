@@ -313,7 +313,7 @@ def test_latent_dispersion_model_runs_represent_and_de(tmp_path, runner):
     sample's own closest normal, as bulkDGD 2.x does."""
     from nofone.inference.represent import SearchConfig
     from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, write_tables
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
     from nofone.steps.represent import represent
 
     dec, gmm = v2_decoder(), tgmm_state()
@@ -337,7 +337,7 @@ def test_latent_dispersion_model_runs_represent_and_de(tmp_path, runner):
     write_tables(data, pd.DataFrame({"gene_id": model.gene_ids, "gene_name": ""}),
                  pd.DataFrame({"sample_id": ids, "condition": "case"}))
     represent(tmp_path / "m", data, tmp_path / "reps", SearchConfig(), device="cpu")
-    differential_expression(tmp_path / "m", tmp_path / "reps", data, tmp_path / "de", device="cpu")
+    differential_expression(tmp_path / "m", tmp_path / "reps", data, tmp_path / "de", DEOptions(device="cpu"))
     reps = pd.read_parquet(tmp_path / "reps" / "representations.parquet")
     table = pd.read_parquet(tmp_path / "de" / "de.parquet")
     for i, sample in enumerate(ids):

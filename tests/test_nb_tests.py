@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from nofone.stats.bulkdgd_reference import bulkdgd_exact_pvalue
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import (
     TESTS,
     TIE_RTOL,
-    bulkdgd_exact_pvalue,
     can_call_down,
     density_pvalue,
     equal_tail_midp,

@@ -27,9 +27,10 @@ from nofone.models.nbvae.train import kl_weight, train_nbvae
 from nofone.models.scaling import scaling_factor
 from nofone.models.size_factors import SizeFactorReference, log_geometric_means
 from nofone.models.training import TrainingData
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.common import load_model
-from nofone.steps.de import DE_FILE, differential_expression
+from nofone.steps.de import DE_FILE, DEOptions, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent
 from nofone.steps.run import score_against_truth
 from nofone.steps.train import TRAIN_REPRESENTATIONS, train
@@ -220,7 +221,8 @@ def test_represent_and_de_run_unchanged_on_an_nbvae(trained, tmp_path):
     represent(folder, root / "data", tmp_path / "reps", SearchConfig(), targets, device="cpu")
     reps = pq.read_table(tmp_path / "reps" / REPRESENTATIONS).to_pandas()
     assert (reps["scaling"] == "median").all() and len(reps["responsibilities"].iloc[0]) == 1
-    summary = differential_expression(folder, tmp_path / "reps", root / "data", tmp_path / "de", device="cpu")
+    summary = differential_expression(folder, tmp_path / "reps", root / "data", tmp_path / "de",
+                                      DEOptions(device="cpu"))
     group = samples.set_index("sample_id").loc[summary["sample_id"], "condition"].to_numpy()
     heldout = summary[group == "heldout_normal"]
     assert len(heldout) == 6 and heldout["n_de"].mean() <= 1.0, heldout

@@ -24,7 +24,7 @@ from nofone.stats.outlier_null import (
     min_callable_fold,
     min_pvalue_down_outlier,
 )
-from nofone.steps.de import DE_FILE, differential_expression
+from nofone.steps.de import DE_FILE, DEOptions, differential_expression
 
 
 def _draw(rng, pi: float, tau: float, n: int = 10, g: int = 3000):
@@ -115,9 +115,9 @@ def test_de_with_the_outlier_null_calls_planted_de_but_not_normal_outliers(tmp_p
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(tmp_path / "model"))
     plain = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
-                                    null="nb", write_tsv=False, device="cpu").set_index("sample_id")
+                                    DEOptions(null="nb", write_tsv=False, device="cpu")).set_index("sample_id")
     mixture = differential_expression(tmp_path / "model", tmp_path / "reps", tmp_path / "data", tmp_path / "mix",
-                                      write_tsv=False, device="cpu").set_index("sample_id")
+                                      DEOptions(write_tsv=False, device="cpu")).set_index("sample_id")
     normals = [s for s in ids if s != "tumour"]
     assert plain.loc[normals, "n_de"].mean() > 5 * max(mixture.loc[normals, "n_de"].mean(), 0.5)
     de = pq.read_table(tmp_path / "mix" / DE_FILE).to_pandas()
@@ -160,14 +160,14 @@ def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path)
                           model_fingerprint(tmp_path / "model"))
     args = (tmp_path / "model", tmp_path / "reps", tmp_path / "data")
     with pytest.raises(InputError, match=r"no calibrated outlier null.*--null nb"):
-        differential_expression(*args, tmp_path / "e1", null="outlier", device="cpu")
+        differential_expression(*args, tmp_path / "e1", DEOptions(null="outlier", device="cpu"))
     for null in ("outlier", "model-error"):
         with pytest.raises(InputError, match=f"--null {null} needs --test equal-tail-midp"):
-            differential_expression(*args, tmp_path / "e2", null=null, test="density", device="cpu")
+            differential_expression(*args, tmp_path / "e2", DEOptions(null=null, test="density", device="cpu"))
     with pytest.raises(InputError, match="unknown null 'gamma'; use one of auto, outlier, nb, model-error"):
-        differential_expression(*args, tmp_path / "e3", null="gamma", device="cpu")
+        differential_expression(*args, tmp_path / "e3", DEOptions(null="gamma", device="cpu"))
     assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3))
-    differential_expression(*args, tmp_path / "auto", write_tsv=False, device="cpu")
+    differential_expression(*args, tmp_path / "auto", DEOptions(write_tsv=False, device="cpu"))
     report = json.loads((tmp_path / "auto" / "de_report.json").read_text())
     assert (report["null"], report["null_requested"], report["outlier_null"]) == ("nb", "auto", None)
 
@@ -188,7 +188,7 @@ def test_the_default_null_is_the_calibrated_one_with_the_equal_tail_test_only(tm
     runs = {"auto": {}, "outlier": {"null": "outlier"}, "nb": {"null": "nb"}, "density": {"test": "density"}}
     p = {}
     for name, kwargs in runs.items():
-        differential_expression(*args, tmp_path / name, write_tsv=False, device="cpu", **kwargs)
+        differential_expression(*args, tmp_path / name, DEOptions(write_tsv=False, device="cpu", **kwargs))
         p[name] = pq.read_table(tmp_path / name / DE_FILE).to_pandas()["p_value"].to_numpy()
         report = json.loads((tmp_path / name / "de_report.json").read_text())
         expected = "outlier" if name in ("auto", "outlier") else "nb"

@@ -18,8 +18,9 @@ import torch
 from conftest import SHARED_DATA, requires_shared_data
 from test_realdata_ingest import gse60450_sheet
 
+from nofone.evaluate.agreement import compare_with_deseq2
 from nofone.io.ingest import ingest
-from nofone.steps.cohort_de import RESULTS_FILE, CohortDEOptions, cohort_de, compare_with_deseq2
+from nofone.steps.cohort_de import RESULTS_FILE, CohortDEOptions, cohort_de
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow, requires_shared_data]
 ANNOTATION = SHARED_DATA / "annotation"

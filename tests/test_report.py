@@ -22,14 +22,20 @@ import pytest
 from conftest import REPO, simulate_two_group_cohort
 
 from nofone.errors import InputError
+from nofone.evaluate.ood import finite_auroc
 from nofone.io.ingest import IngestOptions
 from nofone.models.dgd.config import load_config
-from nofone.report.build import COHORT_SECTION, SECTIONS, ReportOptions, _call_rule, auroc, build_report, report
+from nofone.report.build import ReportOptions, build_report, report
 from nofone.report.inputs import resolve_paths
-from nofone.simulate import SimulationConfig, simulate
+from nofone.report.sections import COHORT, RUN, sections_for
+from nofone.report.sections.summary import call_rule
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.run import RunOptions, run
 from nofone.steps.scatter import gather
 
+SECTIONS = [(spec.id, spec.title) for spec in sections_for({RUN})]  # a run's sections, in order
+COHORT_SECTION = next((spec.id, spec.title) for spec in sections_for({COHORT}))
 SECTION_IDS = [section_id for section_id, _ in SECTIONS]
 TISSUE = "tis<b>02</b>"
 TITLE = "Tumour board <7> & co"
@@ -276,11 +282,11 @@ def test_call_rule_says_how_large_a_change_the_outlier_null_needs():
     report = {"test": "equal-tail-midp", "q_threshold": 0.01, "lfc_threshold": 1.0, "null": "outlier",
               "outlier_null": {"pi": 0.023, "tau": 0.86},
               "min_callable_fold": {"only_call": 37.4, "five_percent_called": 7.2}}
-    _, details = _call_rule(report)
+    _, details = call_rule(report)
     assert "smaller than about 37-fold" in details and "or 7-fold when 5% of the genes are called" in details
     assert "--null nb" in details
     for without in ({"min_callable_fold": None}, {"null": "nb", "min_callable_fold": None}):
-        assert "-fold" not in _call_rule(report | without)[1]
+        assert "-fold" not in call_rule(report | without)[1]
 
 
 def test_unknown_volcano_sample_is_an_error(run_dir, tmp_path):
@@ -292,9 +298,9 @@ def test_unknown_volcano_sample_is_an_error(run_dir, tmp_path):
 def test_auroc_is_mann_whitney_u_over_n1_n2():
     import numpy as np
 
-    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
-    assert auroc(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
-    assert auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
+    assert finite_auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+    assert finite_auroc(np.array([0.0]), np.array([1.0, 2.0])) == 0.0
+    assert finite_auroc(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.5
 
 
 def test_cli(run_dir, evaluation_dir, tmp_path, runner):

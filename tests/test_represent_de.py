@@ -18,8 +18,8 @@ from nofone.models.dgd.model import DGD
 from nofone.models.dgd.module import DGDModule
 from nofone.models.gmm import GMMConfig
 from nofone.models.nb import nb_log_prob
-from nofone.stats.nb_tests import bulkdgd_exact_pvalue
-from nofone.steps.de import DE_FILE, differential_expression
+from nofone.stats.bulkdgd_reference import bulkdgd_exact_pvalue
+from nofone.steps.de import DE_FILE, DEOptions, differential_expression
 from nofone.steps.represent import REPRESENTATIONS, represent, representation_schema
 
 N_GENES = 600
@@ -127,7 +127,7 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
     summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de",
-                                      q_threshold=0.05, lfc_threshold=0.0, null="nb", device="cpu")
+                                      DEOptions(q_threshold=0.05, lfc_threshold=0.0, null="nb", device="cpu"))
     de = pq.read_table(tmp_path / "de" / DE_FILE).to_pandas()
     testable = de[de["normal_mean"] >= 20]
     ks = stats.kstest(testable["p_value"], "uniform")
@@ -140,8 +140,9 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     # the model error is reported without --null model-error too, and a perfectly modelled sample has
     # (almost always) none, so the widened test leaves it alone
     assert (summary["model_error_sd"] == 0).mean() >= 0.9
-    widened_summary = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
-                                              q_threshold=0.05, lfc_threshold=0.0, null="model-error", device="cpu")
+    widened_summary = differential_expression(
+        folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de2",
+        DEOptions(q_threshold=0.05, lfc_threshold=0.0, null="model-error", device="cpu"))
     pd.testing.assert_series_equal(widened_summary["model_error_sd"], summary["model_error_sd"])
     widened = pq.read_table(tmp_path / "de2" / DE_FILE).to_pandas()
     unwidened = widened["sample_id"].map(summary.set_index("sample_id")["model_error_sd"]) == 0
@@ -155,9 +156,9 @@ def test_model_error_is_reported_always_and_widens_only_when_asked(saved_model, 
     folder = saved_model[0]
     write_badly_modelled(saved_model, tmp_path, 6, "bad", latent_seed=3, scale=800.0, seed=4)
     plain = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "plain",
-                                    null="nb", write_tsv=False, device="cpu")
+                                    DEOptions(null="nb", write_tsv=False, device="cpu"))
     widened = differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "wide",
-                                      null="model-error", write_tsv=False, device="cpu")
+                                      DEOptions(null="model-error", write_tsv=False, device="cpu"))
     assert plain["model_error_sd"].between(0.3, 0.5).all(), plain["model_error_sd"]
     pd.testing.assert_series_equal(plain["model_error_sd"], widened["model_error_sd"])
     assert widened["n_de"].sum() < plain["n_de"].sum() / 5
@@ -176,11 +177,11 @@ def test_tests_on_several_threads_equal_one_thread_and_tsv_equals_parquet(saved_
     try:
         torch.set_num_threads(1)
         differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "one",
-                                null=null, device="cpu")
+                                DEOptions(null=null, device="cpu"))
         monkeypatch.setattr(parallel, "MIN_BLOCK", 64)
         torch.set_num_threads(3)
         differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "three",
-                                null=null, device="cpu")
+                                DEOptions(null=null, device="cpu"))
     finally:
         torch.set_num_threads(threads)
     one = pq.read_table(tmp_path / "one" / DE_FILE).to_pandas()
@@ -207,8 +208,8 @@ def test_density_rule_matches_bulkdgd_exact_rule_with_identical_weights(saved_mo
     ids = ["a", "b", "c"]
     write_dataset(tmp_path / "data", counts, model.gene_ids, ids)
     write_representations(tmp_path / "reps", model, ids, z, scale, model_fingerprint(folder))
-    differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", test="density",
-                            device="cpu", write_tsv=False)
+    differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de",
+                            DEOptions(test="density", device="cpu", write_tsv=False))
     de = pq.read_table(tmp_path / "de" / DE_FILE).to_pandas()
     de = de[de["normal_mean"].between(1, 1e4)]
     reference = bulkdgd_exact_pvalue(de["count"].to_numpy(), de["normal_mean"].to_numpy(), de["dispersion"].to_numpy())
@@ -260,7 +261,7 @@ def test_missing_genes_are_not_tested_and_not_zero_filled(saved_model, tmp_path)
     assert (reps["n_measured"] == N_GENES - 100).all()
     full_scale = counts.mean(1)
     assert np.allclose(reps["scale"], full_scale, rtol=0.15), "the scale must not shrink with missing genes"
-    differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", device="cpu")
+    differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", DEOptions(device="cpu"))
     de = pq.read_table(tmp_path / "de" / DE_FILE).to_pandas()
     assert set(de["gene_id"]).isdisjoint(model.gene_ids[:100])
     assert len(de) == 6 * (N_GENES - 100)
@@ -274,10 +275,10 @@ def test_de_refuses_representations_of_another_model(saved_model, tmp_path):
     write_representations(tmp_path / "reps", model, ["a", "b"], model.module.gmm.means[:2], np.full(2, 100.0),
                           "0000000000000000")
     with pytest.raises(InputError, match="was made with another model"):
-        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", device="cpu")
+        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", DEOptions(device="cpu"))
     assert not (tmp_path / "de").exists()
     with pytest.raises(InputError, match="unknown test 'fisher'"):
-        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", test="fisher")
+        differential_expression(folder, tmp_path / "reps", tmp_path / "data", tmp_path / "de", DEOptions(test="fisher"))
 
 
 def test_represent_and_de_cli(saved_model, tmp_path, runner):

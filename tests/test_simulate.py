@@ -16,15 +16,10 @@ from nofone.errors import NofoneError
 from nofone.io.dataset import Dataset
 from nofone.io.gene_ids import Annotation
 from nofone.io.ingest import IngestOptions, ingest
-from nofone.simulate import (
-    SimulationConfig,
-    build_gene_model,
-    draw_nb,
-    draw_normals,
-    plant_de,
-    simulate,
-    write_normal_matrix,
-)
+from nofone.simulate.atlas import build_gene_model, draw_nb, draw_normals
+from nofone.simulate.cases import plant_de
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate, write_normal_matrix
 
 SAMPLE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 FILES = ("samplesheet.csv", "counts/normals.tsv.gz", "truth.tsv", "genes.tsv", "gene_params.tsv",
@@ -199,7 +194,7 @@ def test_deterministic_for_a_seed(tmp_path: Path):
 
 def test_matrix_in_many_blocks_is_one_valid_gzip(tmp_path: Path, monkeypatch):
     """Several blocks (separate gzip members) read back as one table, in gene order."""
-    import nofone.simulate as module
+    import nofone.simulate.write as module
 
     monkeypatch.setattr(module, "BLOCK_VALUES", 1000)  # 1000 values // 34 samples = 29 genes
     simulate(tmp_path / "s", SimulationConfig(tissues=2, samples_per_tissue=15, genes=100, cases=1))
@@ -211,7 +206,7 @@ def test_matrix_in_many_blocks_is_one_valid_gzip(tmp_path: Path, monkeypatch):
 
 
 def test_matrix_does_not_depend_on_threads(tmp_path: Path, monkeypatch):
-    import nofone.simulate as module
+    import nofone.simulate.write as module
 
     monkeypatch.setattr(module, "BLOCK_VALUES", 2000)
     config = SimulationConfig(tissues=3, samples_per_tissue=12, genes=400)

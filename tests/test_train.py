@@ -21,7 +21,8 @@ from nofone.io.artifact import read_artifact
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.models.dgd.config import load_config
 from nofone.models.dgd.model import DGD
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 from nofone.steps.train import train
 
 
@@ -69,7 +70,7 @@ def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_da
     """`"dispersion": "latent"`: r from a head on the decoder, trained, calibrated on the held-out
     normals, saved, and used at each sample's own closest normal by represent and de."""
     from nofone.inference.represent import SearchConfig
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
     from nofone.steps.represent import represent
 
     settings = json.loads(_config(tmp_path, epochs=10, early_stopping=False).read_text()) | {"dispersion": "latent"}
@@ -87,7 +88,7 @@ def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_da
     r = model.dispersion_at(z)
     assert (r.std(0) / r.mean(0)).median() > 0.01  # the trained head makes r vary with the latent point
     represent(tmp_path / "m", small_data, tmp_path / "r", SearchConfig(), device="cpu")
-    differential_expression(tmp_path / "m", tmp_path / "r", small_data, tmp_path / "e", device="cpu")
+    differential_expression(tmp_path / "m", tmp_path / "r", small_data, tmp_path / "e", DEOptions(device="cpu"))
     de = pd.read_parquet(tmp_path / "e" / "de.parquet", columns=["sample_id", "gene_id", "dispersion", "p_value"])
     per_gene = de.pivot(index="gene_id", columns="sample_id", values="dispersion")
     assert (per_gene.std(axis=1) > 0).mean() > 0.9 and de["p_value"].between(0, 1).all()

@@ -20,8 +20,7 @@ sub_app = typer.Typer(
 def contrast_command(
     input: Path = typer.Option(..., "--input", "-i", help="Dataset folder."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: deseq2_results.tsv, deseq2_report.json."),
-    design: str = typer.Option(..., help="Design formula over sample-sheet columns, e.g. '~ celltype + dex' "
-                                         "(text columns are factors; wrap numeric ones in C() to make them factors)."),
+    design: str = typer.Option(..., help="Design formula over sample-sheet columns, e.g. '~ celltype + dex' (docs/deseq2.md)."),
     contrast: str = typer.Option(..., help="factor,level,reference: log2 fold changes of level over reference."),
     alpha: float = typer.Option(0.05, help="FDR target of independent filtering; padj < alpha is counted as significant."),
 ) -> None:
@@ -44,10 +43,10 @@ def n_of_one_command(
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json."),
     cases: list[str] = typer.Option([], "--case", help="Case sample id (repeatable)."),
     cases_condition: str | None = typer.Option(None, help="Cases: the samples whose condition is this value."),
-    cases_except_condition: list[str] = typer.Option([], help="Cases: every sample whose condition is none of these values (repeatable; a sample without a condition is a case)."),
+    cases_except_condition: list[str] = typer.Option([], help="Cases: every sample whose condition is none of these values (repeatable; docs/deseq2.md)."),
     controls: list[str] = typer.Option([], "--control", help="Control sample id (repeatable)."),
     controls_condition: str | None = typer.Option(None, help="Controls: the samples whose condition is this value."),
-    controls_trained_by: Path | None = typer.Option(None, help="Model folder (from `nofone train`): controls are only the samples it trained on (with --controls-condition: those of that condition)."),
+    controls_trained_by: Path | None = typer.Option(None, help="Model folder: keep only the controls it trained on (docs/deseq2.md)."),
     same_tissue: bool = typer.Option(False, "--same-tissue", help="Only controls of the case's own tissue."),
     n_controls: int | None = typer.Option(None, min=2, help="Draw this many random controls per case and repeat (default: all)."),
     repeats: int = typer.Option(1, min=1, help="Repeats per case, each with its own random controls (needs --n-controls)."),
@@ -67,14 +66,15 @@ def n_of_one_command(
     Every non-normal sample against the normals a model trained on: nofone deseq2 n-of-one --input filtered/
     --outdir deseq2/ --cases-except-condition normal --controls-condition normal --controls-trained-by model/
     """
-    from nofone.steps.deseq2 import n_of_one
+    from nofone.steps.deseq2 import NOfOneOptions, n_of_one
 
-    summary = n_of_one(input, outdir, cases=cases, cases_condition=cases_condition, controls=controls,
-                       controls_condition=controls_condition, same_tissue=same_tissue, n_controls=n_controls,
-                       repeats=repeats, seed=seed, alpha=alpha, q_threshold=q_threshold,
-                       lfc_threshold=lfc_threshold, condition_column=condition_column,
-                       tissue_column=tissue_column, cases_except_conditions=tuple(cases_except_condition),
-                       controls_trained_by=controls_trained_by)
+    options = NOfOneOptions(
+        cases=cases, cases_condition=cases_condition, cases_except_conditions=tuple(cases_except_condition),
+        controls=controls, controls_condition=controls_condition, controls_trained_by=controls_trained_by,
+        same_tissue=same_tissue, n_controls=n_controls, repeats=repeats, seed=seed, alpha=alpha,
+        q_threshold=q_threshold, lfc_threshold=lfc_threshold, condition_column=condition_column,
+        tissue_column=tissue_column)
+    summary = n_of_one(input, outdir, options)
     echo(f"{summary['sample_id'].nunique()} cases x {repeats} repeat(s): median {summary['n_de'].median():g} DE genes "
          f"per run (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")
 

@@ -11,7 +11,7 @@ from nofone.cli.common import echo, handle_errors
 
 @handle_errors
 def evaluate_command(
-    run: Path | None = typer.Option(None, "--run", help="Output folder of `nofone run` or `nofone demo` (data/ or filtered/, model/, representations/, de/); or give all of --data, --model, --representations, --de."),
+    run: Path | None = typer.Option(None, "--run", help="Output folder of `nofone run` or `nofone demo`; or give all of --data, --model, --representations, --de."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Folder for the evaluation tables."),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder with counts.parquet (instead of RUN/filtered or RUN/data)."),
     model: Path | None = typer.Option(None, "--model", help="Model folder from `nofone train`, with training_representations.parquet (instead of RUN/model)."),

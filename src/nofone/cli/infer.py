@@ -56,7 +56,8 @@ def de_command(
     scaling: str | None = typer.Option(None, help=f"Recompute scaling factors ({', '.join(SCALINGS)}); default: as in represent."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
-    null: str = typer.Option("auto", "--null", help=f"What the equal-tail test holds as normal ({', '.join(NULLS)}). outlier: the model's NB, except that a share of genes, as large as in the held-out normals at training, may be off by a log-normal factor: a gene is called only when it deviates more than genes of healthy individuals do (far fewer false calls in normals, fewer and surer calls in tumours, but moderate changes go unseen: on the atlas a single gene is called from about 16-fold; stats/outlier_null.py). nb: the model's NB, the paper's test (finds 2- to 8-fold changes; on real normals it also calls genes that healthy people show). model-error: the NB widened by the sample's own estimated model error (stats/model_error.py). auto (default): outlier when the model was calibrated with one at training and the test is equal-tail, else nb."),
+    null: str = typer.Option("auto", "--null", help=f"What the test holds as normal ({', '.join(NULLS)}); auto: outlier for models "
+                                                "calibrated at training, else nb. See docs/null.md."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -65,12 +66,11 @@ def de_command(
 
     Example: nofone de --model model/ --representations reps/ --input data/ --outdir de/
     """
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
 
-    summary = differential_expression(model, representations, input, outdir, test=test, scaling=scaling,
-                                      q_threshold=q_threshold, lfc_threshold=lfc_threshold,
-                                      null=null, write_tsv=tsv,
-                                      chunk_size=chunk_size, device=device)
+    options = DEOptions(test=test, scaling=scaling, q_threshold=q_threshold, lfc_threshold=lfc_threshold,
+                        null=null, write_tsv=tsv, chunk_size=chunk_size, device=device)
+    summary = differential_expression(model, representations, input, outdir, options)
     used = json.loads((outdir / "de_report.json").read_text())["null"]
     echo(f"tested {len(summary)} samples against the {used} null: median {int(summary['n_de'].median())} DE genes "
          f"per sample (q < {q_threshold}, |log2FC| > {lfc_threshold}) -> {outdir}")

@@ -15,7 +15,7 @@ def ingest_command(
     samplesheet: Path = typer.Option(..., "--samplesheet", "-i", help="CSV with columns sample,counts[,condition,tissue,batch,column,...]."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output folder: counts/genes/samples.parquet and ingest_report.json."),
     annotation: Path | None = typer.Option(None, help="Gene annotation TSV(.gz) with Ensembl ids and symbols/Entrez ids: maps ids to Ensembl, adds names and biotypes."),
-    genes: Path | None = typer.Option(None, help="Gene list (one id per line, or a model's genes.tsv): keep exactly these genes in this order; absent ones are recorded as missing."),
+    genes: Path | None = typer.Option(None, help="Gene list (one id per line, or a model's genes.tsv): keep exactly these genes, in order (docs/inputs.md)."),
     round_counts: bool = typer.Option(False, "--round-counts", help="Round non-integer counts (RSEM expected counts, Salmon NumReads) instead of refusing them."),
     format: str = typer.Option("auto", "--format", help=f"Count file format for rows without a 'format' column: {', '.join(FORMATS)}."),
     strandedness: str = typer.Option("unstranded", help=f"STAR ReadsPerGene column for rows without a 'strandedness' column: {', '.join(STRANDEDNESS)}."),

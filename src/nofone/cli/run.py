@@ -35,12 +35,12 @@ def run_command(
     normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
     method: str = typer.Option("two_opt", help="Representation search: two_opt or one_opt."),
     test: str = typer.Option("equal-tail-midp", help=f"Per-gene test: {', '.join(TESTS)}."),
-    null: str = typer.Option("auto", "--null", help=f"What the DE test holds as normal ({', '.join(NULLS)}; see `nofone de --help`)."),
+    null: str = typer.Option("auto", "--null", help=f"What the DE test holds as normal ({', '.join(NULLS)}); see docs/null.md."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for DE calls."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for DE calls."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
-    holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals kept out of filtering and training and tested as negative controls (for `nofone evaluate`)."),
+    holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/inputs.md)."),
 ) -> None:
     """Run every step on one machine: ingest, filter, train (or --model), represent, de.
 
@@ -79,7 +79,8 @@ def demo_command(
     from nofone.io.atomic import write_json_atomic
     from nofone.io.ingest import IngestOptions
     from nofone.models.dgd.config import load_config
-    from nofone.simulate import SimulationConfig, simulate
+    from nofone.simulate.config import SimulationConfig
+    from nofone.simulate.write import simulate
     from nofone.steps.run import RunOptions, run, score_against_truth
 
     started = time.perf_counter()

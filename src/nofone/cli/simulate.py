@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from nofone.cli.common import echo, handle_errors
-from nofone.simulate import SimulationConfig, simulate
+from nofone.simulate.config import SimulationConfig
+from nofone.simulate.write import simulate
 
 _DEFAULTS = SimulationConfig()
 

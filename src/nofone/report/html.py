@@ -110,6 +110,11 @@ class Section:
         self.notes.append(message)
         self.body.append(not_available(message))
 
+    def unavailable(self, message: str) -> None:
+        """The section has nothing to show: say why (and list it as not available)."""
+        self.available = False
+        self.missing(message)
+
     def render(self) -> str:
         inner = "\n".join(self.body) if self.body else not_available("nothing to show")
         return f'<section id="{esc(self.id)}">\n<h2>{esc(self.title)}</h2>\n{inner}\n</section>'
@@ -123,6 +128,39 @@ def not_available(message: str) -> str:
 def paragraph(text_html: str, css_class: str | None = None) -> str:
     cls = f' class="{css_class}"' if css_class else ""
     return f"<p{cls}>{text_html}</p>"
+
+
+def subheading(text: str) -> str:
+    """A sub-heading within a section (escaped)."""
+    return f"<h3>{esc(text)}</h3>"
+
+
+def code(value: object) -> str:
+    """A path, command or file name in code type (escaped)."""
+    return f"<code>{esc(value)}</code>"
+
+
+def strong(text_html: str) -> str:
+    return f"<strong>{text_html}</strong>"
+
+
+def bold(text_html: str) -> str:
+    """A panel name in a caption ("<b>Left</b>: ...")."""
+    return f"<b>{text_html}</b>"
+
+
+def emphasis(text_html: str) -> str:
+    return f"<em>{text_html}</em>"
+
+
+def coloured(text_html: str, colour: str) -> str:
+    """Text in the colour a figure uses for the same thing."""
+    return f'<span style="color:{esc(colour)}">{text_html}</span>'
+
+
+def table_source(path: str) -> str:
+    """The note after a caption that names the TSV holding the whole table."""
+    return f'<span class="note">({code(path)})</span>'
 
 
 def png_figure(png: bytes, caption_html: str, alt: str, width: int = 900) -> str:
@@ -163,6 +201,25 @@ def format_value(value: object) -> str:
             return f"{v:.4g}"
         return f"{v:.2e}"
     return str(value)
+
+
+def format_duration(seconds: float | None) -> str | None:
+    """Seconds for people: "42 s", "3 min 5 s", "2 h 10 min"; None stays None."""
+    if seconds is None:
+        return None
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, s = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {s} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def format_percent(value: float | None) -> str:
+    """A fraction as a whole percentage; a dash for None."""
+    return "—" if value is None else f"{100 * float(value):.0f}%"
 
 
 def table(frame: pd.DataFrame, caption_html: str = "", max_rows: int | None = None,

@@ -26,14 +26,15 @@
    rankings against a local GMT (`nofone.enrichment`).
 
 Outputs in `outdir`: cohort_de.tsv, cohort_de_report.json, latent.tsv, latent.png, model/ (the
-trained NB-VAE artifact) and, with gene sets, enrichment_<method>.tsv.
+trained NB-VAE artifact) and, with gene sets, enrichment_<method>.tsv. This module runs the
+steps and writes; the contrast maths is `nofone.stats.contrast`, latent.png is drawn by
+`nofone.report.figures.cohort`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,14 @@ from nofone.models.nbvae.model import NBVAE
 from nofone.models.nbvae.train import train_nbvae
 from nofone.models.training import TrainingData
 from nofone.progress import progress
+from nofone.stats.contrast import (
+    contrast_weights,
+    generative_lfc,
+    group_means,
+    posterior_interval,
+    replicate_interval,
+)
+from nofone.stats.projection import principal_plane
 from nofone.steps.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -66,8 +75,6 @@ DESEQ2_COLUMNS = ("baseMean", "log2FoldChange", "lfcSE", "stat", "pvalue", "padj
 #: Training epochs with the default preset: a cohort run has no held-out samples to stop on, and
 #: a dozen samples are memorised (dispersions drifting towards Poisson) well before 600 epochs.
 COHORT_EPOCHS = 300
-#: Values decoded at once when drawing from the posteriors (draws x samples x genes).
-DRAW_BLOCK_VALUES = 20_000_000
 
 
 @dataclass
@@ -101,59 +108,6 @@ def parse_contrast(text: str) -> tuple[str, str]:
     if parts[0] == parts[1]:
         raise InputError(f"--contrast {text!r} compares a level with itself")
     return parts[0], parts[1]
-
-
-def contrast_weights(group: Sequence[str], cells: Sequence[str], level: str, reference: str
-                     ) -> tuple[np.ndarray, list[dict]]:
-    """Per-sample weights w with LFC = sum_i w_i y_i, and the cells of covariate levels used.
-
-    Within each cell holding both groups: +1 / (n_cells n_level) for its level samples,
-    -1 / (n_cells n_reference) for its reference samples; other samples weigh 0.
-    """
-    group = np.asarray(group, dtype=object).astype(str)
-    cells = np.asarray(cells, dtype=object).astype(str)
-    used, skipped = [], []
-    for cell in sorted(set(cells)):
-        in_cell = cells == cell
-        n_level = int((in_cell & (group == level)).sum())
-        n_ref = int((in_cell & (group == reference)).sum())
-        entry = {"cell": cell, "n_level": n_level, "n_reference": n_ref}
-        (used if n_level and n_ref else skipped).append(entry)
-    weights = np.zeros(len(group))
-    for entry in used:
-        in_cell = cells == entry["cell"]
-        weights[in_cell & (group == level)] = 1.0 / (len(used) * entry["n_level"])
-        weights[in_cell & (group == reference)] = -1.0 / (len(used) * entry["n_reference"])
-    for entry in used:
-        entry["used"] = True
-    for entry in skipped:
-        entry["used"] = False
-    return weights, used + skipped
-
-
-@torch.no_grad()
-def generative_lfc(model: NBVAE, mean: np.ndarray, log_var: np.ndarray, weights: np.ndarray, draws: int,
-                   seed: int, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(point estimate [G], draws [S, G]) of sum_i w_i log2 rho(z_i).
-
-    Point: z_i at the posterior means. Draws: z_i ~ N(mean_i, exp(log_var_i)), independently per
-    sample and draw, from a generator seeded with `seed`.
-    """
-    rows = np.flatnonzero(weights != 0)
-    mu = torch.as_tensor(mean[rows], dtype=torch.float32, device=device)
-    sd = torch.exp(0.5 * torch.as_tensor(log_var[rows], dtype=torch.float32, device=device))
-    w = torch.as_tensor(weights[rows], dtype=torch.float64, device=device)
-    point = (w @ model.log2_relative_means(mu).double()).cpu().numpy()
-    n_genes = len(model.gene_ids)
-    out = np.empty((draws, n_genes), dtype=np.float64)
-    generator = torch.Generator().manual_seed(seed)
-    block = max(1, DRAW_BLOCK_VALUES // max(1, len(rows) * n_genes))
-    for start in range(0, draws, block):
-        k = min(block, draws - start)
-        eps = torch.randn((k, *mu.shape), generator=generator).to(device)
-        y = model.log2_relative_means(mu + sd * eps).double()  # [k, n, G]
-        out[start:start + k] = torch.einsum("n,kng->kg", w, y).cpu().numpy()
-    return point, out
 
 
 def cohort_de(input_dir: Path, outdir: Path, options: CohortDEOptions) -> dict:
@@ -215,11 +169,11 @@ def cohort_de(input_dir: Path, outdir: Path, options: CohortDEOptions) -> dict:
 
     point, draws = generative_lfc(model, result.latent, result.log_var, weights, options.samples, options.seed,
                                   device)
-    lo, hi = np.quantile(draws, [0.025, 0.975], axis=0)
+    lo, hi = posterior_interval(draws)
     with torch.no_grad():
         decoded = model.log2_relative_means(torch.as_tensor(result.latent, dtype=torch.float32, device=device))
         decoded = decoded.double().cpu().numpy()
-    y_level, y_reference = _group_means(decoded, labels, cells, cell_table, options)
+    y_level, y_reference = group_means(decoded, labels, cells, cell_table, options.level, options.reference)
     latent_sd = draws.std(0, ddof=1)
     rep_low, rep_high, rep_se, df = replicate_interval(decoded, labels, cells, cell_table, options.level,
                                                        options.reference, latent_sd)
@@ -261,13 +215,15 @@ def cohort_de(input_dir: Path, outdir: Path, options: CohortDEOptions) -> dict:
         "posterior_draws": options.samples, "seed": options.seed, "options": options_dict(options),
         "deseq2": comparison,
     }
+    from nofone.report.figures.cohort import latent_scatter
+
     with staged_outdir(outdir) as stage:
         if gene_sets is not None:
             enrichment = _enrichment(table, gene_sets, symbol_maps, options, stage)
             report["enrichment"] = enrichment
         table.to_csv(stage / RESULTS_FILE, sep="\t", index=False, float_format="%.6g")
         latent.to_csv(stage / LATENT_FILE, sep="\t", index=False, float_format="%.6g")
-        plot_latent(latent, color_by, stage / LATENT_PLOT, title=f"NB-VAE latent space ({len(chunk)} samples)")
+        latent_scatter(latent, color_by, stage / LATENT_PLOT, title=f"NB-VAE latent space ({len(chunk)} samples)")
         _save_model(stage / MODEL_DIR, model, training, result, report)
         report["seconds"] = round(time.perf_counter() - started, 1)
         report["outputs"] = [*sorted(p.name for p in stage.iterdir()), REPORT_FILE]
@@ -302,51 +258,6 @@ def _design(metadata: pd.DataFrame, options: CohortDEOptions) -> tuple[np.ndarra
     return labels, cells
 
 
-def _group_means(y: np.ndarray, labels, cells, cell_table, options) -> tuple[np.ndarray, np.ndarray]:
-    """Mean decoded log2 expression of each compared level (averaged over the cells used)."""
-    used = [c["cell"] for c in cell_table if c["used"]]
-    out = []
-    for level in (options.level, options.reference):
-        per_cell = [y[(cells == cell) & (labels == level)].mean(0) for cell in used]
-        out.append(np.mean(per_cell, axis=0))
-    return out[0], out[1]
-
-
-def replicate_interval(y: np.ndarray, labels, cells, cell_table: list[dict], level: str, reference: str,
-                       latent_sd: np.ndarray, coverage: float = 0.95
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(low, high, se, df): a t interval for the contrast of the decoded values `y` [N, G].
-
-    Pooled within-group variance over every (cell, level) group of the contrast, df = samples -
-    groups; var = s^2 sum_c (1/n_level,c + 1/n_reference,c) / C^2 + latent_sd^2. NaN when df = 0.
-    """
-    from scipy import stats
-
-    labels = np.asarray(labels, dtype=object).astype(str)
-    cells = np.asarray(cells, dtype=object).astype(str)
-    used = [c for c in cell_table if c["used"]]
-    ss = np.zeros(y.shape[1])
-    df = 0
-    factor = 0.0
-    point = np.zeros(y.shape[1])
-    for entry in used:
-        means = []
-        for name in (level, reference):
-            rows = (cells == entry["cell"]) & (labels == name)
-            group = y[rows]
-            means.append(group.mean(0))
-            ss += ((group - means[-1]) ** 2).sum(0)
-            df += int(rows.sum()) - 1
-        point += (means[0] - means[1]) / len(used)
-        factor += (1.0 / entry["n_level"] + 1.0 / entry["n_reference"]) / len(used) ** 2
-    if df == 0:
-        nan = np.full(y.shape[1], np.nan)
-        return nan, nan, nan, 0
-    se = np.sqrt(ss / df * factor + np.asarray(latent_sd) ** 2)
-    t = float(stats.t.ppf(0.5 + coverage / 2, df))
-    return point - t * se, point + t * se, se, df
-
-
 def _run_deseq2(chunk, gene_ids: np.ndarray, metadata: pd.DataFrame, options: CohortDEOptions) -> pd.DataFrame:
     """pydeseq2 (R-matched) on every gene measured in every sample: design ~ covariates + group."""
     from nofone.baselines.deseq2 import default_n_cpus, group_contrast
@@ -362,7 +273,7 @@ def _run_deseq2(chunk, gene_ids: np.ndarray, metadata: pd.DataFrame, options: Co
 
 def _latent_table(sample_ids, latent: np.ndarray, metadata: pd.DataFrame, options: CohortDEOptions,
                   color_by: str) -> pd.DataFrame:
-    coords = latent_coordinates(latent)
+    coords, _ = principal_plane(latent)
     table = pd.DataFrame({"sample_id": list(sample_ids)})
     for column in dict.fromkeys([options.group, *options.covariates, color_by]):
         table[column] = metadata.loc[table["sample_id"], column].to_numpy()
@@ -370,48 +281,6 @@ def _latent_table(sample_ids, latent: np.ndarray, metadata: pd.DataFrame, option
     for j in range(latent.shape[1]):
         table[f"z{j + 1}"] = latent[:, j]
     return table
-
-
-def latent_coordinates(latent: np.ndarray) -> np.ndarray:
-    """[N, 2]: the latent itself when 2-d (1-d: padded with 0), else its first two principal components."""
-    if latent.shape[1] == 1:
-        return np.column_stack([latent[:, 0], np.zeros(len(latent))])
-    if latent.shape[1] == 2:
-        return latent.copy()
-    centred = latent - latent.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    coords = centred @ vt[:2].T
-    signs = np.sign(coords[np.abs(coords).argmax(0), range(2)])  # a deterministic orientation
-    return coords * np.where(signs == 0, 1, signs)
-
-
-def plot_latent(table: pd.DataFrame, color_by: str, path: Path, title: str = "") -> None:
-    """Scatter of the plot coordinates, one colour per value of `color_by` (numbers: a colour scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    d = sum(c.startswith("z") and c[1:].isdigit() for c in table.columns)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    values = table[color_by]
-    if pd.api.types.is_numeric_dtype(values) and values.nunique() > 8:
-        points = ax.scatter(table["plot_x"], table["plot_y"], c=values, cmap="viridis", s=36, edgecolor="k",
-                            linewidth=0.3)
-        fig.colorbar(points, ax=ax, label=color_by)
-    else:
-        cmap = plt.get_cmap("tab10" if values.nunique() <= 10 else "tab20")
-        for i, value in enumerate(sorted(values.astype(str).unique())):
-            rows = values.astype(str) == value
-            ax.scatter(table.loc[rows, "plot_x"], table.loc[rows, "plot_y"], color=cmap(i % cmap.N), s=36,
-                       edgecolor="k", linewidth=0.3, label=value)
-        ax.legend(title=color_by, fontsize=8, title_fontsize=8, frameon=False, loc="best")
-    ax.set_xlabel("z1" if d <= 2 else "latent PC1")
-    ax.set_ylabel("z2" if d == 2 else ("latent PC2" if d > 2 else ""))
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _enrichment(table: pd.DataFrame, gene_sets: dict, symbol_maps: list, options: CohortDEOptions,

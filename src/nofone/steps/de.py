@@ -9,6 +9,7 @@ representations stay small. Missing model genes are not tested and not counted b
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,18 +50,34 @@ DE_SCHEMA = pa.schema([
 ])
 
 
-def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path, *,
-                            test: str = "equal-tail-midp", scaling: str | None = None,
-                            q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-                            null: str = "auto", write_tsv: bool = True,
-                            chunk_size: int = 64, device: str = "auto") -> pd.DataFrame:
+@dataclass
+class DEOptions:
+    """How `nofone de` tests (the options of `nofone de --help`; what a call means under each null:
+    docs/null.md)."""
+
+    test: str = "equal-tail-midp"
+    scaling: str | None = None  # None: the scaling factors of the representations
+    q_threshold: float = 0.01
+    lfc_threshold: float = 1.0
+    null: str = "auto"
+    write_tsv: bool = True  # also one TSV per sample in samples/
+    chunk_size: int = 64
+    device: str = "auto"
+
+
+def differential_expression(model_dir: Path, representations_dir: Path, input_dir: Path, outdir: Path,
+                            options: DEOptions | None = None) -> pd.DataFrame:
     """Run the per-gene tests; returns the per-sample summary (also written to summary.tsv).
 
-    `null` is what the test holds as normal (`resolve_null`): the model's outlier mixture
+    `options.null` is what the test holds as normal (`resolve_null`): the model's outlier mixture
     calibrated on held-out normals at training (`nofone.stats.outlier_null`; the default where
     the model has one), the model's NB (the paper's test), or the NB widened by each sample's
     own estimated model error (`nofone.stats.model_error`).
     """
+    options = options or DEOptions()
+    test, scaling, null, device = options.test, options.scaling, options.null, options.device
+    q_threshold, lfc_threshold = options.q_threshold, options.lfc_threshold
+    write_tsv, chunk_size = options.write_tsv, options.chunk_size
     check_null(null, test)
     if scaling is not None and scaling not in SCALINGS:
         raise InputError(f"unknown scaling {scaling!r}; use one of {', '.join(SCALINGS)}")

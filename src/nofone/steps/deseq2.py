@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -189,37 +190,65 @@ def draw_controls(eligible: list[str], n_controls: int | None, case: str, repeat
     return [eligible[i] for i in chosen]
 
 
-def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = None, cases_condition: str | None = None,
-             controls: Sequence[str] | None = None, controls_condition: str | None = None,
-             same_tissue: bool = False, n_controls: int | None = None, repeats: int = 1, seed: int = 0,
-             alpha: float = 0.05, q_threshold: float = 0.01, lfc_threshold: float = 1.0,
-             condition_column: str = "condition", tissue_column: str = "tissue",
-             cases_except_conditions: Sequence[str] = (), controls_trained_by: Path | None = None,
-             n_cpus: int | None = None) -> pd.DataFrame:
-    """DESeq2 for each case against controls; returns the summary (also written to summary.tsv).
+@dataclass
+class NOfOneOptions:
+    """Which samples `n_of_one` tests against which controls, and how (`nofone deseq2 n-of-one --help`).
 
     Cases: the ids, the samples of `cases_condition`, and/or the samples whose condition is none of
     `cases_except_conditions`. Controls: the ids and/or the samples of `controls_condition`, kept to
     those the model in `controls_trained_by` trained on (all of them when nothing else is given).
     """
-    started = time.perf_counter()
-    if n_controls is not None and n_controls < 2:
-        raise InputError(f"--n-controls must be at least 2 (DESeq2 needs 2 controls), got {n_controls}")
-    if repeats < 1:
-        raise InputError(f"--repeats must be at least 1, got {repeats}")
-    if repeats > 1 and n_controls is None:
+
+    cases: Sequence[str] | None = None
+    cases_condition: str | None = None
+    cases_except_conditions: Sequence[str] = ()
+    controls: Sequence[str] | None = None
+    controls_condition: str | None = None
+    controls_trained_by: Path | None = None
+    same_tissue: bool = False        # only controls of the case's own tissue
+    n_controls: int | None = None    # k random controls per case and repeat; None: all of them
+    repeats: int = 1
+    seed: int = 0
+    alpha: float = 0.05              # DESeq2's independent filtering
+    q_threshold: float = 0.01        # calls in summary.tsv
+    lfc_threshold: float = 1.0
+    condition_column: str = "condition"
+    tissue_column: str = "tissue"
+    n_cpus: int | None = None        # None: `default_n_cpus()`
+
+
+def _check(options: NOfOneOptions) -> None:
+    if options.n_controls is not None and options.n_controls < 2:
+        raise InputError(f"--n-controls must be at least 2 (DESeq2 needs 2 controls), got {options.n_controls}")
+    if options.repeats < 1:
+        raise InputError(f"--repeats must be at least 1, got {options.repeats}")
+    if options.repeats > 1 and options.n_controls is None:
         raise InputError("--repeats above 1 needs --n-controls: with all controls every repeat is the same")
-    if not 0 < alpha < 1:
-        raise InputError(f"--alpha must lie strictly between 0 and 1, got {alpha}")
+    if not 0 < options.alpha < 1:
+        raise InputError(f"--alpha must lie strictly between 0 and 1, got {options.alpha}")
+
+
+def _cases_and_controls(data: Dataset, options: NOfOneOptions) -> tuple[list[str], dict[str, list[str]]]:
+    """The cases, and each case's eligible controls."""
+    column = options.condition_column
+    case_ids = _select(data, "cases", options.cases, options.cases_condition, column,
+                       bool(options.cases_except_conditions))
+    case_ids = _cases_except(data, case_ids, options.cases_except_conditions, column)
+    control_ids = _select(data, "controls", options.controls, options.controls_condition, column,
+                          options.controls_trained_by is not None)
+    control_ids = _trained_by(data, control_ids, options.controls_trained_by)
+    plan = plan_controls(data, case_ids, control_ids, same_tissue=options.same_tissue,
+                         tissue_column=options.tissue_column, n_controls=options.n_controls)
+    return case_ids, plan
+
+
+def n_of_one(input_dir: Path, outdir: Path, options: NOfOneOptions) -> pd.DataFrame:
+    """DESeq2 for each case against controls; returns the summary (also written to summary.tsv)."""
+    started = time.perf_counter()
+    _check(options)
     data = Dataset(input_dir)
-    case_ids = _select(data, "cases", cases, cases_condition, condition_column, bool(cases_except_conditions))
-    case_ids = _cases_except(data, case_ids, cases_except_conditions, condition_column)
-    control_ids = _select(data, "controls", controls, controls_condition, condition_column,
-                          controls_trained_by is not None)
-    control_ids = _trained_by(data, control_ids, controls_trained_by)
-    plan = plan_controls(data, case_ids, control_ids, same_tissue=same_tissue, tissue_column=tissue_column,
-                         n_controls=n_controls)
-    n_cpus = n_cpus or default_n_cpus()
+    case_ids, plan = _cases_and_controls(data, options)
+    n_cpus = options.n_cpus or default_n_cpus()
     needed = sorted(set().union(*plan.values()), key={s: i for i, s in enumerate(data.sample_ids)}.get)
     pool = data.read(needed)  # the controls, read once
     row_of = {s: i for i, s in enumerate(pool.sample_ids)}
@@ -229,21 +258,22 @@ def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = Non
     summaries, drawn = [], []
     with staged_outdir(outdir) as stage, \
             pq.ParquetWriter(stage / NOF1_FILE, NOF1_SCHEMA, compression="zstd") as writer, \
-            progress("DESeq2 n-of-one", len(case_ids) * repeats) as advance:
+            progress("DESeq2 n-of-one", len(case_ids) * options.repeats) as advance:
         for chunk in data.iter_chunks(CASE_CHUNK, sample_ids=case_ids):
             case_measured = chunk.measured_mask()
             for i, case in enumerate(chunk.sample_ids):
-                for repeat in range(repeats):
-                    chosen = draw_controls(plan[case], n_controls, case, repeat, seed)
+                for repeat in range(options.repeats):
+                    chosen = draw_controls(plan[case], options.n_controls, case, repeat, options.seed)
                     rows = np.array([row_of[c] for c in chosen])
                     genes = case_measured[i] & pool_measured[rows].all(axis=0)
                     case_counts = pd.Series(chunk.counts[i, genes], index=gene_ids[genes], name=case)
                     control_counts = pd.DataFrame(pool.counts[np.ix_(rows, np.flatnonzero(genes))],
                                                   index=chosen, columns=gene_ids[genes])
-                    result = deseq2_n_of_one(case_counts, control_counts, alpha, n_cpus)
+                    result = deseq2_n_of_one(case_counts, control_counts, options.alpha, n_cpus)
                     table = _de_table(case, repeat, len(chosen), gene_ids[genes], gene_names[genes], result)
                     writer.write_table(pa.Table.from_pandas(table, schema=NOF1_SCHEMA, preserve_index=False))
-                    summaries.append(_summary(case, repeat, len(chosen), table, q_threshold, lfc_threshold)
+                    summaries.append(_summary(case, repeat, len(chosen), table, options.q_threshold,
+                                              options.lfc_threshold)
                                      | {"size_factor": result.attrs["size_factors"][case],
                                         "n_not_measured": int((~genes).sum())})
                     drawn += [(case, repeat, c) for c in chosen]
@@ -252,16 +282,17 @@ def n_of_one(input_dir: Path, outdir: Path, *, cases: Sequence[str] | None = Non
         summary.to_csv(stage / SUMMARY_FILE, sep="\t", index=False)
         pd.DataFrame(drawn, columns=["sample_id", "repeat", "control_id"]).to_csv(
             stage / CONTROLS_FILE, sep="\t", index=False)
+        trained_by = options.controls_trained_by
         write_json_atomic(stage / REPORT_FILE, {
             "nofone_version": __version__, "pydeseq2_version": _pydeseq2_version(),
             "input": str(Path(input_dir).resolve()), "design": "~ group", "contrast": ["group", "case", "control"],
-            "n_cases": len(case_ids), "cases_except_conditions": list(cases_except_conditions),
-            "controls_condition": controls_condition,
-            "controls_trained_by": str(controls_trained_by) if controls_trained_by is not None else None,
+            "n_cases": len(case_ids), "cases_except_conditions": list(options.cases_except_conditions),
+            "controls_condition": options.controls_condition,
+            "controls_trained_by": str(trained_by) if trained_by is not None else None,
             "n_control_pool": len(needed),
-            "same_tissue": same_tissue,
-            "n_controls": n_controls or "all", "repeats": repeats, "seed": seed, "alpha": alpha,
-            "q_threshold": q_threshold, "lfc_threshold": lfc_threshold,
+            "same_tissue": options.same_tissue,
+            "n_controls": options.n_controls or "all", "repeats": options.repeats, "seed": options.seed,
+            "alpha": options.alpha, "q_threshold": options.q_threshold, "lfc_threshold": options.lfc_threshold,
             "seconds": round(time.perf_counter() - started, 2),
         })
     return summary

@@ -234,12 +234,12 @@ def _model_calls(model_dir: Path, data_dir: Path, sample_ids: list[str], work: P
                  options: EvaluateOptions) -> pd.DataFrame:
     """Represent and test `sample_ids` with a model: its de table."""
     from nofone.inference.represent import SearchConfig
-    from nofone.steps.de import differential_expression
+    from nofone.steps.de import DEOptions, differential_expression
     from nofone.steps.represent import represent
 
     represent(model_dir, data_dir, work / "reps", SearchConfig(), sample_ids, device=options.device)
-    differential_expression(model_dir, work / "reps", data_dir, work / "de", null=options.null, write_tsv=False,
-                            device=options.device)
+    differential_expression(model_dir, work / "reps", data_dir, work / "de",
+                            DEOptions(null=options.null, write_tsv=False, device=options.device))
     table = pq.read_table(work / "de" / "de.parquet").to_pandas()
     shutil.rmtree(work, ignore_errors=True)
     return table

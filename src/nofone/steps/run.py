@@ -28,7 +28,7 @@ from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
 from nofone.models.dgd.config import DGDConfig
-from nofone.steps.de import check_null, differential_expression
+from nofone.steps.de import DEOptions, check_null, differential_expression
 from nofone.steps.filter import filter_dataset
 from nofone.steps.represent import represent
 from nofone.steps.train import TRAIN_REPRESENTATIONS, train
@@ -99,9 +99,9 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     log.info("4/5 represent %d samples", len(targets))
     represent(model_dir, data_dir, outdir / "representations", options.search, targets, device=options.device)
     log.info("5/5 differential expression")
-    summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de",
-                                      test=options.test, null=options.null, q_threshold=options.q_threshold,
-                                      lfc_threshold=options.lfc_threshold, device=options.device)
+    de_options = DEOptions(test=options.test, null=options.null, q_threshold=options.q_threshold,
+                           lfc_threshold=options.lfc_threshold, device=options.device)
+    summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de", de_options)
     report = _run_summary(summary, data, model_dir, options)
     write_json_atomic(outdir / "run_summary.json", report)
     return report

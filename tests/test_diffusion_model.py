@@ -247,3 +247,15 @@ def test_augment_writes_a_count_dataset_with_its_quality(atlas, trained, tmp_pat
                    "trtr_accuracy"):
         assert q[column].notna().all(), column
     assert (q["tstr_accuracy"] > 0.5).all()  # three tissues: chance is 1/3
+
+
+def test_perturb_masks_unmeasured_genes_and_does_not_depend_on_the_chunk(atlas, trained):
+    from nofone.models.diffusion.perturb import gene_shifts
+
+    sim, _, unseen = atlas
+    measured = np.ones(sim.counts[unseen].shape, dtype=bool)
+    measured[0, :10] = False
+    whole = gene_shifts(trained.module, sim.counts[unseen], measured)
+    chunked = gene_shifts(trained.module, sim.counts[unseen], measured, chunk_size=2)
+    np.testing.assert_allclose(whole["deviation"], chunked["deviation"], atol=1e-6, equal_nan=True)
+    assert np.isnan(whole["deviation"][0, :10]).all() and np.isfinite(whole["deviation"][1:]).all()

@@ -47,23 +47,29 @@ class PerturbOptions:
 
 @torch.no_grad()
 def gene_shifts(module: DiffusionModule, counts: np.ndarray, measured: np.ndarray | None = None,
-                options: BridgeOptions | None = None) -> dict[str, np.ndarray]:
+                options: BridgeOptions | None = None, chunk_size: int = 256) -> dict[str, np.ndarray]:
     """Per-sample shifts of tumours to their closest normals: `deviation` |y - y_hat| and
-    `log2_fold_change` [N, G] (NaN where not measured)."""
+    `log2_fold_change` [N, G] (NaN where not measured), bridged `chunk_size` samples at a time."""
     device = module.log_r.device
-    x = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=device)
-    m = None if measured is None else torch.as_tensor(np.asarray(measured), dtype=torch.bool, device=device)
-    sf = module.space.size_factors(x, m)
-    y = module.space(x, sf, m)
-    point, _ = bridge_points(module, y, options)
-    relative, _ = decode(module, point)
-    mean = relative * sf.unsqueeze(-1)
-    deviation = (y - point).abs().double()
-    lfc = torch.log2((x + 1) / (mean + 1))
-    if m is not None:
-        deviation = deviation.masked_fill(~m, float("nan"))
-        lfc = lfc.masked_fill(~m, float("nan"))
-    return {"deviation": deviation.cpu().numpy(), "log2_fold_change": lfc.cpu().numpy()}
+    counts = np.asarray(counts)
+    out = {"deviation": np.empty(counts.shape), "log2_fold_change": np.empty(counts.shape)}
+    for start in range(0, counts.shape[0], chunk_size):
+        rows = slice(start, start + chunk_size)
+        x = torch.as_tensor(counts[rows], dtype=torch.float64, device=device)
+        m = None if measured is None else torch.as_tensor(np.asarray(measured)[rows], dtype=torch.bool,
+                                                          device=device)
+        sf = module.space.size_factors(x, m)
+        y = module.space(x, sf, m)
+        point, _ = bridge_points(module, y, options)
+        mean = decode(module, point)[0] * sf.unsqueeze(-1)
+        deviation = (y - point).abs().double()
+        lfc = torch.log2((x + 1) / (mean + 1))
+        if m is not None:
+            deviation = deviation.masked_fill(~m, float("nan"))
+            lfc = lfc.masked_fill(~m, float("nan"))
+        out["deviation"][rows] = deviation.cpu().numpy()
+        out["log2_fold_change"][rows] = lfc.cpu().numpy()
+    return out
 
 
 def calibrated_p_values(deviation: np.ndarray, null: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ from nofone.models.training import TrainingData
 from nofone.simulate import SimulationConfig
 from nofone.simulate.atlas import stream
 from nofone.simulate.cases import plant_de
-from nofone.simulate.memory import draw_normal_counts
+from nofone.simulate.memory import calibration_split, draw_normal_counts
 from nofone.stats.multiple_testing import bh_adjust
 from nofone.stats.nb_tests import equal_tail_midp
 from nofone.stats.outlier_null import OutlierNull, equal_tail_midp_outlier
@@ -53,10 +53,7 @@ REFERENCE_MINUTES = 30.0
 def atlas(genes: int, tissues: int, per_tissue: int, seed: int = 0):
     sim = draw_normal_counts(SimulationConfig(tissues=tissues, samples_per_tissue=per_tissue, genes=genes,
                                               heldout_per_tissue=6, seed=seed, cases=0))
-    heldout = np.flatnonzero(sim.heldout)
-    calibration, unseen = heldout[::2], heldout[1::2]
-    keep = np.setdiff1d(np.arange(len(sim.sample_ids)), unseen)
-    split = np.where(np.isin(keep, calibration), "test", "train")
+    keep, split, unseen = calibration_split(sim)
     data = TrainingData([sim.sample_ids[i] for i in keep], sim.counts[keep], split, sim.tissue[keep])
     return sim, data, unseen
 

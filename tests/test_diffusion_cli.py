@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import write
 
 from nofone.cli.app import app
@@ -18,17 +17,12 @@ from nofone.models.diffusion.model import Diffusion
 from nofone.models.diffusion.train import train_diffusion
 from nofone.models.training import TrainingData
 from nofone.simulate import SimulationConfig
-from nofone.simulate.memory import draw_normal_counts
+from nofone.simulate.memory import calibration_split, draw_normal_counts
 
 N_GENES = 200
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dataset(folder, ids, counts, samples: dict, genes: pd.DataFrame):
@@ -46,10 +40,7 @@ def setup(tmp_path_factory):
                                               heldout_per_tissue=6))
     genes = pd.DataFrame({"gene_id": [f"ENSG{i:05d}" for i in range(N_GENES)],
                           "gene_name": [f"SIM{i}" for i in range(N_GENES)]})
-    heldout = np.flatnonzero(sim.heldout)
-    calibration, unseen = heldout[::2], heldout[1::2]
-    keep = np.setdiff1d(np.arange(len(sim.sample_ids)), unseen)
-    split = np.where(np.isin(keep, calibration), "test", "train")
+    keep, split, unseen = calibration_split(sim)
     data = TrainingData([sim.sample_ids[i] for i in keep], sim.counts[keep], split, sim.tissue[keep])
     config = load_config("cpu", {"network.hidden": 16, "network.blocks": 1, "training.epochs": 10,
                                  "training.eval_every": 5, "bridge.t_star_grid": [300, 700]})

@@ -28,13 +28,7 @@ from nofone.models.diffusion.schedule import (
 )
 from nofone.models.diffusion.transform import CountSpace
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the schedule -----------------------------------------------------------------------------------

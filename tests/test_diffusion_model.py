@@ -21,19 +21,14 @@ from nofone.models.diffusion.perturb import PerturbOptions, perturb, resolve_set
 from nofone.models.diffusion.train import train_diffusion
 from nofone.models.training import TrainingData
 from nofone.simulate import SimulationConfig
-from nofone.simulate.memory import draw_normal_counts
+from nofone.simulate.memory import calibration_split, draw_normal_counts
 
 N_GENES = 300
 SETTINGS = {"network.hidden": 32, "network.blocks": 1, "training.epochs": 40, "training.eval_every": 10,
             "training.checkpoint_every": 2, "bridge.t_star_grid": [200, 500, 800], "bridge.draws": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +36,7 @@ def atlas():
     """3 tissues x 40 normals, 6 held out per tissue: half calibrate, half are kept unseen."""
     sim = draw_normal_counts(SimulationConfig(tissues=3, samples_per_tissue=40, genes=N_GENES, seed=3,
                                               heldout_per_tissue=6))
-    heldout = np.flatnonzero(sim.heldout)
-    calibration, unseen = heldout[::2], heldout[1::2]
-    keep = np.setdiff1d(np.arange(len(sim.sample_ids)), unseen)
-    split = np.where(np.isin(keep, calibration), "test", "train")
+    keep, split, unseen = calibration_split(sim)
     data = TrainingData([sim.sample_ids[i] for i in keep], sim.counts[keep], split, sim.tissue[keep])
     return sim, data, unseen
 

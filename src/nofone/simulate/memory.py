@@ -37,3 +37,12 @@ def draw_normal_counts(config: SimulationConfig) -> NormalCounts:
     return NormalCounts(samples.ids, np.hstack(counts).astype(np.int64),
                         np.array([model.tissue_names[t] for t in samples.tissue]),
                         np.array([c == "heldout_normal" for c in samples.condition]), np.hstack(means), model)
+
+
+def calibration_split(sim: NormalCounts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows to train on, their split "train"/"test", never-seen rows): half of each tissue's
+    held-out normals calibrate (split "test"), the other half are kept out of training."""
+    heldout = np.flatnonzero(sim.heldout)
+    calibration, unseen = heldout[::2], heldout[1::2]
+    keep = np.setdiff1d(np.arange(len(sim.sample_ids)), unseen)
+    return keep, np.where(np.isin(keep, calibration), "test", "train"), unseen

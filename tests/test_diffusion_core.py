@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -282,3 +283,30 @@ def test_in_memory_normals_are_the_ones_simulate_writes(tmp_path):
     assert header[2:] == memory.sample_ids
     np.testing.assert_array_equal(written, memory.counts)
     assert memory.heldout.sum() == 2 and set(memory.tissue) == set(memory.model.tissue_names)
+
+
+def test_classifier_free_guidance_and_label_dropout():
+    from nofone.models.diffusion.module import NORMAL, DiffusionModule
+    from nofone.models.diffusion.train import DiffusionPlan
+
+    config = load_config("cpu", {"network.hidden": 8, "network.blocks": 1, "network.gaussian_rank": 0})
+    config = replace(config, labels=replace(config.labels, tissues=("a", "b"), tumour=True))
+    module = DiffusionModule(config, 5)
+    torch.nn.init.normal_(module.denoiser.output.weight)  # a network whose labels matter
+    y, t = torch.randn(4, 5), torch.full((4,), 300)
+    condition = module.condition_index(NORMAL, 4)
+    tissue = module.tissue_index(["a", "b", None, "zzz"], 4)
+    assert tissue.tolist() == [0, 1, 2, 2]  # unknown tissues get the null label
+    plain = module.eps(y, t, tissue, condition)
+    null = module.eps(y, t, tissue, module.condition_index(None, 4))
+    torch.testing.assert_close(module.eps(y, t, tissue, condition, guidance=1.0), plain)
+    torch.testing.assert_close(module.eps(y, t, tissue, condition, guidance=3.0), null + 3.0 * (plain - null))
+    assert not torch.allclose(plain, null)
+    plan = DiffusionPlan.__new__(DiffusionPlan)
+    plan.module = module
+    plan.tissue = torch.zeros(20000, dtype=torch.long)
+    plan.condition = torch.zeros(20000, dtype=torch.long)
+    dropped_tissue, dropped_condition = plan._labels(torch.arange(20000), torch.Generator().manual_seed(0), 0.15)
+    assert abs(float((dropped_tissue == 2).float().mean()) - 0.15) < 0.01
+    assert abs(float((dropped_condition == 2).float().mean()) - 0.15) < 0.01
+    assert float(((dropped_tissue == 2) & (dropped_condition == 2)).float().mean()) < 0.04  # independent

@@ -310,3 +310,13 @@ def test_classifier_free_guidance_and_label_dropout():
     assert abs(float((dropped_tissue == 2).float().mean()) - 0.15) < 0.01
     assert abs(float((dropped_condition == 2).float().mean()) - 0.15) < 0.01
     assert float(((dropped_tissue == 2) & (dropped_condition == 2)).float().mean()) < 0.04  # independent
+
+
+def test_x0_clip_keeps_moves_from_the_last_step_bounded():
+    schedule = Schedule(1000, x0_clip=3.0)
+    y = torch.randn(8, 4)
+    wrong = torch.zeros(8, 4)  # a noise prediction that is off by a standard normal at t = T
+    out = schedule.move(y, 1000, 999, wrong)
+    assert float(out.abs().max()) < 10
+    unclipped = Schedule(1000).move(y, 1000, 999, wrong)
+    assert float(unclipped.abs().max()) > 20  # what the clamp prevents

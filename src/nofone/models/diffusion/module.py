@@ -51,7 +51,7 @@ class DiffusionModule(nn.Module):
     def schedule(self) -> Schedule:
         device = self.log_r.device
         if self._schedule is None or self._schedule.alpha_bar.device != device:
-            self._schedule = Schedule(self.config.timesteps, device)
+            self._schedule = Schedule(self.config.timesteps, device, x0_clip=self.config.clamp)
         return self._schedule
 
     @property

@@ -42,10 +42,17 @@ def cosine_alpha_bar(timesteps: int) -> np.ndarray:
 
 
 class Schedule:
-    """abar(t) for t = 0..T as a float64 tensor, with the moves that use it."""
+    """abar(t) for t = 0..T as a float64 tensor, with the moves that use it.
 
-    def __init__(self, timesteps: int, device: str | torch.device = "cpu"):
+    `x0_clip`: every move clamps its estimate of the clean point to +-x0_clip (GEMDiff's
+    `clip_denoised`). The clip of the last beta leaves abar(T) = 2.4e-9, so a move from T divides
+    the noise-prediction error by sqrt(abar(T)) = 5e-5; without the clamp one such step can throw
+    a point thousands of standard deviations away.
+    """
+
+    def __init__(self, timesteps: int, device: str | torch.device = "cpu", x0_clip: float | None = None):
         self.timesteps = timesteps
+        self.x0_clip = x0_clip
         self.alpha_bar = torch.as_tensor(cosine_alpha_bar(timesteps), dtype=torch.float64, device=device)
 
     def to(self, device: str | torch.device) -> Schedule:
@@ -63,8 +70,10 @@ class Schedule:
         return a * y0 + b * eps
 
     def predict_x0(self, y: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """(y - sqrt(1 - abar_t) eps) / sqrt(abar_t), clamped to +-x0_clip when set."""
         a, b = self.coefficients(t, y.dtype)
-        return (y - b * eps) / a
+        x0 = (y - b * eps) / a
+        return x0 if self.x0_clip is None else x0.clamp(-self.x0_clip, self.x0_clip)
 
     def move(self, y: torch.Tensor, t: int, s: int, eps: torch.Tensor, eta: float = 0.0,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -74,6 +83,8 @@ class Schedule:
         tt = torch.full((n,), t, dtype=torch.long, device=y.device)
         x0 = self.predict_x0(y, tt, eps)
         ab_t, ab_s = float(self.alpha_bar[t]), float(self.alpha_bar[s])
+        if self.x0_clip is not None and ab_t < 1:  # the noise that the clamped x0 implies
+            eps = (y - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
         sigma = 0.0
         if eta > 0 and s < t:
             sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))

@@ -95,7 +95,13 @@ def run_atlas(genes: int, args) -> dict:
     config = load_config("cpu", overrides)
     history: list[dict] = []
     started, cpu_started = time.perf_counter(), time.process_time()
-    result = train_diffusion(data, config, on_epoch=history.append)
+    def record(row: dict) -> None:
+        history.append(row)
+        if "heldout_denoising_mse" in row:
+            print(f"  {genes} genes, epoch {row['epoch']}: held-out {row['heldout_denoising_mse']:.4f} "
+                  f"({row['seconds']:.1f} s/epoch)", flush=True)
+
+    result = train_diffusion(data, config, on_epoch=record)
     total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     loop = sum(h["seconds"] for h in history)
     module, card = result.module, result.card

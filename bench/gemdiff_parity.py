@@ -159,7 +159,8 @@ def main() -> None:
                                                  args.ema)
         if saved.exists():
             shutil.rmtree(saved)
-        Diffusion(module, pd.DataFrame({"gene_id": genes}), {"training": report["training"]}).save(saved)
+        Diffusion(module, pd.DataFrame({"gene_id": genes, "gene_name": genes}),
+                  {"training": report["training"]}).save(saved)
     print("training:", report["training"], flush=True)
 
     # synthetic sets

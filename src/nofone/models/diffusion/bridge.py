@@ -162,8 +162,15 @@ def closest_normal(module: DiffusionModule, counts: torch.Tensor | np.ndarray, m
     ll = nb_log_prob(x, relative * sf.unsqueeze(-1), r)
     if m is not None:
         ll = ll * m
-    log2_draws = torch.log2(torch.stack([module.space.relative_mean(d) for d in draws]))
-    spread = log2_draws.std(0, unbiased=False) if draws.shape[0] > 1 else torch.zeros_like(log2_draws[0])
+    spread = torch.zeros(point.shape, device=device)
+    if draws.shape[0] > 1:  # sd over the draws, one pass in float32
+        total, total2 = torch.zeros_like(spread), torch.zeros_like(spread)
+        for d in draws:
+            v = torch.log2(module.space.relative_mean(d)).float()
+            total += v
+            total2 += v * v
+        mean = total / draws.shape[0]
+        spread = (total2 / draws.shape[0] - mean * mean).clamp_min(0).sqrt()
     n_measured = m.sum(-1) if m is not None else torch.full((x.shape[0],), x.shape[1], device=device)
     return {"latent": point, "scale": sf, "count_nll": -ll.sum(-1), "latent_nll": torch.full_like(sf, math.nan),
             "responsibilities": None, "n_measured": n_measured, "spread": spread.float()}

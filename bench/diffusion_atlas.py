@@ -72,8 +72,9 @@ def de_figures(module, card: dict, sim, unseen: np.ndarray, seed: int = 0) -> di
         truth[i, genes] = True
     null = OutlierNull(**card["outlier_null"])
     bridged = {}
+    tissues = list(sim.tissue[unseen]) if module.config.bridge.use_tissue else None
     for name, counts in (("normal", clean), ("spiked", spiked)):
-        out = closest_normal(module, counts)
+        out = closest_normal(module, counts, options=BridgeOptions(tissues=tissues))
         relative, r = decode(module, out["latent"])
         bridged[name] = (counts, (relative * out["scale"].unsqueeze(-1)).numpy(), r.numpy())
     figures = {}
@@ -93,7 +94,7 @@ def de_figures(module, card: dict, sim, unseen: np.ndarray, seed: int = 0) -> di
 
 def run_atlas(genes: int, args) -> dict:
     sim, data, unseen = atlas(genes, args.tissues, args.per_tissue)
-    overrides = {"training.epochs": args.epochs} if args.epochs else {}
+    overrides = ({"training.epochs": args.epochs} if args.epochs else {}) | {"bridge.use_tissue": args.use_tissue}
     config = load_config("cpu", overrides)
     history: list[dict] = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -116,7 +117,8 @@ def run_atlas(genes: int, args) -> dict:
         timings[f"{name}_cpu"] = (time.process_time() - c0) / len(unseen)
     rank_grid = {row["rank"]: row["heldout_denoising_mse"] for row in card.get("gaussian_rank_grid", [])}
     return {
-        "genes": genes, "n_train": int((data.split == "train").sum()), "n_heldout": int((data.split == "test").sum()),
+        "genes": genes, "use_tissue": args.use_tissue,
+        "n_train": int((data.split == "train").sum()), "n_heldout": int((data.split == "test").sum()),
         "n_unseen": len(unseen), "epochs_run": len(history), "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "train_minutes": total / 60, "train_cpu_minutes": cpu / 60,
         "loop_minutes": loop / 60,
@@ -161,6 +163,7 @@ def main() -> None:
     parser.add_argument("--per-tissue", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=0, help="override the preset's epochs (0: preset)")
     parser.add_argument("--widths", action="store_true", help="also run the width sweep")
+    parser.add_argument("--use-tissue", action="store_true", help="bridge (and calibrate) with the tissue labels")
     parser.add_argument("--width-genes", type=int, default=2000)
     parser.add_argument("--width-epochs", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("bench/out"))

@@ -68,6 +68,10 @@ class BridgeConfig:
     draws: int = 8  # seeded noise draws averaged (sdedit)
     seed: int = 0
     guidance: float = 1.0  # classifier-free guidance weight on the normal label (1: none)
+    # calibrate (t*, dispersions, outlier null) with the held-out normals' tissue labels; then
+    # `closest_normal` must be given each sample's tissue (BridgeOptions.tissues). Off: the bridge
+    # is calibrated as the model interface calls it, without labels (the pooled Gaussian part).
+    use_tissue: bool = False
     # the planted change that chooses t*: `plant_fraction` of the expressed genes of each
     # held-out normal changed `plant_fold`-fold (up or down at random)
     plant_fraction: float = 0.05

@@ -315,7 +315,9 @@ def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.n
     if t.calibrate and len(plan.heldout_rows):
         rows = plan.heldout_rows.cpu().numpy()
         measured = None if data.measured is None else torch.as_tensor(data.measured[rows])
-        tissues = None if data.tissue is None else [str(v) for v in np.asarray(data.tissue)[rows]]
+        tissues = None
+        if module.config.bridge.use_tissue and data.tissue is not None:
+            tissues = [str(v) for v in np.asarray(data.tissue)[rows]]
         card = calibrate(module, torch.as_tensor(data.counts[rows]), measured, tissues)
     if rank_table:
         card["gaussian_rank_grid"] = rank_table

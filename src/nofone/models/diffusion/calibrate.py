@@ -132,39 +132,43 @@ def _derivatives(theta: torch.Tensor, x, mean, w, offset_sd, r_centre, r_sd) -> 
 def _newton(x, mean, w, offset_sd, r_centre, r_sd, start=None, iterations: int = 100
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Damped Newton per gene (2 x 2 systems, all genes at once) with step halving; where the
-    Hessian is not positive definite, a scaled gradient step."""
-    args = (x, mean, w, offset_sd, r_centre, r_sd)
+    Hessian is not positive definite, a scaled gradient step. Each iteration and each halving
+    touches only the genes still moving (a few slow genes must not cost every gene's time)."""
+    priors = (offset_sd, r_centre, r_sd)
     n_genes = x.shape[1]
     theta = torch.zeros(n_genes, 2, dtype=torch.float64) if start is None else start.clone()
     if start is None:
         theta[:, 1] = r_centre
-    value = _objective(theta, *args)
+    value = _objective(theta, x, mean, w, *priors)
     converged = torch.zeros(n_genes, dtype=torch.bool)
     for _ in range(iterations):
-        grad, hess = _derivatives(theta, *args)
+        active = torch.nonzero(~converged).squeeze(-1)
+        if active.numel() == 0:
+            break
+        xa, ma, wa = x[:, active], mean[:, active], w[:, active]
+        th, val = theta[active], value[active]
+        grad, hess = _derivatives(th, xa, ma, wa, *priors)
         det = hess[:, 0, 0] * hess[:, 1, 1] - hess[:, 0, 1] ** 2
         positive = (det > 0) & (hess[:, 0, 0] > 0)
         newton = torch.stack([hess[:, 1, 1] * grad[:, 0] - hess[:, 0, 1] * grad[:, 1],
                               hess[:, 0, 0] * grad[:, 1] - hess[:, 0, 1] * grad[:, 0]], -1) / det.unsqueeze(-1)
         fallback = grad / hess.diagonal(dim1=-2, dim2=-1).abs().clamp_min(1.0)
         step = torch.where(positive.unsqueeze(-1), newton, fallback).clamp(-3.0, 3.0)
-        scale = torch.ones(n_genes, dtype=torch.float64)
-        accepted = torch.zeros(n_genes, dtype=torch.bool)
-        new_theta, new_value = theta.clone(), value.clone()
+        new_th, new_val = th.clone(), val.clone()
+        pending = torch.arange(active.numel())
+        scale = 1.0
         for _ in range(30):
-            trial = theta - scale.unsqueeze(-1) * step
+            trial = th[pending] - scale * step[pending]
             trial[:, 1] = trial[:, 1].clamp(*LOG_R_RANGE)
-            trial_value = _objective(trial, *args)
-            better = (trial_value <= value + 1e-12) & ~accepted
-            new_theta[better], new_value[better] = trial[better], trial_value[better]
-            accepted |= better
-            if accepted.all():
+            trial_value = _objective(trial, xa[:, pending], ma[:, pending], wa[:, pending], *priors)
+            better = trial_value <= val[pending] + 1e-12
+            new_th[pending[better]], new_val[pending[better]] = trial[better], trial_value[better]
+            pending = pending[~better]
+            if pending.numel() == 0:
                 break
-            scale = torch.where(accepted, scale, scale / 2)
-        converged = (value - new_value).abs() < 1e-9 * (1 + value.abs())
-        theta, value = new_theta, new_value
-        if converged.all():
-            break
+            scale /= 2
+        converged[active] = (val - new_val).abs() < 1e-9 * (1 + val.abs())
+        theta[active], value[active] = new_th, new_val
     return theta, converged
 
 

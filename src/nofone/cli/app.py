@@ -7,6 +7,7 @@ import typer
 from nofone import __version__, progress
 from nofone.cli import cohort_de as cohort_de_cmd
 from nofone.cli import deseq2 as deseq2_cmd
+from nofone.cli import diffusion_tasks as diffusion_tasks_cmd
 from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
@@ -65,7 +66,7 @@ def set_threads(n: int) -> None:
 
 
 for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd,
-               evaluate_cmd, deseq2_cmd, report_cmd, cohort_de_cmd):
+               evaluate_cmd, deseq2_cmd, report_cmd, cohort_de_cmd, diffusion_tasks_cmd):
     module.register(app)
 regulators_cmd.register(app)  # `nofone regulators train` and `nofone explain`
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from nofone.errors import InputError
 
@@ -39,3 +42,24 @@ def read_gmt(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     if not sets:
         raise InputError(f"{path}: no gene sets found (expected GMT lines: name, description, genes)")
     return sets
+
+
+def match_gene_sets(gene_sets: dict[str, Sequence[str]], gene_ids: Sequence[str], gene_names: Sequence[str],
+                    min_size: int) -> dict[str, np.ndarray]:
+    """{set: sorted indices into the gene table} matching members by gene id or gene name
+    (case-insensitive; ids win); sets with fewer than `min_size` matched genes are left out."""
+    lookup: dict[str, int] = {}
+    for i, name in enumerate(gene_names):
+        if name is not None and str(name) not in ("", "nan", "<NA>"):
+            lookup.setdefault(str(name).upper(), i)
+    for i, gid in enumerate(gene_ids):
+        lookup[str(gid).upper()] = i
+    out = {}
+    for name, members in gene_sets.items():
+        index = np.array(sorted({lookup[g.upper()] for g in members if g.upper() in lookup}), dtype=np.int64)
+        if index.size >= min_size:
+            out[name] = index
+    if not out:
+        raise InputError(f"no gene set has {min_size} or more of the {len(gene_ids)} genes (matched by gene id or "
+                         "name)")
+    return out

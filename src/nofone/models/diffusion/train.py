@@ -173,18 +173,6 @@ class TrainResult(TrainingOutcome):
     seconds: float = 0.0
 
 
-class _State(TrainingState):
-    def __init__(self, plan: DiffusionPlan, seed: int):
-        super().__init__(plan.module, plan.optimizers, seed)
-        self.plan = plan
-
-    def extra_tensors(self) -> dict[str, torch.Tensor]:
-        return self.plan.extra_tensors()
-
-    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.plan.load_extra_tensors(tensors)
-
-
 def build_plan(data: TrainingData, config: DiffusionConfig, tumour: np.ndarray | None = None,
                device: str = "cpu") -> tuple[DiffusionPlan, np.ndarray, list[dict]]:
     """The module (count space fitted on the training normals, factor model fitted on the
@@ -269,11 +257,11 @@ def _take(values: torch.Tensor | None, rows: np.ndarray) -> torch.Tensor | None:
 
 
 def run_training(plan: DiffusionPlan, checkpoints: Checkpointing | None = None, resume: bool = False,
-                 on_epoch: Callable[[dict], None] | None = None) -> tuple[_State, int | None, bool]:
+                 on_epoch: Callable[[dict], None] | None = None) -> tuple[TrainingState, int | None, bool]:
     """Epochs until the config's count or early stopping (the best epoch restored); the state,
     the epoch resumed from and whether training stopped early."""
     t = plan.config.training
-    state = _State(plan, t.seed)
+    state = TrainingState(plan, t.seed)
     resumed_from = checkpoints.resume(state, resume) if checkpoints else None
     early = t.early_stopping and len(plan.heldout_rows) > 0
     stopped = state.bad_evaluations >= t.patience if early else False

@@ -17,8 +17,8 @@ from nofone.models.dgd.model import DGD
 from nofone.stats.lognormal_nb import midp_tails
 from nofone.stats.nb_tests import equal_tail_midp
 from nofone.stats.outlier_null import (
+    FitValues,
     OutlierNull,
-    _FitValues,
     equal_tail_midp_outlier,
     fit_outlier_null,
     min_callable_fold,
@@ -54,7 +54,7 @@ def test_fit_likelihood_of_the_lognormal_part_matches_dense_integration():
     log_phi = stats.norm.logpdf(z) + np.log(z[1] - z[0])
     expected = [special.logsumexp(stats.nbinom.logpmf(xi, ri, ri / (ri + mi * np.exp(tau * z))) + log_phi)
                 for xi, mi, ri in zip(x, m, r, strict=True)]
-    values = _FitValues(*(torch.as_tensor(a) for a in (x, m, r)))
+    values = FitValues(*(torch.as_tensor(a) for a in (x, m, r)))
     got = values.log_lognormal_pmf(torch.tensor(tau, dtype=torch.float64))
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-5)
 

@@ -25,6 +25,7 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
     checkpoint_dir: Path | None = typer.Option(None, help="Where checkpoints go (default: OUTDIR/checkpoints)."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep checkpoints after success."),
+    cross_fit: int = typer.Option(0, "--cross-fit", min=0, help="Also train K fold models so that every normal calibrates the local null (K more trainings; 0: none). docs/null.md."),
     condition_column: str = typer.Option("condition", help="Sample column that marks normal samples."),
     normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
     stratify: str = typer.Option("tissue", help="Column to stratify the held-out split by ('' for none)."),
@@ -41,7 +42,7 @@ def train_command(
     overrides = {"training.epochs": epochs, "training.batch_size": batch_size, "training.seed": seed}
     summary = train(input, outdir, cls.settings(config, overrides), condition_column=condition_column,
                     normal_value=normal_value, stratify=stratify or None, device=device, resume=resume,
-                    checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints)
+                    checkpoint_dir=checkpoint_dir, keep_checkpoints=keep_checkpoints, cross_fit=cross_fit)
     test = summary["final_loss_test"]
     note = cls.fit_note(summary)
     echo(f"trained on {summary['n_train']} samples ({summary['n_test']} held out) in {summary['seconds']} s: "

@@ -93,7 +93,7 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     idx = np.flatnonzero(use)
     if idx.size > FIT_VALUES:
         idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_VALUES, replace=False))
-    values = _FitValues(*(torch.as_tensor(a.ravel()[idx]) for a in (x, mean, r)))
+    values = FitValues(*(torch.as_tensor(a.ravel()[idx]) for a in (x, mean, r)))
     plain = values.log_pmf(values.log_m)
 
     def nll(params: torch.Tensor) -> torch.Tensor:  # params: logit pi, log tau
@@ -112,7 +112,7 @@ def fit_outlier_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: n
     return OutlierNull(best[1], best[2], x.shape[0], int(idx.size))
 
 
-class _FitValues:
+class FitValues:
     """The values the fit sees (counts, model means, sizes; float64 tensors) and their NB log-pmf
     at any mean: log NB(x; mu, r) = const(x, r) + x log mu - (x + r) log(r + mu), whose log-gammas
     do not depend on (pi, tau) and are computed once."""

@@ -1,9 +1,12 @@
 """`nofone de`: test every gene of every sample against the NB of its closest normal.
 
 By default that NB allows, as a mixture, for the share of genes that healthy individuals show
-off their predicted normal (the outlier null calibrated at training, `resolve_null`). The NB
-means are decoded again from the stored latent points (one decoder pass per chunk), so
-representations stay small. Missing model genes are not tested and not counted by BH.
+off their predicted normal (the outlier or local null calibrated at training:
+`nofone.stats.nulls`). Two tiers per gene: `p_value`/`q_value` under that null ("abnormal":
+beyond healthy variation) and `p_value_nb`/`q_value_nb` under the model's NB alone
+("candidate": the NB's call only); `call` says which. The NB means are decoded again from the
+stored latent points (one decoder pass per chunk), so representations stay small. Missing model
+genes are not tested and not counted by BH.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import pyarrow.parquet as pq
 import torch
 
 from nofone import __version__
-from nofone.choices import NULLS
 from nofone.errors import InputError, cuda_memory_guard
 from nofone.io import tsv
 from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
@@ -27,15 +29,11 @@ from nofone.io.dataset import Dataset, GeneAlignment
 from nofone.io.samplesheet import validate_sample_id
 from nofone.models.scaling import SCALINGS, scaling_factor
 from nofone.progress import progress
-from nofone.stats.model_error import equal_tail_midp_lognormal, min_pvalue_down_lognormal, sample_model_error
+from nofone.stats.model_error import sample_model_error
 from nofone.stats.multiple_testing import bh_adjust
-from nofone.stats.nb_tests import TESTS, log2_fold_change, min_pvalue_down
-from nofone.stats.outlier_null import (
-    OutlierNull,
-    equal_tail_midp_outlier,
-    min_callable_fold,
-    min_pvalue_down_outlier,
-)
+from nofone.stats.nb_tests import log2_fold_change
+from nofone.stats.nulls import ChunkTest, Null, check_null, resolve_null
+from nofone.stats.outlier_null import OutlierNull, min_callable_fold
 from nofone.stats.parallel import by_gene_blocks
 from nofone.steps.common import load_model, model_fingerprint, resolve_device
 from nofone.steps.represent import REPRESENTATIONS, read_representations
@@ -46,8 +44,11 @@ DE_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("gene_id", pa.string()), ("gene_name", pa.string()),
     ("count", pa.int64()), ("normal_mean", pa.float64()), ("dispersion", pa.float64()),
     ("log2_fold_change", pa.float64()), ("p_value", pa.float64()), ("q_value", pa.float64()),
-    ("can_call_down", pa.bool_()),
+    ("can_call_down", pa.bool_()), ("p_value_nb", pa.float64()), ("q_value_nb", pa.float64()),
+    ("call", pa.string()),
 ])
+#: `call`: beyond healthy variation (the null's q and the fold change pass), the NB's call only, or "".
+ABNORMAL, CANDIDATE = "abnormal", "candidate"
 
 
 @dataclass
@@ -94,8 +95,9 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             f"{rep_path} was made with another model ({meta.get('model')}); run `nofone represent` "
             f"with {model_dir} again"
         )
-    null_used, outlier = resolve_null(null, test, model.info, str(model_dir))
-    model_error = null_used == "model-error"
+    prepared = resolve_null(null, test, model.info, model_dir)
+    model_error = prepared.name == "model-error"
+    nb_null = Null("nb", test)
     data = Dataset(input_dir)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
     row_of = {s: i for i, s in enumerate(reps["sample_id"])}
@@ -134,10 +136,16 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
             # always estimated and reported (how far the model's normals are from this sample);
             # the test is widened by it only when asked
             s2 = sample_model_error(x, mean, r, measured)
-            p, down_ok = _test_genes(x, mean, r, s2 if model_error else None, outlier, test, q_threshold, threads)
+            p, down_ok = _run_tests(prepared.for_chunk(x, mean, r, s2), threads, q_threshold)
             p = np.where(measured, p, np.nan)
             q = bh_adjust(p, axis=1)
+            if prepared.name == "nb":
+                p_nb, q_nb = p, q
+            else:
+                p_nb = np.where(measured, _run_tests(nb_null.for_chunk(x, mean, r), threads)[0], np.nan)
+                q_nb = bh_adjust(p_nb, axis=1)
             lfc = log2_fold_change(x, mean)
+            call = tiers(q, q_nb, lfc, q_threshold, lfc_threshold)
             # one long table and one Parquet row group per chunk (not per sample: a writer keeps
             # every row group's metadata until it closes)
             rows, cols = np.nonzero(measured)
@@ -145,7 +153,8 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
                 "sample_id": np.asarray(chunk.sample_ids, dtype=object)[rows], "gene_id": gene_ids[cols],
                 "gene_name": gene_names[cols], "count": x[rows, cols], "normal_mean": mean[rows, cols],
                 "dispersion": r[rows, cols], "log2_fold_change": lfc[rows, cols], "p_value": p[rows, cols],
-                "q_value": q[rows, cols], "can_call_down": down_ok[rows, cols],
+                "q_value": q[rows, cols], "can_call_down": down_ok[rows, cols], "p_value_nb": p_nb[rows, cols],
+                "q_value_nb": q_nb[rows, cols], "call": call[rows, cols],
             })
             writer.write_table(pa.Table.from_pandas(table, schema=DE_SCHEMA, preserve_index=False))
             bounds = np.searchsorted(rows, np.arange(len(chunk) + 1))
@@ -161,71 +170,32 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
         write_json_atomic(stage / "de_report.json", {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
             "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
-            "null": null_used, "null_requested": null, "model_error": model_error,
-            "outlier_null": outlier.to_dict() if outlier else None,
-            "min_callable_fold": _callable_folds(outlier, len(gene_ids) - alignment.n_missing, q_threshold),
+            **prepared.describe(), "null_requested": null, "model_error": model_error,
+            "min_callable_fold": _callable_folds(prepared.outlier, len(gene_ids) - alignment.n_missing, q_threshold),
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),
             "missing_model_genes": alignment.n_missing, "seconds": round(time.perf_counter() - started, 2),
         })
     return summary
 
 
-def check_null(requested: str, test: str) -> None:
-    """Refuse an unknown null, or one the test cannot use, before any work is done."""
-    if test not in TESTS:
-        raise InputError(f"unknown test {test!r}; use one of {', '.join(TESTS)}")
-    if requested not in NULLS:
-        raise InputError(f"unknown null {requested!r}; use one of {', '.join(NULLS)}")
-    if requested in ("outlier", "model-error") and test != "equal-tail-midp":
-        raise InputError(f"--null {requested} needs --test equal-tail-midp (the density rule is defined for "
-                         "the NB only)")
+def tiers(q: np.ndarray, q_nb: np.ndarray, lfc: np.ndarray, q_threshold: float, lfc_threshold: float) -> np.ndarray:
+    """Each gene's `call`: "abnormal" where the null's q and the fold change pass, "candidate"
+    where only the NB's q does (with the fold change), "" otherwise."""
+    big = np.abs(lfc) > lfc_threshold
+    with np.errstate(invalid="ignore"):
+        abnormal = (q < q_threshold) & big
+        candidate = (q_nb < q_threshold) & big & ~abnormal
+    return np.where(abnormal, ABNORMAL, np.where(candidate, CANDIDATE, "")).astype(object)
 
 
-def resolve_null(requested: str, test: str, model_info: dict, where: str) -> tuple[str, OutlierNull | None]:
-    """The null the test uses, and the outlier mixture when that is it.
-
-    "auto" is the outlier mixture when the model has one (trained by nofone with held-out
-    normals) and the test is equal-tail, else the NB: the mixture is what keeps the calls in
-    normals the model never saw near the nominal rate (see stats/outlier_null.py); imported
-    models and the density rule fall back to the paper's NB test. Asking for "outlier" or
-    "model-error" explicitly where they cannot be used is an error.
-    """
-    check_null(requested, test)
-    if requested == "auto":
-        stored = OutlierNull.stored_in(model_info) if test == "equal-tail-midp" else None
-        return ("nb", None) if stored is None else ("outlier", stored)
-    if requested == "outlier":
-        return "outlier", OutlierNull.from_model_info(model_info, where)
-    return requested, None
-
-
-def _test_genes(x: np.ndarray, mean: np.ndarray, r: np.ndarray, s2: np.ndarray | None, null: OutlierNull | None,
-                test: str, q_threshold: float, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """p-values and the can-call-down flags of a chunk [N, G], on `threads` threads. `s2` (the
-    samples' model error, widening the test when any sample has one) or `null` (the calibrated
-    outlier mixture) change the equal-tail test's null."""
-    if s2 is not None and (s2 > 0).any():
-        def pvalues(g: slice) -> np.ndarray:
-            return equal_tail_midp_lognormal(x[:, g], mean[:, g], r[:, g], s2)
-
-        def smallest_down(g: slice) -> np.ndarray:
-            return min_pvalue_down_lognormal(mean[:, g], r[:, g], s2)
-    elif null is not None:
-        def pvalues(g: slice) -> np.ndarray:
-            return equal_tail_midp_outlier(x[:, g], mean[:, g], r[:, g], null)
-
-        def smallest_down(g: slice) -> np.ndarray:
-            return min_pvalue_down_outlier(mean[:, g], r[:, g], null)
-    else:
-        def pvalues(g: slice) -> np.ndarray:
-            return TESTS[test](x[:, g], mean[:, g], r[:, g])
-
-        def smallest_down(g: slice) -> np.ndarray:
-            return min_pvalue_down(mean[:, g], r[:, g], test)
-    n_genes = x.shape[1]
-    p = by_gene_blocks(pvalues, n_genes, threads)
-    down_ok = by_gene_blocks(smallest_down, n_genes, threads) < q_threshold
-    return p, down_ok
+def _run_tests(chunk_test: ChunkTest, threads: int, q_threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """p-values [N, G] of a chunk, on `threads` threads, and (with `q_threshold`) whether a down
+    call could reach it."""
+    n_genes = chunk_test.n_genes
+    p = by_gene_blocks(chunk_test.pvalues, n_genes, threads)
+    if q_threshold is None:
+        return p, np.ones_like(p, dtype=bool)
+    return p, by_gene_blocks(chunk_test.smallest_down, n_genes, threads) < q_threshold
 
 
 def _callable_folds(null: OutlierNull | None, n_genes: int, q: float) -> dict | None:
@@ -240,12 +210,15 @@ def _summary(sample: str, table: pd.DataFrame, q: float, lfc: float, reps: dict,
     sig = table["q_value"] < q
     up = sig & (table["log2_fold_change"] > lfc)
     down = sig & (table["log2_fold_change"] < -lfc)
+    nb = (table["q_value_nb"] < q) & (table["log2_fold_change"].abs() > lfc)
     return {
         "sample_id": sample,
         "n_tested": len(table),
         "n_up": int(up.sum()),
         "n_down": int(down.sum()),
         "n_de": int((up | down).sum()),
+        "n_de_nb": int(nb.sum()),
+        "n_candidate": int((table["call"] == CANDIDATE).sum()),
         "n_cannot_call_down": int((~table["can_call_down"]).sum()),
         "component": int(reps["component"][row]),
         "nll_per_gene": float(reps["nll_per_gene"][row]),

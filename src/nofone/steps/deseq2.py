@@ -33,7 +33,7 @@ from nofone.io.dataset import Dataset
 from nofone.models.registry import TRAIN_REPRESENTATIONS
 from nofone.progress import progress
 from nofone.steps.common import select_samples
-from nofone.steps.de import DE_SCHEMA, SUMMARY_FILE
+from nofone.steps.de import ABNORMAL, DE_SCHEMA, SUMMARY_FILE
 
 RESULTS_FILE = "deseq2_results.tsv"
 REPORT_FILE = "deseq2_report.json"
@@ -269,7 +269,8 @@ def n_of_one(input_dir: Path, outdir: Path, options: NOfOneOptions) -> pd.DataFr
                     control_counts = pd.DataFrame(pool.counts[np.ix_(rows, np.flatnonzero(genes))],
                                                   index=chosen, columns=gene_ids[genes])
                     result = deseq2_n_of_one(case_counts, control_counts, options.alpha, n_cpus)
-                    table = _de_table(case, repeat, len(chosen), gene_ids[genes], gene_names[genes], result)
+                    table = _de_table(case, repeat, len(chosen), gene_ids[genes], gene_names[genes], result,
+                                      options.q_threshold, options.lfc_threshold)
                     writer.write_table(pa.Table.from_pandas(table, schema=NOF1_SCHEMA, preserve_index=False))
                     summaries.append(_summary(case, repeat, len(chosen), table, options.q_threshold,
                                               options.lfc_threshold)
@@ -298,15 +299,22 @@ def n_of_one(input_dir: Path, outdir: Path, options: NOfOneOptions) -> pd.DataFr
 
 
 def _de_table(case: str, repeat: int, n_controls: int, gene_ids: np.ndarray, gene_names: np.ndarray,
-              result: pd.DataFrame) -> pd.DataFrame:
+              result: pd.DataFrame, q: float, lfc: float) -> pd.DataFrame:
+    """The shared DE layout; the NB tier does not apply to DESeq2 (`p_value_nb`, `q_value_nb`
+    empty) and its calls are the "abnormal" tier."""
     with np.errstate(divide="ignore"):
         size = 1.0 / result["dispersion"].to_numpy()
+    padj, fold = result["padj"].to_numpy(), result["log2FoldChange"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        called = (padj < q) & (np.abs(fold) > lfc)
     return pd.DataFrame({
         "sample_id": case, "gene_id": gene_ids, "gene_name": gene_names,
         "count": result["count"].to_numpy(dtype=np.int64), "normal_mean": result["normal_mean"].to_numpy(),
         "dispersion": size, "log2_fold_change": result["log2FoldChange"].to_numpy(),
         "p_value": result["pvalue"].to_numpy(), "q_value": result["padj"].to_numpy(),
-        "can_call_down": True, "repeat": np.int32(repeat), "n_controls": np.int32(n_controls),
+        "can_call_down": True, "p_value_nb": np.nan, "q_value_nb": np.nan,
+        "call": np.where(called, ABNORMAL, "").astype(object),
+        "repeat": np.int32(repeat), "n_controls": np.int32(n_controls),
     })
 
 

@@ -27,11 +27,13 @@ from nofone.io.atomic import check_outdir, staged_outdir
 from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
 from nofone.models.base import NormalModel
+from nofone.models.crossfit import bounded, cross_fit_residuals, heldout_residuals
 from nofone.models.nb import nb_log_prob
 from nofone.models.registry import HISTORY, TRAIN_REPRESENTATIONS, model_class_for_config
 from nofone.models.scaling import scaling_factor
 from nofone.models.training import TrainingData, fit
 from nofone.progress import progress
+from nofone.stats.local_null import LocalNull, fit_local_null, save_local_null
 from nofone.steps.common import resolve_device
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,12 @@ __all__ = ["HISTORY", "TRAIN_REPRESENTATIONS", "dispersion_range", "nbvae_repres
 @cuda_memory_guard("retry with a smaller --batch-size or on a larger GPU")  # building the model; fit() guards training
 def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str = "condition",
           normal_value: str = "normal", stratify: str | None = "tissue", device: str = "auto",
-          resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False) -> dict:
+          resume: bool = False, checkpoint_dir: Path | None = None, keep_checkpoints: bool = False,
+          cross_fit: int = 0) -> dict:
     """Train the model whose settings `config` is (a DGD, an NB-VAE, ...) on the normal samples
-    of `input_dir` and write it to `outdir`."""
+    of `input_dir` and write it to `outdir`, with the local null of its calibration normals
+    (the early-stopping ones, or with `cross_fit` K every normal by K fold models:
+    `nofone.models.crossfit`)."""
     model_class = model_class_for_config(config)
     check_outdir(outdir)
     device = resolve_device(device)
@@ -77,7 +82,13 @@ def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str =
                       on_epoch=_show_epoch(advance, **plan.progress_fields))
     seconds = time.perf_counter() - started
     latent, scale = plan.trained_points()
-    model = model_class(plan.module.cpu(), data.genes[["gene_id", "gene_name"]].fillna(""))
+    genes = data.genes[["gene_id", "gene_name"]].fillna("")
+    model = model_class(plan.module, genes)
+    local_null, null_source = None, None
+    if t.calibrate_dispersion:
+        local_null, null_source = _local_null(model_class, model, training, config, genes, device, cross_fit,
+                                              checkpoint_dir, resume)
+    model.to("cpu")
     table = representation_table(model, training, latent, scale)
     final = outcome.history[-1]
     summary = {
@@ -89,11 +100,35 @@ def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str =
         "dispersion_range": dispersion_range(model, latent[training.split == "train"]),
         "best_epoch": outcome.best_epoch, "stopped_early": outcome.stopped_early,
         "dispersion_calibration": outcome.calibration, "outlier_null": outcome.outlier_null,
+        "local_null": None if local_null is None else local_null.describe() | {"source": null_source},
         "input": str(Path(input_dir).resolve()), "condition": {condition_column: normal_value},
     }
-    _write(outdir, model, pd.DataFrame(outcome.history), table, summary)
+    _write(outdir, model, pd.DataFrame(outcome.history), table, summary, local_null, null_source)
     _drop_checkpoints(outcome.checkpoint_dir, checkpoint_dir, keep_checkpoints)
+    if cross_fit:
+        _drop_checkpoints(checkpoint_dir / "cross_fit", checkpoint_dir, keep_checkpoints)
     return summary
+
+
+def _local_null(model_class: type[NormalModel], model: NormalModel, training: TrainingData, config: Any,
+                genes: pd.DataFrame, device: str, cross_fit: int, checkpoint_dir: Path,
+                resume: bool) -> tuple[LocalNull | None, str | None]:
+    """The local null and where its calibration normals come from (None without held-out normals)."""
+    if cross_fit:
+        with progress("cross-fitting", cross_fit) as advance:
+            residuals = cross_fit_residuals(model_class, training, config, cross_fit, genes, device,
+                                            checkpoint_dir / "cross_fit", resume, lambda f, info: advance(1))
+        source = f"cross-fit-{cross_fit}"
+    else:
+        residuals, source = heldout_residuals(model, training, device), "heldout"
+    if residuals is None:
+        return None, None
+    residuals = bounded(residuals, config.training.seed)
+    null = fit_local_null(residuals.counts, residuals.mean, residuals.dispersion, residuals.measured,
+                          seed=config.training.seed)
+    log.info("local null from %d calibration normals (%s): tau %.2f, outlier share median %.2f%%",
+             null.n_samples, source, null.tau, 100 * float(np.median(null.shares)))
+    return null, source
 
 
 def _show_epoch(advance: Callable[..., None], **extra: str) -> Callable[[dict], None]:
@@ -107,9 +142,12 @@ def _show_epoch(advance: Callable[..., None], **extra: str) -> Callable[[dict], 
     return on_epoch
 
 
-def _write(outdir: Path, model, history: pd.DataFrame, table: pd.DataFrame, summary: dict) -> None:
+def _write(outdir: Path, model, history: pd.DataFrame, table: pd.DataFrame, summary: dict,
+           local_null: LocalNull | None, null_source: str | None) -> None:
     with staged_outdir(outdir) as stage:
         history.to_csv(stage / HISTORY, sep="\t", index=False)
+        if local_null is not None:
+            save_local_null(local_null, stage, null_source or "")
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), stage / TRAIN_REPRESENTATIONS)
         model.save(stage, {"training": summary})
 

@@ -25,6 +25,8 @@ from nofone.models.base import NormalModel
 from nofone.models.registry import MODEL_TYPES, TRAIN_REPRESENTATIONS, model_class
 from nofone.report.build import report
 from nofone.simulate import SimulationConfig, simulate
+from nofone.stats.local_null import NULL_FILE, load_local_null
+from nofone.stats.nb_tests import equal_tail_midp
 from nofone.steps.common import load_model
 from nofone.steps.de import DE_SCHEMA
 from nofone.steps.represent import REPRESENTATIONS
@@ -42,10 +44,11 @@ REPRESENTATION_COLUMNS = ["sample_id", "latent", "scale", "scaling", "component"
                           "responsibilities", "nll", "nll_per_gene", "latent_nll", "n_measured"]
 TRAINING_COLUMNS = ["sample_id", "split", "tissue", "component", "component_probability", "nll", "nll_per_gene",
                     "latent_nll", "latent"]
-SUMMARY_COLUMNS = ["sample_id", "n_tested", "n_up", "n_down", "n_de", "n_cannot_call_down", "component",
+SUMMARY_COLUMNS = ["sample_id", "n_tested", "n_up", "n_down", "n_de", "n_de_nb", "n_candidate", "n_cannot_call_down",
+                   "component",
                    "nll_per_gene", "scale", "model_error_sd"]
 ARTIFACT = {"config.json", "weights.safetensors", "genes.tsv", "checksums.sha256", "history.tsv",
-            TRAIN_REPRESENTATIONS}
+            TRAIN_REPRESENTATIONS, NULL_FILE}
 
 
 def settings(model_type: str, **overrides):
@@ -94,6 +97,10 @@ def test_the_artifact_saves_and_loads_with_its_facts(model_run):
     history = pd.read_csv(out / "model" / "history.tsv", sep="\t")
     assert {"epoch", "loss_train", "loss_test", "seconds"} <= set(history) and history["epoch"].is_monotonic_increasing
     assert config["training"]["outlier_null"]["n_samples"] == config["training"]["n_test"]
+    local = load_local_null(out / "model")  # calibrated by the early-stopping normals
+    assert local.n_samples == config["training"]["n_test"] == config["training"]["local_null"]["n_samples"]
+    assert config["training"]["local_null"]["source"] == "heldout"
+    assert local.scores.shape == (local.n_samples, len(model.gene_ids))
 
 
 def test_represent_and_de_write_the_documented_columns(model_run):
@@ -112,6 +119,27 @@ def test_represent_and_de_write_the_documented_columns(model_run):
     assert (frame["dispersion"] > 0).all() and (frame["normal_mean"] > 0).all()
     summary = pd.read_csv(out / "de" / "summary.tsv", sep="\t")
     assert list(summary.columns) == SUMMARY_COLUMNS and set(summary["sample_id"]) == set(reps["sample_id"])
+
+
+def test_the_two_tiers_agree_with_the_tests_they_come_from(model_run):
+    """`p_value_nb` is the NB's own equal-tail mid-p; `call` is "abnormal" exactly where the
+    null's q and the fold change pass, "candidate" where only the NB's q does; the summary counts them."""
+    _, out, _ = model_run
+    frame = pq.read_table(out / "de" / "de.parquet").to_pandas()
+    expected = equal_tail_midp(frame["count"].to_numpy(), frame["normal_mean"].to_numpy(),
+                               frame["dispersion"].to_numpy())
+    np.testing.assert_allclose(frame["p_value_nb"], expected, rtol=1e-9, atol=1e-300)
+    big = frame["log2_fold_change"].abs() > 1.0
+    abnormal = (frame["q_value"] < 0.01) & big
+    nb_call = (frame["q_value_nb"] < 0.01) & big
+    assert ((frame["call"] == "abnormal") == abnormal).all()
+    assert ((frame["call"] == "candidate") == (nb_call & ~abnormal)).all()
+    assert (frame["q_value"] >= frame["q_value_nb"] - 1e-12).mean() > 0.99  # the null only widens the NB
+    summary = pd.read_csv(out / "de" / "summary.tsv", sep="\t").set_index("sample_id")
+    by_sample = frame.groupby("sample_id")
+    for call, column in (("candidate", "n_candidate"), ("abnormal", "n_de")):
+        counted = by_sample["call"].apply(lambda c, call=call: int((c == call).sum()))
+        assert counted.reindex(summary.index).tolist() == summary[column].tolist(), column
 
 
 def test_heldout_normals_get_few_calls_and_planted_genes_rank_high(model_run, simulation):

@@ -164,7 +164,7 @@ def test_outlier_null_needs_a_calibrated_model_and_the_equal_tail_test(tmp_path)
     for null in ("outlier", "model-error"):
         with pytest.raises(InputError, match=f"--null {null} needs --test equal-tail-midp"):
             differential_expression(*args, tmp_path / "e2", DEOptions(null=null, test="density", device="cpu"))
-    with pytest.raises(InputError, match="unknown null 'gamma'; use one of auto, outlier, nb, model-error"):
+    with pytest.raises(InputError, match="unknown null 'gamma'; use one of auto, nb, outlier, local, model-error"):
         differential_expression(*args, tmp_path / "e3", DEOptions(null="gamma", device="cpu"))
     assert not any((tmp_path / f"e{i}").exists() for i in (1, 2, 3))
     differential_expression(*args, tmp_path / "auto", DEOptions(write_tsv=False, device="cpu"))

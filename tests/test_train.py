@@ -49,7 +49,7 @@ def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert files == {"config.json", "weights.safetensors", "genes.tsv", "checksums.sha256", "history.tsv",
-                     "training_representations.parquet"}
+                     "training_representations.parquet", "null.safetensors"}
     history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
     assert list(history["epoch"]) == list(range(1, 9))
     assert {"loss_train", "loss_test", "components_used", "tissue_purity", "dispersion_median"} <= set(history)
@@ -64,6 +64,29 @@ def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path)
     assert null["n_samples"] == info["training"]["n_test"] and null["n_values"] > 0
     assert read_artifact(tmp_path / "b").config["training"]["outlier_null"] == null
     assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+def test_cross_fitting_gives_every_normal_a_residual_from_a_model_that_never_saw_it(small_data, tmp_path):
+    """`--cross-fit 3`: three fold models; the local null is calibrated by all 60 normals (not
+    the early-stopping few), `de`'s auto null becomes the local one, and the main model is the
+    one trained without cross-fitting."""
+    from nofone.stats.local_null import load_local_null, local_null_source
+    from nofone.stats.nulls import resolve_null
+
+    config = load_config(str(_config(tmp_path, epochs=6, early_stopping=False)))
+    plain = train(small_data, tmp_path / "plain", config, device="cpu")
+    crossed = train(small_data, tmp_path / "cross", config, device="cpu", cross_fit=3)
+    assert plain["final_loss_train"] == crossed["final_loss_train"]
+    assert plain["local_null"]["source"] == "heldout" and plain["local_null"]["n_samples"] == plain["n_test"]
+    assert crossed["local_null"]["source"] == local_null_source(tmp_path / "cross") == "cross-fit-3"
+    assert load_local_null(tmp_path / "cross").n_samples == 60
+    info = read_artifact(tmp_path / "cross").config
+    assert resolve_null("auto", "equal-tail-midp", info, tmp_path / "cross").name == "local"
+    assert resolve_null("auto", "equal-tail-midp", read_artifact(tmp_path / "plain").config,
+                        tmp_path / "plain").name == "outlier"
+    assert not (tmp_path / "cross" / "checkpoints").exists()
+    with pytest.raises(InputError, match="--cross-fit 61"):
+        train(small_data, tmp_path / "too_many", config, device="cpu", cross_fit=61)
 
 
 def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_data, tmp_path):

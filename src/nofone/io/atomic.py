@@ -38,6 +38,9 @@ except ImportError:  # pragma: no cover - not on Windows
 
 log = logging.getLogger(__name__)
 STAGE_INFIX = ".partial-"
+#: A staging folder is made under this name and renamed to its `.partial-` name once its locked
+#: marker is written, so that a `.partial-` folder always has an owner to ask.
+CLAIM_INFIX = ".claim-"
 OWNER_FILE = "owner.json"
 #: A staging folder without a readable marker that holds nothing: killed in the instant between
 #: creating and marking it (claiming takes microseconds).
@@ -103,17 +106,24 @@ def staged_outdir(outdir: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _claim(outdir: Path) -> tuple[Path, int]:
     """A new staging folder beside `outdir`, marked as this process's and held locked."""
+    suffix = uuid.uuid4().hex[:8]
+    claim = outdir.parent / f".{outdir.name}{CLAIM_INFIX}{suffix}"
+    root = outdir.parent / f".{outdir.name}{STAGE_INFIX}{suffix}"
+    _OWN.update((claim, root))
     try:
         outdir.parent.mkdir(parents=True, exist_ok=True)
-        root = outdir.parent / f".{outdir.name}{STAGE_INFIX}{uuid.uuid4().hex[:8]}"
-        root.mkdir()
-        fd = os.open(root / OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        claim.mkdir()
+        fd = os.open(claim / OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        locked = _lock(fd)  # the lock belongs to the open file and survives the rename
+        marker = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "locked": locked}
+        os.write(fd, json.dumps(marker).encode())
+        os.rename(claim, root)
     except OSError as exc:
+        shutil.rmtree(claim, ignore_errors=True)
+        _OWN.discard(root)
         raise InputError(f"output folder {outdir}: cannot create its staging folder ({exc.strerror or exc})") from None
-    _OWN.add(root)
-    locked = _lock(fd)
-    marker = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "locked": locked}
-    os.write(fd, json.dumps(marker).encode())
+    finally:
+        _OWN.discard(claim)
     return root, fd
 
 
@@ -131,13 +141,14 @@ def _lock(fd: int) -> bool:
 def clean_stale_staging(outdir: str | os.PathLike[str]) -> list[Path]:
     """Remove the staging folders of `outdir` left by runs that died; returns them."""
     outdir = Path(outdir).absolute()
-    prefix = f".{outdir.name}{STAGE_INFIX}"
+    prefixes = tuple(f".{outdir.name}{infix}" for infix in (STAGE_INFIX, CLAIM_INFIX))
     try:
-        entries = [e for e in outdir.parent.iterdir() if e.name.startswith(prefix)]
+        entries = [e for e in outdir.parent.iterdir() if e.name.startswith(prefixes)]
     except OSError:
         return []
     removed = []
     for entry in entries:
+        prefix = next(p for p in prefixes if entry.name.startswith(p))
         if entry in _OWN or not _STAGE_SUFFIX.fullmatch(entry.name[len(prefix):]) or not entry.is_dir():
             continue
         try:

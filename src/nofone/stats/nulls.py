@@ -75,12 +75,8 @@ class Null:
 
     def describe(self) -> dict:
         """What `de_report.json` records of the null."""
-        out: dict = {"null": self.name}
-        if self.outlier is not None:
-            out["outlier_null"] = self.outlier.to_dict()
-        if self.local is not None:
-            out["local_null"] = self.local.describe()
-        return out
+        return {"null": self.name, "outlier_null": None if self.outlier is None else self.outlier.to_dict(),
+                "local_null": None if self.local is None else self.local.describe()}
 
 
 def check_null(requested: str, test: str) -> None:

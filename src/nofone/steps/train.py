@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from nofone.errors import cuda_memory_guard
+from nofone.errors import InputError, cuda_memory_guard
 from nofone.io.atomic import check_outdir, staged_outdir
 from nofone.io.dataset import Dataset
 from nofone.io.split import stratified_split
@@ -62,6 +62,8 @@ def train(input_dir: Path, outdir: Path, config: Any, *, condition_column: str =
                              condition_column, normal_value)
     split = split[split["split"] != "excluded"].reset_index(drop=True)
     ids = split["sample_id"].tolist()
+    if cross_fit and not 2 <= cross_fit <= len(ids):
+        raise InputError(f"--cross-fit {cross_fit}: use 0 (none) or between 2 and the number of normals ({len(ids)})")
     chunk = data.read(ids)
     tissue = None
     if stratify:

@@ -131,6 +131,21 @@ def test_evaluate_writes_every_table(small_run, runner):
     assert {"case", "training"} <= set(auc["group"])
     # spike-ins are tested with the null the run's de used
     assert json.loads((out / "evaluation.json").read_text())["options"]["null"] == "auto"
+    # the frontier: every null of the model at every q; the NB calls at least what any mixture
+    # calls (its tails are the thinnest), recall grows with q, the default is marked
+    curve = pd.read_csv(out / "frontier.tsv", sep="\t")
+    assert set(curve["null"]) == {"nb", "model-error", "outlier", "local"}
+    assert set(curve["nominal_q"]) == {0.001, 0.01, 0.05, 0.1} and set(curve["spike_lfc"]) == {2.0}
+    assert curve.loc[curve["default"], "null"].unique().tolist() == ["outlier"]
+    by = curve.set_index(["null", "nominal_q"])
+    for q in (0.001, 0.01, 0.05, 0.1):
+        for null in ("outlier", "local"):
+            assert by.loc[("nb", q), "recall"] >= by.loc[(null, q), "recall"]
+            assert by.loc[("nb", q), "false_calls_per_normal"] >= by.loc[(null, q), "false_calls_per_normal"]
+    for null in by.index.levels[0]:
+        assert by.loc[null, "recall"].is_monotonic_increasing, null
+    spikes_q01 = dgd.loc[0.01, "recall"]
+    assert by.loc[("outlier", 0.01), "recall"] == pytest.approx(spikes_q01, abs=0.02)  # same calls, |LFC| > 1
 
 
 @pytest.mark.parametrize(("report", "null"), [

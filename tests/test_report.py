@@ -50,6 +50,12 @@ EVALUATION = {
         "method\tspike_fraction\tspike_lfc\tnominal_q\tprecision\trecall\tobserved_fdr\n"
         "nofone\t0.05\t1.5\t0.01\t0.97\t0.61\t0.03\n"
         "deseq2\t0.05\t1.5\t0.01\t0.93\t0.55\t0.07\n"),
+    "frontier.tsv": (
+        "null\tdefault\tnominal_q\tfalse_calls_per_normal\tnormals_with_a_call\tspike_lfc\trecall\tprecision\n"
+        "nb\tFalse\t0.01\t12.0\t1.0\t2.0\t0.6\t0.7\n"
+        "nb\tFalse\t0.05\t20.0\t1.0\t2.0\t0.7\t0.6\n"
+        "outlier\tTrue\t0.01\t0.0\t0.0\t2.0\t0.01\t1.0\n"
+        "outlier\tTrue\t0.05\t0.5\t0.3\t2.0\t0.05\t0.9\n"),
     "enrichment_summary.tsv": (
         "method\tgene_set\tn_samples\tmean_enrichment_score\tmean_n_de\n"
         "nofone\tHALLMARK_<E2F>_TARGETS\t3\t2.4\t31\n"),
@@ -183,6 +189,9 @@ def test_every_section_is_there_with_its_tables(built, run_dir):
     per_sample = pd.read_csv(built / "tables" / "de_per_sample.tsv", sep="\t")
     assert sorted(per_sample["sample_id"]) == sorted(tested["sample_id"])
     assert set(per_sample["group"]) == {"held-out normal", "heldout_normal", "case"}
+    frontier = pd.read_csv(built / "tables" / "evaluation_frontier.tsv", sep="\t")
+    assert set(frontier["null"]) == {"nb", "outlier"}
+    assert "The sensitivity frontier" in _html(built) and "frontier of false calls against recall" in _html(built)
     negative = pd.read_csv(built / "tables" / "evaluation_negative_control_summary.tsv", sep="\t")
     assert list(negative.columns) == EVALUATION["negative_control_summary.tsv"].split("\n")[0].split("\t")
     top = pd.read_csv(built / "tables" / "volcano_top_genes.tsv", sep="\t")

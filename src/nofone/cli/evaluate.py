@@ -27,7 +27,7 @@ def evaluate_command(
     normal_value: str = typer.Option("normal", help="'condition' value of normal samples."),
     spike_ins: bool = typer.Option(True, "--spike-ins/--no-spike-ins", help="Plant DE in held-out normals and score both methods."),
     spike_fraction: float = typer.Option(0.05, help="Fraction of (expressed) genes changed per spiked sample."),
-    spike_lfc: list[float] = typer.Option([1.0, 2.0], help="|log2 fold change| of the planted changes; repeatable."),
+    spike_lfc: list[float] = typer.Option([1.0, 2.0, 3.0], help="|log2 fold change| of the planted changes; repeatable."),
     q_threshold: list[float] = typer.Option([0.01, 0.05, 0.1], help="q-value thresholds; repeatable."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| for a DE call."),
     compare_model: list[str] = typer.Option([], help="NAME=MODEL_DIR: also evaluate this model (e.g. nbvae=nbvae_model/) on the same samples; repeatable."),

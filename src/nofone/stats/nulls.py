@@ -112,3 +112,18 @@ def resolve_null(requested: str, test: str, model_info: dict, model_dir: str | P
                              "--null local")
         return Null("local", test, local=local)
     return Null(requested, test)
+
+
+def available_nulls(model_info: dict, model_dir: str | Path, test: str = MIDP) -> list[Null]:
+    """Every null the model supports with `test`, each prepared (the frontier compares them)."""
+    out = [Null("nb", test)]
+    if test != MIDP:
+        return out
+    out.append(Null("model-error", test))
+    stored = OutlierNull.stored_in(model_info)
+    if stored is not None:
+        out.append(Null("outlier", test, outlier=stored))
+    local = load_local_null(model_dir)
+    if local is not None:
+        out.append(Null("local", test, local=local))
+    return out

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from nofone import __version__
 from nofone.errors import InputError
+from nofone.evaluate.frontier import FRONTIER_FILE, FRONTIER_QS, frontier
 from nofone.evaluate.metrics import (
     assignment_accuracy,
     association_matrix,
@@ -60,7 +61,7 @@ class EvaluateOptions:
     repeats: int = 20
     spike_ins: bool = True
     spike_fraction: float = 0.05
-    spike_lfcs: tuple[float, ...] = (1.0, 2.0)
+    spike_lfcs: tuple[float, ...] = (1.0, 2.0, 3.0)  # 2-, 4- and 8-fold
     spike_min_mean: float = 10.0
     gene_sets: tuple[str, ...] = ()
     compare_models: dict[str, str] = field(default_factory=dict)  # name -> model folder, beside the run's
@@ -174,12 +175,17 @@ def evaluate(run_dir: Path | None, outdir: Path, options: EvaluateOptions, *, da
             short = summarise_calls(table, ["method", "controls", "q_threshold"])
             short.to_csv(stage / "negative_control_summary.tsv", sep="\t", index=False)
             summary["negative_control"] = json.loads(short.to_json(orient="records"))
+            spiked_de = truth = None
             if options.spike_ins:
-                spikes = _spike_ins(run, data, negatives, train_ids, tissue, options, rng, stage, models)
+                spikes, spiked_de, truth = _spike_ins(run, data, negatives, train_ids, tissue, options, rng, stage,
+                                                      models)
                 spikes.to_csv(stage / "spike_ins.tsv", sep="\t", index=False)
                 short = _summarise_spikes(spikes)
                 short.to_csv(stage / "spike_ins_summary.tsv", sep="\t", index=False)
                 summary["spike_ins"] = json.loads(short.to_json(orient="records"))
+            curve = _frontier(run, de[de["sample_id"].isin(set(negatives))], spiked_de, truth, options)
+            curve.to_csv(stage / FRONTIER_FILE, sep="\t", index=False)
+            summary["frontier"] = json.loads(curve.to_json(orient="records"))
         else:
             log.warning("no held-out normal among the tested samples: no negative control or spike-ins")
         if options.gene_sets and cases:
@@ -318,10 +324,25 @@ def _deseq2_calls(data: Dataset, targets: list[str], train_ids: list[str], tissu
 # -- spike-ins -----------------------------------------------------------------------------------
 
 
+def _frontier(run: RunFolder, normals: pd.DataFrame, spiked: pd.DataFrame | None, truth: pd.DataFrame | None,
+              options: EvaluateOptions) -> pd.DataFrame:
+    """The run's model under each of its nulls (`nofone.evaluate.frontier`), its default marked."""
+    from nofone.io.artifact import read_artifact
+    from nofone.stats.nulls import available_nulls, resolve_null
+
+    artifact = read_artifact(run.model)
+    info = artifact.config
+    default = resolve_null("auto", "equal-tail-midp", info, run.model).name
+    gene_ids = artifact.genes["gene_id"].tolist()
+    return frontier(available_nulls(info, run.model), normals, gene_ids, spiked, truth, FRONTIER_QS,
+                    options.lfc_threshold, default)
+
+
 def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: list[str], tissue: pd.Series | None,
                options: EvaluateOptions, rng: np.random.Generator, stage: Path,
-               models: dict[str, Path]) -> pd.DataFrame:
-    """Plant changes in held-out normals, let each method find them, score the calls."""
+               models: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Plant changes in held-out normals, let each method find them, score the calls; also the
+    run's model's de rows of the spiked samples and the planted changes (for the frontier)."""
     chunk = data.read(negatives)
     de = pq.read_table(run.de / "de.parquet", columns=["sample_id", "gene_id", "normal_mean"]).to_pandas()
     means = de.pivot(index="sample_id", columns="gene_id", values="normal_mean").reindex(
@@ -372,7 +393,7 @@ def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: l
                 rows.append({"method": method, "sample_id": spiked, "spike_fraction": options.spike_fraction,
                              "spike_lfc": lfc, "nominal_q": q, "tp": tp, "fp": len(calls) - tp,
                              "fn": len(truth_here) - tp})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), found[next(iter(models))], truth
 
 
 def _summarise_spikes(table: pd.DataFrame) -> pd.DataFrame:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from nofone.report.context import ReportContext
 from nofone.report.figures.calls import negative_control_bars
+from nofone.report.figures.frontier import frontier_figure
 from nofone.report.html import Section, code, esc, paragraph, png_figure, subheading
 from nofone.report.inputs import EVALUATION_FILES
 from nofone.report.sections.summary import callable_folds
 
 TITLES = {
     "negative_control_summary.tsv": "Negative controls", "spike_ins_summary.tsv": "Spike-ins",
+    "frontier.tsv": "The sensitivity frontier",
     "enrichment_summary.tsv": "Gene-set enrichment", "assignment.tsv": "Tissue assignment",
     "nll_auroc.tsv": "Out-of-distribution AUROC",
 }
@@ -19,6 +21,9 @@ CAPTIONS = {
     "better: every call is false.",
     "spike_ins_summary.tsv": "Spike-ins: genes with planted fold changes in held-out normals. Precision and "
     "recall of the calls at the nominal q, and the observed FDR (should not exceed the nominal q).",
+    "frontier.tsv": "Every null of the model on the same closest normals, at q < 0.001, 0.01, 0.05 and 0.1: "
+    "false calls per never-trained normal beside the recall and precision of the planted changes. A null "
+    "that moves the frontier finds more at the same false calls (docs/null.md).",
     "enrichment_summary.tsv": "Gene-set enrichment of the DE calls in tumour samples, by method and gene set.",
     "assignment.tsv": "Tissue assignment: fraction of samples whose closest normal lies in a mixture component "
     "of their own tissue, by group and tissue.",
@@ -47,6 +52,13 @@ def build(ctx: ReportContext, section: Section) -> None:
         else:
             section.add(paragraph("negative_control_summary.tsv lacks the columns method, q_threshold, mean_de: "
                                   "no bar chart.", "note"))
+    curve = tables.get("frontier.tsv")
+    if curve is not None and {"null", "nominal_q", "false_calls_per_normal", "recall"} <= set(curve.columns):
+        section.add(png_figure(
+            frontier_figure(curve),
+            "The sensitivity frontier: false calls per never-trained normal (log axis; the dotted line is one) "
+            "against the recall of planted changes, one curve per null over q < 0.001 to 0.1. The default null "
+            "is bold, its q < 0.01 point ringed.", "frontier of false calls against recall"))
     folds = callable_folds(ctx.data.de_report)
     for name in EVALUATION_FILES:
         if name in tables:

@@ -27,6 +27,6 @@ process NOFONE_TRAIN {
     stub:
     """
     mkdir -p model
-    touch model/config.json model/weights.safetensors model/genes.tsv model/checksums.sha256 model/history.tsv model/training_representations.parquet
+    touch model/config.json model/weights.safetensors model/genes.tsv model/checksums.sha256 model/history.tsv model/training_representations.parquet model/null.safetensors
     """
 }

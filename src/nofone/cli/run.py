@@ -44,6 +44,7 @@ def run_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
     holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/inputs.md)."),
+    cross_fit: int = typer.Option(0, "--cross-fit", min=0, help="Fold models that calibrate the local null, as in `nofone train --cross-fit` (docs/null.md)."),
 ) -> None:
     """Run every step on one machine: ingest, filter, train (or --model), represent, de.
 
@@ -62,7 +63,7 @@ def run_command(
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
-        seed=seed or 0,
+        cross_fit=cross_fit, seed=seed or 0,
     )
     report = run(samplesheet, outdir, options)
     _print_groups(report)

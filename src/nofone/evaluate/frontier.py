@@ -54,21 +54,30 @@ def frontier(nulls: list[Null], normals: pd.DataFrame, gene_ids: list[str], spik
     """One row per (null, q, planted fold change): false calls per normal (`normals`: de rows of
     never-trained normals) and, with `spiked` (de rows of spiked normals) and `truth` (sample_id,
     gene_id, spike_lfc of every planted change), recall and precision of the planted changes."""
-    qs = tuple(qs)
     _, normal_m = de_matrices(normals, gene_ids)
-    spiked_ids, spiked_m = de_matrices(spiked, gene_ids) if spiked is not None else ([], None)
-    planted = lfcs = None
-    if spiked_m is not None and truth is not None:
-        row = {s: i for i, s in enumerate(spiked_ids)}
-        col = {g: j for j, g in enumerate(gene_ids)}
-        planted = np.zeros(spiked_m["count"].shape, dtype=bool)
-        keep = truth[truth["sample_id"].isin(row) & truth["gene_id"].isin(col)]
-        planted[keep["sample_id"].map(row).to_numpy(), keep["gene_id"].map(col).to_numpy()] = True
-        lfcs = truth.drop_duplicates("sample_id").set_index("sample_id")["spike_lfc"].reindex(spiked_ids).to_numpy()
+    if spiked is None or truth is None:
+        return frontier_of_matrices(nulls, normal_m, None, None, None, qs, lfc_threshold, default)
+    spiked_ids, spiked_m = de_matrices(spiked, gene_ids)
+    row = {s: i for i, s in enumerate(spiked_ids)}
+    col = {g: j for j, g in enumerate(gene_ids)}
+    planted = np.zeros(spiked_m["count"].shape, dtype=bool)
+    keep = truth[truth["sample_id"].isin(row) & truth["gene_id"].isin(col)]
+    planted[keep["sample_id"].map(row).to_numpy(), keep["gene_id"].map(col).to_numpy()] = True
+    lfcs = truth.drop_duplicates("sample_id").set_index("sample_id")["spike_lfc"].reindex(spiked_ids).to_numpy()
+    return frontier_of_matrices(nulls, normal_m, spiked_m, planted, lfcs, qs, lfc_threshold, default)
+
+
+def frontier_of_matrices(nulls: list[Null], normals: dict[str, np.ndarray], spiked: dict[str, np.ndarray] | None,
+                         planted: np.ndarray | None, spike_lfc: np.ndarray | None,
+                         qs: Iterable[float] = FRONTIER_QS, lfc_threshold: float = 1.0,
+                         default: str | None = None) -> pd.DataFrame:
+    """`frontier` on matrices (`de_matrices`): `planted` [S, G] marks the planted changes of the
+    spiked samples, `spike_lfc` [S] their |log2 fold change|."""
+    qs = tuple(qs)
     rows = []
     for null in nulls:
-        normal_calls = calls_under(null, normal_m, qs, lfc_threshold)
-        spiked_calls = calls_under(null, spiked_m, qs, lfc_threshold) if planted is not None else None
+        normal_calls = calls_under(null, normals, qs, lfc_threshold)
+        spiked_calls = calls_under(null, spiked, qs, lfc_threshold) if planted is not None else None
         for q in qs:
             base = {"null": null.name, "default": null.name == default, "nominal_q": q,
                     "false_calls_per_normal": float(normal_calls[q].sum(1).mean()),
@@ -76,11 +85,35 @@ def frontier(nulls: list[Null], normals: pd.DataFrame, gene_ids: list[str], spik
             if spiked_calls is None:
                 rows.append(base | {"spike_lfc": np.nan, "recall": np.nan, "precision": np.nan})
                 continue
-            for lfc in sorted(set(lfcs.tolist())):
-                here = lfcs == lfc
+            for lfc in sorted(set(spike_lfc.tolist())):
+                here = spike_lfc == lfc
                 called, truth_here = spiked_calls[q][here], planted[here]
                 tp = int((called & truth_here).sum())
                 n_called = int(called.sum())
                 rows.append(base | {"spike_lfc": lfc, "recall": tp / max(int(truth_here.sum()), 1),
                                     "precision": tp / n_called if n_called else np.nan})
+    return pd.DataFrame(rows)
+
+
+def positive_control(nulls: list[Null], tumours: dict[str, np.ndarray], sign: np.ndarray, strong: np.ndarray,
+                     qs: Iterable[float] = FRONTIER_QS, lfc_threshold: float = 1.0,
+                     default: str | None = None) -> pd.DataFrame:
+    """Tumours against a cohort analysis of other tumours: per (null, q) the mean calls per tumour,
+    their precision (the share whose direction the cohort calls, `sign` [G] in -1/0/+1) and the
+    recall of the cohort's strongest genes (`strong` [G])."""
+    qs = tuple(qs)
+    lfc = log2_fold_change(np.nan_to_num(tumours["count"]), np.nan_to_num(tumours["normal_mean"], nan=1.0))
+    rows = []
+    for null in nulls:
+        calls = calls_under(null, tumours, qs, lfc_threshold)
+        for q in qs:
+            c = calls[q]
+            agree = c & (np.sign(lfc) == sign[None, :]) & (sign[None, :] != 0)
+            n = c.sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                precision = np.where(n > 0, agree.sum(1) / n, np.nan)
+            rows.append({"null": null.name, "default": null.name == default, "nominal_q": q,
+                         "calls_per_tumour": float(n.mean()),
+                         "precision": float(np.nanmean(precision)) if np.isfinite(precision).any() else np.nan,
+                         "recall": float(((c & strong[None, :]).sum(1) / max(int(strong.sum()), 1)).mean())})
     return pd.DataFrame(rows)

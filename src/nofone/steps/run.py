@@ -55,6 +55,7 @@ class RunOptions:
     device: str = "auto"
     resume: bool = False
     holdout_fraction: float = 0.0  # normals never seen by filter or training, tested as negative controls
+    cross_fit: int = 0  # fold models that calibrate the local null (`nofone train --cross-fit`)
     seed: int = 0
 
 
@@ -91,7 +92,8 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
             data_dir = outdir / "filtered"
         log.info("3/5 train")
         train(train_dir, model_dir, options.config, condition_column=options.condition_column,
-              normal_value=options.normal_value, device=options.device, resume=options.resume)
+              normal_value=options.normal_value, device=options.device, resume=options.resume,
+              cross_fit=options.cross_fit)
     data = Dataset(data_dir)
     trained_on = _samples_of_split(model_dir, "train")
     targets = [s for s in data.sample_ids if s not in trained_on]

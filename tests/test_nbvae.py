@@ -173,7 +173,7 @@ def test_artifact_round_trip_and_the_dgds_layout(trained):
     folder, summary = trained
     files = {p.name for p in folder.iterdir()}
     assert files == {"config.json", "weights.safetensors", "genes.tsv", "checksums.sha256", "history.tsv",
-                     "training_representations.parquet"}
+                     "training_representations.parquet", "null.safetensors"}
     info = read_artifact(folder).config
     assert info["model_type"] == "nbvae" and info["nbvae"]["hidden"] == [64, 32]
     assert info["training"]["n_train"] + info["training"]["n_test"] == 120

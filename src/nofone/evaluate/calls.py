@@ -46,13 +46,15 @@ def negative_control_calls(summary: pd.DataFrame, groups: Iterable[str]) -> dict
 
 
 def top_calls(table: pd.DataFrame, q_threshold: float, lfc_threshold: float, n: int) -> pd.DataFrame:
-    """One sample's `n` most significant genes (q-value, then |log2FC|, then gene id), with a
-    `call` column: up, down (q < q_threshold and |log2FC| > lfc_threshold) or ''."""
-    t = table.copy()
+    """One sample's `n` most significant genes (q-value, then the NB's q-value where there is one,
+    then |log2FC|, then gene id), with a `call` column: up, down (q < q_threshold and |log2FC| >
+    lfc_threshold) or '', and de's tier (abnormal, candidate) as `tier` where the table has it."""
+    t = table.rename(columns={"call": "tier"})
     called = (t["q_value"] < q_threshold) & (t["log2_fold_change"].abs() > lfc_threshold)
     t["call"] = np.where(called, np.where(t["log2_fold_change"] > 0, "up", "down"), "")
     t["_abs"] = -t["log2_fold_change"].abs()
-    return t.sort_values(["q_value", "_abs", "gene_id"]).head(n).drop(columns="_abs")
+    order = ["q_value", *(["q_value_nb"] if "q_value_nb" in t else []), "_abs", "gene_id"]
+    return t.sort_values(order).head(n).drop(columns="_abs")
 
 
 def largest_changes(table: pd.DataFrame, n: int, column: str = "log2_fold_change") -> pd.DataFrame:

@@ -15,7 +15,8 @@ def build(ctx: ReportContext, section: Section) -> None:
     order = {g: i for i, g in enumerate(ctx.group_order(summary["group"]))}
     frame = summary.assign(_o=summary["group"].map(order)).sort_values(
         ["_o", "n_de", "sample_id"], ascending=[True, False, True]).drop(columns="_o").reset_index(drop=True)
-    first = ["sample_id", "group", *(["tissue"] if "tissue" in frame else []), "n_up", "n_down", "n_de"]
+    tiers = [c for c in ("n_candidate", "n_de_nb") if c in frame]
+    first = ["sample_id", "group", *(["tissue"] if "tissue" in frame else []), "n_up", "n_down", "n_de", *tiers]
     frame = frame[first + [c for c in frame.columns if c not in first]]
     colours = {g: ctx.colours[g] for g in order}
     rule = ctx.numbers.get("call_rule", "as in de/de_report.json")
@@ -29,7 +30,10 @@ def build(ctx: ReportContext, section: Section) -> None:
         "rather than biology.", "DE genes per sample"))
     shown = frame.drop(columns=[c for c in ("scale",) if c in frame])
     section.add(ctx.html_table("de_per_sample", frame,
-                               "DE genes per sample (n_cannot_call_down: genes whose expected count is so low that "
+                               "DE genes per sample. Two tiers: n_de counts the abnormal calls (beyond healthy "
+                               "variation, the null of de), n_candidate the genes only the NB test calls (changes "
+                               "against the closest normal that healthy people also show at that size; n_de_nb: "
+                               "every NB call). n_cannot_call_down: genes whose expected count is so low that "
                                "even 0 reads would not be a significant down call; model_error_sd: how far, on the "
                                "log scale, the sample's closest normal misses it beyond the NB's own noise, 0 for a "
                                "sample the model fits as well as its held-out normals; many calls with a large "

@@ -13,8 +13,9 @@ from nofone.report.style import is_normal_like
 
 MAX_VOLCANOES = 12
 DE_COLUMNS = ("sample_id", "gene_id", "gene_name", "count", "normal_mean", "log2_fold_change", "p_value",
-              "q_value", "can_call_down")
-TOP_COLUMNS = ("sample_id", "gene_id", "gene_name", "call", "count", "normal_mean", "log2_fold_change", "q_value")
+              "q_value", "can_call_down", "q_value_nb", "call")
+TOP_COLUMNS = ("sample_id", "gene_id", "gene_name", "call", "tier", "count", "normal_mean", "log2_fold_change",
+               "q_value", "q_value_nb")
 
 
 def _volcano_samples(ctx: ReportContext) -> list[str]:
@@ -77,6 +78,7 @@ def build(ctx: ReportContext, section: Section) -> None:
         section.add(subheading(f"{sample}{group}"))
         section.add(table(t[keep].drop(columns="sample_id").reset_index(drop=True),
                           f"Top {ctx.options.top_genes} genes by q-value (then |log2FC|); normal_mean: expected "
-                          "count of the closest normal."))
+                          "count of the closest normal; tier: abnormal (beyond healthy variation) or "
+                          "candidate (the NB test's call only), q_value_nb: the NB test's q-value."))
     ctx.add_table("volcano_top_genes", pd.concat(top_all, ignore_index=True))
     ctx.numbers["volcano"] = {"samples": list(tables), "q_threshold": q_thr, "lfc_threshold": lfc_thr}

@@ -136,7 +136,9 @@ def test_pvalues_are_uniform_under_the_models_own_nb(saved_model, tmp_path):
     assert summary["n_de"].sum() / (n * N_GENES) <= 0.05
     assert (tmp_path / "de" / "samples" / "s0.tsv").is_file()
     assert set(de.columns) == {"sample_id", "gene_id", "gene_name", "count", "normal_mean", "dispersion",
-                               "log2_fold_change", "p_value", "q_value", "can_call_down"}
+                               "log2_fold_change", "p_value", "q_value", "can_call_down", "p_value_nb",
+                               "q_value_nb", "call"}
+    np.testing.assert_array_equal(de["p_value_nb"], de["p_value"])  # --null nb: both tiers are the NB test
     # the model error is reported without --null model-error too, and a perfectly modelled sample has
     # (almost always) none, so the widened test leaves it alone
     assert (summary["model_error_sd"] == 0).mean() >= 0.9

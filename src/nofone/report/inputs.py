@@ -31,7 +31,7 @@ DE_SUMMARY = "summary.tsv"
 DE_REPORT = "de_report.json"
 GATHER_REPORT = "gather_report.json"  # `nofone gather` (Nextflow's GATHER): the chunks' reports
 SAMPLES = "samples.parquet"
-EVALUATION_FILES = ("negative_control_summary.tsv", "spike_ins_summary.tsv", "frontier.tsv",
+EVALUATION_FILES = ("negative_control_summary.tsv", "spike_ins_summary.tsv", "frontier.tsv", "tumour_control.tsv",
                     "enrichment_summary.tsv", "assignment.tsv", "nll_auroc.tsv")
 # written by `nofone cohort-de` (nofone.steps.cohort_de, not imported: it needs torch)
 COHORT_RESULTS = "cohort_de.tsv"

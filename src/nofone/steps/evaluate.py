@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from nofone import __version__
 from nofone.errors import InputError
-from nofone.evaluate.frontier import FRONTIER_FILE, FRONTIER_QS, frontier
+from nofone.evaluate.frontier import FRONTIER_FILE
 from nofone.evaluate.metrics import (
     assignment_accuracy,
     association_matrix,
@@ -44,6 +44,7 @@ from nofone.io.dataset import COUNTS_FILE, CountChunk, CountWriter, Dataset, wri
 from nofone.models.registry import model_facts
 from nofone.progress import progress
 from nofone.report.inputs import read_de_report
+from nofone.steps.frontier import TUMOUR_CONTROL_FILE, run_frontier, tumour_control
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,15 @@ def evaluate(run_dir: Path | None, outdir: Path, options: EvaluateOptions, *, da
                 short = _summarise_spikes(spikes)
                 short.to_csv(stage / "spike_ins_summary.tsv", sep="\t", index=False)
                 summary["spike_ins"] = json.loads(short.to_json(orient="records"))
-            curve = _frontier(run, de[de["sample_id"].isin(set(negatives))], spiked_de, truth, options)
+            curve = run_frontier(run.model, de[de["sample_id"].isin(set(negatives))], spiked_de, truth, options)
             curve.to_csv(stage / FRONTIER_FILE, sep="\t", index=False)
             summary["frontier"] = json.loads(curve.to_json(orient="records"))
         else:
             log.warning("no held-out normal among the tested samples: no negative control or spike-ins")
+        control = tumour_control(run.model, data, de, cases, train_ids, options, rng)
+        if control is not None:
+            control.to_csv(stage / TUMOUR_CONTROL_FILE, sep="\t", index=False)
+            summary["tumour_control"] = json.loads(control.to_json(orient="records"))
         if options.gene_sets and cases:
             sets = read_gene_sets(options.gene_sets)
             if len(cases) > options.max_cases:
@@ -322,20 +327,6 @@ def _deseq2_calls(data: Dataset, targets: list[str], train_ids: list[str], tissu
 
 
 # -- spike-ins -----------------------------------------------------------------------------------
-
-
-def _frontier(run: RunFolder, normals: pd.DataFrame, spiked: pd.DataFrame | None, truth: pd.DataFrame | None,
-              options: EvaluateOptions) -> pd.DataFrame:
-    """The run's model under each of its nulls (`nofone.evaluate.frontier`), its default marked."""
-    from nofone.io.artifact import read_artifact
-    from nofone.stats.nulls import available_nulls, resolve_null
-
-    artifact = read_artifact(run.model)
-    info = artifact.config
-    default = resolve_null("auto", "equal-tail-midp", info, run.model).name
-    gene_ids = artifact.genes["gene_id"].tolist()
-    return frontier(available_nulls(info, run.model), normals, gene_ids, spiked, truth, FRONTIER_QS,
-                    options.lfc_threshold, default)
 
 
 def _spike_ins(run: RunFolder, data: Dataset, negatives: list[str], train_ids: list[str], tissue: pd.Series | None,

@@ -11,7 +11,7 @@ from nofone.report.sections.summary import callable_folds
 
 TITLES = {
     "negative_control_summary.tsv": "Negative controls", "spike_ins_summary.tsv": "Spike-ins",
-    "frontier.tsv": "The sensitivity frontier",
+    "frontier.tsv": "The sensitivity frontier", "tumour_control.tsv": "Tumour positive control",
     "enrichment_summary.tsv": "Gene-set enrichment", "assignment.tsv": "Tissue assignment",
     "nll_auroc.tsv": "Out-of-distribution AUROC",
 }
@@ -24,6 +24,9 @@ CAPTIONS = {
     "frontier.tsv": "Every null of the model on the same closest normals, at q < 0.001, 0.01, 0.05 and 0.1: "
     "false calls per never-trained normal beside the recall and precision of the planted changes. A null "
     "that moves the frontier finds more at the same false calls (docs/null.md).",
+    "tumour_control.tsv": "Half the cases as a cohort (DESeq2 against the training normals), the other half "
+    "tested one by one under every null: calls per case, the share whose direction the cohort also calls "
+    "(precision) and the share of the cohort's |log2FC| > 3 genes called (recall).",
     "enrichment_summary.tsv": "Gene-set enrichment of the DE calls in tumour samples, by method and gene set.",
     "assignment.tsv": "Tissue assignment: fraction of samples whose closest normal lies in a mixture component "
     "of their own tissue, by group and tissue.",
@@ -55,7 +58,7 @@ def build(ctx: ReportContext, section: Section) -> None:
     curve = tables.get("frontier.tsv")
     if curve is not None and {"null", "nominal_q", "false_calls_per_normal", "recall"} <= set(curve.columns):
         section.add(png_figure(
-            frontier_figure(curve),
+            frontier_figure(curve, tables.get("tumour_control.tsv")),
             "The sensitivity frontier: false calls per never-trained normal (log axis; the dotted line is one) "
             "against the recall of planted changes, one curve per null over q < 0.001 to 0.1. The default null "
             "is bold, its q < 0.01 point ringed.", "frontier of false calls against recall"))

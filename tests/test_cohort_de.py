@@ -236,7 +236,7 @@ def _nfgroovy():
     return module
 
 
-@pytest.mark.parametrize("stub", [False, True])
+@pytest.mark.parametrize("stub", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_nextflow_module_script_and_stub_run_against_the_cli(cohort, tmp_path, stub):
     nfg = _nfgroovy()
     root, _, gmt = cohort

@@ -103,6 +103,7 @@ def small_run(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_evaluate_writes_every_table(small_run, runner):
     from nofone.cli.app import app
 
@@ -169,6 +170,7 @@ def test_null_of_a_de_folder_is_the_one_it_was_asked_for(tmp_path, report, null)
         assert null_of_de(tmp_path) == null
 
 
+@pytest.mark.slow
 def test_evaluate_compares_a_second_model(small_run, runner):
     from nofone.cli.app import app
 

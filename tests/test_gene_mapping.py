@@ -132,6 +132,7 @@ def test_the_cli_takes_annotation_twice(tmp_path, tables, runner):
 
 @pytest.mark.realdata
 @requires_shared_data
+@pytest.mark.slow
 def test_the_atlas_keeps_19100_genes_with_both_tables():
     """bench/atlas_genes.py measures the same: 17,812 rows with the Ensembl table alone."""
     import gzip

@@ -140,9 +140,21 @@ def test_real_cuda_out_of_memory_exits_75_and_leaves_nothing(sim, cpu_model, run
     assert not (tmp_path / "reps").exists()
 
 
-def test_cuda_out_of_memory_is_exit_75_without_a_gpu(sim, cpu_model, runner, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A dataset and a 2-epoch DGD: enough to reach the search, which the test below replaces."""
+    root = tmp_path_factory.mktemp("gpu_tiny")
+    simulate(root / "sim", SimulationConfig(tissues=2, samples_per_tissue=12, genes=200, cases=2, seed=5))
+    ingest(root / "sim" / "samplesheet.csv", root / "data", IngestOptions())
+    train(root / "data", root / "model", _dgd_config(root, epochs=2), device="cpu")
+    return root
+
+
+def test_cuda_out_of_memory_is_exit_75_without_a_gpu(tiny, runner, tmp_path, monkeypatch):
     """The same contract, with the error raised where the search runs (no GPU needed)."""
     import nofone.steps.represent as step
+
+    sim, cpu_model = tiny, tiny / "model"
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -168,7 +168,8 @@ def test_snapshots_do_not_depend_on_the_thread_count(tmp_path):
     for path in (REPO / "tests" / "modules" / name for name in names):
         suite = SUITES[path]
         case = next(c for c in suite.tests if not c.stub)
-        session = nft.run(suite, case, tmp_path / path.stem, launch=launch, extra_config=(one_thread,))
+        # cache: the suites share their upstream tasks (SIMULATE, INGEST, FILTER, TRAIN), each run once
+        session = nft.run(suite, case, tmp_path / path.stem, launch=launch, extra_config=(one_thread,), cache=True)
         assert {t.command.split()[2] for t in session.tasks} == {"1"}, "every task ran with --threads 1"
 
 

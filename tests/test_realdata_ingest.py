@@ -76,6 +76,7 @@ def test_gse60450_raw_counts_exact(tmp_path):
     np.testing.assert_array_equal(data.read().counts.T, raw.iloc[:, 2:].to_numpy())
 
 
+@pytest.mark.slow
 def test_whole_normal_atlas_into_one_cohort(tmp_path):
     report = ingest(atlas_sheet(tmp_path), tmp_path / "atlas",
                     IngestOptions(round_counts=True, annotation=ANNOTATION))

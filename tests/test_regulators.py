@@ -168,6 +168,7 @@ def test_baselines_are_fitted_on_the_same_split(tmp_path):
     assert set(report["baseline_settings"]) == {"ridge_alpha", "boosted_trees"}
 
 
+@pytest.mark.slow
 def test_false_positive_rate_over_several_simulations(tmp_path):
     """Not one lucky seed: three more simulations, unplanted p < 0.05 at the nominal rate."""
     from nofone.regulators.explain import ExplainContext, ExplainOptions, explain_profile

@@ -40,6 +40,7 @@ def _config(tmp_path, **training):
     return write(tmp_path / "config.json", json.dumps(settings))
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_writes_the_artifact(small_data, tmp_path):
     config = load_config(str(_config(tmp_path, epochs=8, early_stopping=False)))
     a = train(small_data, tmp_path / "a", config, device="cpu")
@@ -89,6 +90,7 @@ def test_cross_fitting_gives_every_normal_a_residual_from_a_model_that_never_saw
         train(small_data, tmp_path / "too_many", config, device="cpu", cross_fit=61)
 
 
+@pytest.mark.slow
 def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_data, tmp_path):
     """`"dispersion": "latent"`: r from a head on the decoder, trained, calibrated on the held-out
     normals, saved, and used at each sample's own closest normal by represent and de."""
@@ -117,6 +119,7 @@ def test_latent_dependent_dispersion_trains_and_serves_represent_and_de(small_da
     assert (per_gene.std(axis=1) > 0).mean() > 0.9 and de["p_value"].between(0, 1).all()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
     config = _config(tmp_path, epochs=40, early_stopping=True, patience=100)
     base = [sys.executable, "-m", "nofone", "-q", "train", "--input", str(small_data), "--config", str(config),

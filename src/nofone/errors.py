@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,19 +28,27 @@ class CudaOutOfMemory(NofoneError):
     exit_code = EXIT_CUDA_OOM
 
 
+def as_cuda_out_of_memory(exc: BaseException, advice: str) -> CudaOutOfMemory | None:
+    """`CudaOutOfMemory` (exit 75) for torch's CUDA out-of-memory error, with `advice` ("retry with
+    a smaller --chunk-size ...") after torch's own first line; None for any other error."""
+    torch = sys.modules.get("torch")  # an out-of-memory error means torch is already imported
+    if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError):
+        return None
+    first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
+    return CudaOutOfMemory(f"CUDA out of memory ({first}); {advice}")
+
+
 @contextmanager
 def cuda_memory_guard(advice: str) -> Iterator[None]:
-    """Turn torch's CUDA out-of-memory error into `CudaOutOfMemory` (exit 75), with `advice`
-    ("retry with a smaller --chunk-size ...") after torch's own first line."""
+    """Raise torch's CUDA out-of-memory error inside the block as `CudaOutOfMemory`, with the
+    step's own `advice`."""
     try:
         yield
     except RuntimeError as exc:
-        import torch  # already imported by whoever ran out of GPU memory
-
-        if not isinstance(exc, torch.cuda.OutOfMemoryError):
+        converted = as_cuda_out_of_memory(exc, advice)
+        if converted is None:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else "CUDA out of memory"
-        raise CudaOutOfMemory(f"CUDA out of memory ({first}); {advice}") from exc
+        raise converted from exc
 
 
 def shown(text: str, limit: int = 40) -> str:

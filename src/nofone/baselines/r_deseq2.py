@@ -9,9 +9,10 @@ ways, so that `nofone.baselines.deseq2` gives R's results (tests/test_realdata_d
   instead of MAD^2 - trigamma (airway: 0.57 against pydeseq2's 0.25); its loess smoothing is
   `local_quadratic`;
 - independent filtering: R's `pvalueAdjustment` with R's `lowess` (`r_lowess`, a port of the C
-  `clowess`) and `p.adjust(method = "BH")` (`bh`). pydeseq2's own lowess picks another filter
-  threshold on GSE60450 (fed R's p-values it changes 1.5% of the padj NA mask); ours reproduces
-  R's padj from R's p-values to 2e-15 on both reference sets.
+  `clowess`) and `p.adjust(method = "BH")` (`nofone.stats.multiple_testing.bh_adjust`).
+  pydeseq2's own lowess picks another filter threshold on GSE60450 (fed R's p-values it changes
+  1.5% of the padj NA mask); ours reproduces R's padj from R's p-values to 2e-15 on both
+  reference sets.
 
 numpy in, numpy out; nothing here knows pydeseq2.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from nofone.errors import InputError
+from nofone.stats.multiple_testing import bh_adjust
 
 
 def r_parametric_dispersion_fit(means: np.ndarray, dispersions: np.ndarray) -> np.ndarray | None:
@@ -158,7 +160,7 @@ def r_independent_filtering(base_mean: np.ndarray, pvalue: np.ndarray, alpha: fl
     for i, cutoff in enumerate(cutoffs):  # genefilter::filtered_p
         use = base_mean >= cutoff
         if use.any():
-            adjusted[use, i] = bh(pvalue[use])
+            adjusted[use, i] = bh_adjust(pvalue[use])
     with np.errstate(invalid="ignore"):
         n_rejected = (adjusted < alpha).sum(axis=0)
     fitted = r_lowess(theta, n_rejected.astype(float), f=1 / 5)
@@ -170,24 +172,6 @@ def r_independent_filtering(base_mean: np.ndarray, pvalue: np.ndarray, alpha: fl
         above = np.flatnonzero(n_rejected > threshold)
         j = int(above[0]) if len(above) else 0
     return adjusted[:, j]
-
-
-def bh(p: np.ndarray) -> np.ndarray:
-    """R's `p.adjust(p, "BH")`: NaN stays NaN and does not count."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    values = p[ok]
-    n = len(values)
-    if n == 0:
-        return out
-    order = np.argsort(values)[::-1]
-    ranks = np.arange(n, 0, -1)
-    adjusted = np.minimum.accumulate(values[order] * n / ranks)
-    result = np.empty(n)
-    result[order] = np.minimum(adjusted, 1.0)
-    out[ok] = result
-    return out
 
 
 def r_lowess(x: np.ndarray, y: np.ndarray, f: float = 2 / 3, iterations: int = 3,

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nofone.errors import EXIT_CUDA_OOM, EXIT_INPUT, NofoneError
+from nofone.errors import EXIT_INPUT, NofoneError, as_cuda_out_of_memory
 
 err_console = Console(stderr=True)
 log = logging.getLogger("nofone")
@@ -50,10 +50,13 @@ def handle_errors(func: F) -> F:
             where = f": {exc.filename}" if exc.filename else ""
             fail(f"{(exc.strerror or str(exc)).lower()}{where}", EXIT_INPUT if exc.errno in _PATH_ERRNOS else 1)
         except RuntimeError as exc:
-            if "CUDA out of memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
-                fail(f"CUDA out of memory ({exc}); retry with a smaller --chunk-size or on a larger GPU",
-                     EXIT_CUDA_OOM)
-            raise
+            # Steps guard their GPU work with a step-specific advice (`errors.cuda_memory_guard`);
+            # this catches the GPU work that no guard wraps (cohort DE's decoding and sampling, the
+            # diffusion model's perturb and augment), by the error's type as the guard does.
+            converted = as_cuda_out_of_memory(exc, "retry with a smaller --chunk-size or on a larger GPU")
+            if converted is None:
+                raise
+            fail(str(converted), converted.exit_code)
 
     return wrapper  # type: ignore[return-value]
 

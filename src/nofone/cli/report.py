@@ -20,7 +20,7 @@ def report_command(
     representations: Path | None = typer.Option(None, "--representations", help="Folder with representations.parquet (instead of RUN/representations), e.g. the Nextflow cohort/ folder."),
     de: Path | None = typer.Option(None, "--de", help="Folder with de.parquet, summary.tsv (instead of RUN/de), e.g. the Nextflow cohort/ folder."),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder with samples.parquet (instead of RUN/filtered or RUN/data)."),
-    cohort_de: Path | None = typer.Option(None, "--cohort-de", help="Output folder of `nofone cohort-de`: adds its section; may be given without --run (docs/inputs.md)."),
+    cohort_de: Path | None = typer.Option(None, "--cohort-de", help="Output folder of `nofone cohort-de`: adds its section; may be given without --run (docs/input.md)."),
     max_table_rows: int = typer.Option(200, min=1, help="Rows shown per table in the HTML (the TSVs have all)."),
 ) -> None:
     """Write an HTML report of a run (model, training, latent, NLL, DE calls, volcanoes) and/or of `nofone cohort-de`.

@@ -43,7 +43,7 @@ def run_command(
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for DE calls."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
-    holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/inputs.md)."),
+    holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/input.md)."),
     cross_fit: int = typer.Option(0, "--cross-fit", min=0, help="Fold models that calibrate the local null, as in `nofone train --cross-fit` (docs/null.md)."),
 ) -> None:
     """Run every step on one machine: ingest, filter, train (or --model), represent, de.

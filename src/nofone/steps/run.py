@@ -64,7 +64,7 @@ class RunOptions:
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
     check_null(options.null, options.test)
-    annotation = options.ingest.annotation[0] if options.ingest.annotation else None
+    annotation = _first_annotation(options.ingest.annotation)
     if options.regulators is not None:
         options.regulators.check(annotation)
     steps = 5 if options.regulators is None else 6
@@ -118,6 +118,13 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
                                                (options.condition_column, options.normal_value))
     write_json_atomic(outdir / "run_summary.json", report)
     return report
+
+
+def _first_annotation(annotation: Path | list[Path] | None) -> Path | None:
+    """The annotation that gives a regulator model its chromosomes: the only or the first one."""
+    if isinstance(annotation, list | tuple):
+        return Path(annotation[0]) if annotation else None
+    return Path(annotation) if annotation else None
 
 
 def _training_subset(data_dir: Path, outdir: Path, options: RunOptions) -> Path:

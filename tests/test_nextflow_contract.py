@@ -50,7 +50,7 @@ EXPECTED = {
     "NOFONE_SIMULATE": "simulate", "NOFONE_INGEST": "ingest", "NOFONE_FILTER": "filter",
     "NOFONE_TRAIN": "train", "NOFONE_CHUNK": "chunk", "NOFONE_REPRESENT": "represent",
     "NOFONE_DE": "de", "NOFONE_GATHER": "gather", "NOFONE_COHORT_DE": "cohort-de",
-    "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluate", "NOFONE_REPORT": "report",
+    "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluate", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
 }
 # Commands of a command group: `nofone deseq2 n-of-one`
 SUBCOMMANDS = {"NOFONE_DESEQ2": "n-of-one"}
@@ -59,17 +59,18 @@ PROCESS_LABELS = {
     "NOFONE_SIMULATE": "process_single", "NOFONE_INGEST": "process_medium", "NOFONE_FILTER": "process_low",
     "NOFONE_TRAIN": "process_gpu", "NOFONE_CHUNK": "process_single", "NOFONE_REPRESENT": "process_gpu",
     "NOFONE_DE": "process_low", "NOFONE_GATHER": "process_low", "NOFONE_COHORT_DE": "process_medium",
-    "NOFONE_DESEQ2": "process_medium", "NOFONE_EVALUATE": "process_medium", "NOFONE_REPORT": "process_single",
+    "NOFONE_DESEQ2": "process_medium", "NOFONE_EVALUATE": "process_medium", "NOFONE_EXPLAIN": "process_medium",
+    "NOFONE_REPORT": "process_single",
 }
 # What each process publishes under --outdir (docs/nextflow.md, "Output"); REPRESENT and DE nothing
 PUBLISHED = {
     "NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered", "NOFONE_TRAIN": "model",
     "NOFONE_CHUNK": "chunks/chunk_*.txt", "NOFONE_GATHER": "cohort", "NOFONE_COHORT_DE": "cohort_de",
-    "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation", "NOFONE_REPORT": "report",
+    "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
 }
 # Optional path inputs: [] (or [[:], []] for a [meta, folder]) when what they hold did not run
 OPTIONAL_INPUTS = {"genes", "annotation", "config_json", "gene_sets", "symbol_map", "evaluation", "cohort_de",
-                   "NOFONE_DESEQ2.model"}
+                   "explain", "NOFONE_DESEQ2.model"}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
 GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT"}
 LABELS = ("process_single", "process_low", "process_medium", "process_high", "process_gpu")
@@ -192,7 +193,8 @@ VARIANTS = [
     ((), {"round_counts": True, "protein_coding": True, "train_config_json": "cfg.json", "epochs": 7,
           "represent_method": "one_opt", "de_test": "density", "q_threshold": 0.05, "lfc_threshold": 0.5,
           "normal_value": "healthy", "chunk_size": 3}),
-    ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz"}),
+    ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz",
+          "regulators": "/models/regulators"}),
     (("test",), COHORT_PARAMS | {"de_null": "outlier"}),
     ((), {"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
           "cohort_epochs": 5, "cohort_latent_dim": 2, "gene_sets": "h.all.gmt", "symbol_map": "mouse_to_human.tsv"}),
@@ -388,6 +390,31 @@ def test_de_null_ext_args(de_null):
     (auto), the outlier mixture, the paper's NB or the sample's own model error."""
     assert _ext_args("NOFONE_DE", de_null=de_null) == \
         f"--test equal-tail-midp --null {de_null} --q-threshold 0.01 --lfc-threshold 1.0"
+
+
+def test_explain_runs_against_the_cli(tmp_path):
+    """NOFONE_EXPLAIN's script, rendered as the pipeline renders it, run for real on the fixture's
+    regulator model and simulated profiles (tests/nextflow/fixtures/regulators/): the planted
+    regulators of S1 and S2 come out first, nothing is significant in S3 (pure noise)."""
+    import pandas as pd
+
+    fixtures = REPO / "tests" / "nextflow" / "fixtures" / "regulators"
+    session = nff.Session(tmp_path / "work", params={"checkpoint_dir": str(tmp_path / "ckpt")}, profiles=("test",),
+                          launch_dir=tmp_path)
+    nff.Active.session = session
+    task = session.run_task(PROCESSES["NOFONE_EXPLAIN"], [({"id": "cohort"}, nff.NFPath(fixtures / "de")),
+                                                          ({"id": "regulators"}, nff.NFPath(fixtures / "model"))])
+    assert " ".join(task.command.split()[3:]) == "explain --regulators regulators --de cohort --outdir explain"
+    meta, folder = task.outputs["explain"]
+    assert meta == {"id": "cohort"}
+    summary = pd.read_csv(nff.as_path(folder) / "summary.tsv", sep="\t").set_index("sample_id")
+    assert list(summary.index) == ["S1", "S2", "S3"] and summary.loc["S3", "n_significant"] == 0
+    truth = pd.read_csv(fixtures / "truth.tsv", sep="\t")
+    for sample in ("S1", "S2"):
+        top = pd.read_csv(nff.as_path(folder) / "regulators" / f"{sample}.tsv", sep="\t").iloc[0]
+        planted = set(truth.loc[(truth["sample_id"] == sample) & truth["planted"], "feature"])
+        assert top["feature"] in planted and top["q_value"] < 0.05, (sample, top)
+    assert _ext_args("NOFONE_EXPLAIN") == ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,7 +614,8 @@ def test_process_directives_and_outputs(name):
 
 
 def test_process_labels():
-    """DESEQ2 and EVALUATE fit DESeq2 many times (CPU-bound): process_medium; REPORT: one CPU."""
+    """DESEQ2 and EVALUATE fit DESeq2 many times (CPU-bound): process_medium, as EXPLAIN (DeepLIFT
+    and Integrated Gradients per sample, on the CPU); REPORT: one CPU."""
     assert {name: labels_of(process)[0] for name, process in PROCESSES.items()} == PROCESS_LABELS
 
 

@@ -43,8 +43,11 @@ NF_TESTS = [*sorted(REPO.glob("tests/modules/*.nf.test")), REPO / "tests" / "mai
 SUITES = {path: nft.parse(path) for path in NF_TESTS}
 COHORT_FIXTURES = REPO / "tests" / "nextflow" / "fixtures" / "cohort"
 STUB_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "stub" / "model"
+REGULATOR_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "regulators" / "model"
 ALL = {"NOFONE_SIMULATE", "NOFONE_INGEST", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_CHUNK", "NOFONE_REPRESENT",
-       "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}
+       "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_EXPLAIN",
+       "NOFONE_REPORT"}
+OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"}  # only with --cohort_group, --regulators
 MAIN_REAL_RUN = "real run on the simulated cohort"
 
 
@@ -228,23 +231,27 @@ def test_nf_test_serializes_snapshot_values_as_nf_test_does(tmp_path):
 GMT_PARAMS = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"),
               "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
+REGULATOR_PARAMS = {"regulators": str(REGULATOR_MODEL)}
 STUB_RUNS = {
-    "test": ({}, ALL - {"NOFONE_COHORT_DE"}),
-    "model": ({"model": str(STUB_MODEL)}, ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN",
-                                                 "NOFONE_EVALUATE"}),
-    "skip_deseq2": ({"skip_deseq2": True}, ALL - {"NOFONE_COHORT_DE", "NOFONE_DESEQ2"}),
+    "test": ({}, ALL - OPTIONAL),
+    "model": ({"model": str(STUB_MODEL)}, ALL - OPTIONAL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE"}),
+    "skip_deseq2": ({"skip_deseq2": True}, ALL - OPTIONAL - {"NOFONE_DESEQ2"}),
     "skip_all": ({"skip_deseq2": True, "skip_evaluate": True, "skip_report": True},
-                 ALL - {"NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
-    "cohort_de": (COHORT_PARAMS | GMT_PARAMS, ALL),
+                 ALL - OPTIONAL - {"NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
+    "cohort_de": (COHORT_PARAMS | GMT_PARAMS, ALL - {"NOFONE_EXPLAIN"}),
     "cohort_de_model": (COHORT_PARAMS | {"model": str(STUB_MODEL), "skip_deseq2": True},
-                        ALL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2"}),
-    "nbvae": ({"model_type": "nbvae"}, ALL - {"NOFONE_COHORT_DE"}),
-    "input": ({"simulate": False, "input": "SHEET"}, ALL - {"NOFONE_COHORT_DE", "NOFONE_SIMULATE"}),
+                        ALL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_EXPLAIN"}),
+    "nbvae": ({"model_type": "nbvae"}, ALL - OPTIONAL),
+    "input": ({"simulate": False, "input": "SHEET"}, ALL - OPTIONAL - {"NOFONE_SIMULATE"}),
+    "regulators": (COHORT_PARAMS | REGULATOR_PARAMS, ALL),
+    "regulators_model_no_report": (REGULATOR_PARAMS | {"model": str(STUB_MODEL), "skip_report": True},
+                                   ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE",
+                                          "NOFONE_REPORT"}),
 }
 FOLDERS = {"NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered",
            "NOFONE_TRAIN": "model", "NOFONE_CHUNK": "chunks", "NOFONE_GATHER": "cohort",
            "NOFONE_COHORT_DE": "cohort_de", "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation",
-           "NOFONE_REPORT": "report"}
+           "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report"}
 
 
 def test_the_stub_runs_cover_every_process_and_branch():
@@ -287,9 +294,11 @@ def check_wiring(session: nff.Session, params: dict) -> None:
         "NOFONE_COHORT_DE": {"data": ("NOFONE_INGEST", "data")},  # every sample, not FILTER's
         "NOFONE_DESEQ2": {"data": data, "model": model},
         "NOFONE_EVALUATE": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort")},
+        "NOFONE_EXPLAIN": {"cohort": ("NOFONE_GATHER", "cohort"), "regulators": None},  # --regulators itself
         "NOFONE_REPORT": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort"),
                           "evaluation": ("NOFONE_EVALUATE", "evaluation") if session.ran("NOFONE_EVALUATE") else None,
-                          "cohort_de": ("NOFONE_COHORT_DE", "results") if session.ran("NOFONE_COHORT_DE") else None},
+                          "cohort_de": ("NOFONE_COHORT_DE", "results") if session.ran("NOFONE_COHORT_DE") else None,
+                          "explain": ("NOFONE_EXPLAIN", "explain") if session.ran("NOFONE_EXPLAIN") else None},
     }
     for process, inputs in expected.items():
         for task in session.ran(process):
@@ -298,6 +307,8 @@ def check_wiring(session: nff.Session, params: dict) -> None:
     for task in session.ran("NOFONE_CHUNK") + session.ran("NOFONE_REPRESENT") + session.ran("NOFONE_DE"):
         if params.get("model"):
             assert nff.as_path(task.inputs["model"]) == Path(params["model"]), "--model: the folder given"
+    for task in session.ran("NOFONE_EXPLAIN"):
+        assert nff.as_path(task.inputs["regulators"]) == Path(params["regulators"]), "--regulators: the folder given"
 
 
 @pytest.mark.parametrize("run", sorted(STUB_RUNS))
@@ -323,6 +334,9 @@ def test_pipeline_stub_run(run, tmp_path):
     if "NOFONE_REPORT" in command:
         assert ("--evaluation evaluation" in command["NOFONE_REPORT"]) is ("NOFONE_EVALUATE" in command)
         assert ("--cohort-de cohort_de" in command["NOFONE_REPORT"]) is ("NOFONE_COHORT_DE" in command)
+        assert ("--explain explain" in command["NOFONE_REPORT"]) is ("NOFONE_EXPLAIN" in command)
+    if "NOFONE_EXPLAIN" in command:
+        assert "explain --regulators regulators --de cohort --outdir explain" in command["NOFONE_EXPLAIN"]
     assert ("--genes model_genes/genes.tsv" in command["NOFONE_INGEST"]) is bool(params.get("model"))
     if params.get("input"):
         assert [f.name for f in session.ran("NOFONE_INGEST")[0].inputs["counts"]] == ["n1.tsv", "n2.tsv", "c1.tsv"]
@@ -372,11 +386,13 @@ def test_wiring_mistakes_fail(tmp_path, old, new, error):
      "NOFONE_DESEQ2(NOFONE_INGEST.out.data, params.model ? absent : ch_model)"),  # every sample, unfiltered
     ("            report_evaluation,\n", "            NOFONE_GATHER.out.cohort,\n"),
     ("NOFONE_CHUNK(ch_data, ch_model)", "NOFONE_CHUNK(ch_data, ch_data)"),
+    ("NOFONE_EXPLAIN(NOFONE_GATHER.out.cohort, ch_regulators)", "NOFONE_EXPLAIN(NOFONE_GATHER.out.cohort, ch_model)"),
+    ("            report_explain\n", "            report_evaluation\n"),
 ])
 def test_wiring_that_runs_but_is_wrong_is_caught(tmp_path, old, new):
     """Mistakes Nextflow would run without complaint: the source of each input is checked."""
     root = _mutated(tmp_path, old, new)
-    params = COHORT_PARAMS | GMT_PARAMS
+    params = COHORT_PARAMS | GMT_PARAMS | REGULATOR_PARAMS
     session = stub_run(tmp_path, params, root=root)
     with pytest.raises(AssertionError):
         check_wiring(session, session.params)

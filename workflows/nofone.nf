@@ -16,8 +16,10 @@
  *   EVALUATE  the model against DESeq2 (held-out normals, spike-ins, --gene_sets enrichment,
  *             tissue assignment, NLL AUROC); --no-deseq2 with --skip_deseq2; not with
  *             --skip_evaluate, nor with --model (its training samples are not in the data)
- *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables and COHORT_DE's
- *             section where they ran; not with --skip_report
+ *   EXPLAIN   the regulators behind each tested sample's profile, against the regulator model
+ *             given with --regulators (`nofone regulators train`); only with --regulators
+ *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables, EXPLAIN's and
+ *             COHORT_DE's sections where they ran; not with --skip_report
  *
  * Channels carry [meta, files] (meta.id: the cohort; for a chunk, the chunk's name, with the
  * cohort's meta in meta.dataset). Every process sends its `nofone --version` to the topic
@@ -35,6 +37,7 @@ include { NOFONE_GATHER     } from '../modules/local/gather/main'
 include { NOFONE_COHORT_DE  } from '../modules/local/cohort_de/main'
 include { NOFONE_DESEQ2     } from '../modules/local/deseq2/main'
 include { NOFONE_EVALUATE   } from '../modules/local/evaluate/main'
+include { NOFONE_EXPLAIN    } from '../modules/local/explain/main'
 include { NOFONE_REPORT     } from '../modules/local/report/main'
 
 workflow NOFONE {
@@ -113,6 +116,16 @@ workflow NOFONE {
         report_evaluation = NOFONE_EVALUATE.out.evaluation
     }
 
+    // The regulators behind each tested sample's profile (DEcode), against a trained regulator model
+    ch_explain = channel.empty()
+    report_explain = absent  // REPORT's input when EXPLAIN does not run
+    if (params.regulators) {
+        ch_regulators = channel.value([[id: file(params.regulators).name], file(params.regulators, checkIfExists: true)])
+        NOFONE_EXPLAIN(NOFONE_GATHER.out.cohort, ch_regulators)
+        ch_explain     = NOFONE_EXPLAIN.out.explain
+        report_explain = NOFONE_EXPLAIN.out.explain
+    }
+
     // The HTML report: absent for a step that did not run (an empty channel would hold it back)
     ch_report = channel.empty()
     if (!params.skip_report) {
@@ -121,7 +134,8 @@ workflow NOFONE {
             ch_model,
             NOFONE_GATHER.out.cohort,
             report_evaluation,
-            params.cohort_group ? ch_cohort_de : absent
+            params.cohort_group ? ch_cohort_de : absent,
+            report_explain
         )
         ch_report = NOFONE_REPORT.out.report
     }
@@ -132,5 +146,6 @@ workflow NOFONE {
     cohort_de  = ch_cohort_de              // [meta, cohort_de/] (--cohort_group)
     deseq2     = ch_deseq2                 // [meta, deseq2/]: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
     evaluation = ch_evaluation             // [meta, evaluation/]: evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
+    explain    = ch_explain                // [meta, explain/]: summary.tsv, cohort.tsv, regulators/, knockouts/ (--regulators)
     report     = ch_report                 // [meta, report/]: report.html, report_summary.json, tables/
 }

@@ -11,7 +11,7 @@ from nofone.cli.common import echo, handle_errors
 regulators_app = typer.Typer(help="Regulator models (DEcode): train on gene x feature tables.", no_args_is_help=True)
 
 
-def _paths(values: list[Path]) -> list[Path]:
+def comma_separated(values: list[Path]) -> list[Path]:
     """Repeated options, each possibly comma-separated: --features a.tsv --features b.tsv,c.tsv."""
     return [Path(part) for value in values for part in str(value).split(",") if part]
 
@@ -41,7 +41,7 @@ def train_command(
     from nofone.regulators.train import TrainOptions, train_regulators
 
     options = TrainOptions(
-        features=_paths(features), targets=targets, structure=_paths(structure), input=input, annotation=annotation,
+        features=comma_separated(features), targets=targets, structure=comma_separated(structure), input=input, annotation=annotation,
         network=NetworkConfig(seeds=seeds, max_epochs=max_epochs, patience=patience), min_genes_bound=min_genes_bound,
         min_cpm=min_cpm, baselines=baselines, seed=seed,
     )

@@ -21,9 +21,10 @@ def report_command(
     de: Path | None = typer.Option(None, "--de", help="Folder with de.parquet, summary.tsv (instead of RUN/de), e.g. the Nextflow cohort/ folder."),
     data: Path | None = typer.Option(None, "--data", help="Dataset folder with samples.parquet (instead of RUN/filtered or RUN/data)."),
     cohort_de: Path | None = typer.Option(None, "--cohort-de", help="Output folder of `nofone cohort-de`: adds its section; may be given without --run (docs/input.md)."),
+    explain: Path | None = typer.Option(None, "--explain", help="Output folder of `nofone explain` (instead of RUN/explain): adds the regulators section; may be given without --run."),
     max_table_rows: int = typer.Option(200, min=1, help="Rows shown per table in the HTML (the TSVs have all)."),
 ) -> None:
-    """Write an HTML report of a run (model, training, latent, NLL, DE calls, volcanoes) and/or of `nofone cohort-de`.
+    """Write an HTML report of a run (model, training, latent, NLL, DE calls, volcanoes, regulators) and/or of `nofone cohort-de`.
 
     The page is one file with every figure embedded: it opens offline and can be mailed.
 
@@ -33,12 +34,14 @@ def report_command(
     --representations results/cohort --de results/cohort --outdir results/report
 
     Cohort DE alone: nofone report --cohort-de gse_de/ --outdir gse_report/ --title "lactate vs virgin"
+
+    Regulators: nofone report --run results/ --explain results/explain --outdir results/report
     """
     from nofone.report.build import REPORT_HTML, ReportOptions, report
 
     options = ReportOptions(title=title, samples=list(samples), max_table_rows=max_table_rows)
     summary = report(run, outdir, model=model, representations=representations, de=de, data=data,
-                     evaluation=evaluation, cohort_de=cohort_de, options=options)
+                     evaluation=evaluation, cohort_de=cohort_de, explain=explain, options=options)
     missing = [name for name, s in summary["sections"].items() if not s["available"]]
     echo(f"report -> {Path(outdir) / REPORT_HTML}" + (f" (not available: {', '.join(missing)})" if missing else ""))
 

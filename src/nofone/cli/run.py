@@ -45,16 +45,29 @@ def run_command(
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
     holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/input.md)."),
     cross_fit: int = typer.Option(0, "--cross-fit", min=0, help="Fold models that calibrate the local null, as in `nofone train --cross-fit` (docs/null.md)."),
+    regulators: Path | None = typer.Option(None, "--regulators", help="Regulator model (`nofone regulators train`): explain each tested sample's DE profile into explain/ (docs/regulators.md)."),
+    regulator_features: list[Path] = typer.Option([], "--regulator-features", help="Regulator tables (genes x TFs, miRNAs, RBPs; repeatable or comma-separated): train a regulator model on the normals' tissue DE into regulators/, then explain."),
+    regulator_structure: list[Path] = typer.Option([], "--regulator-structure", help="Gene-structure tables for that model (repeatable)."),
+    regulator_annotation: Path | None = typer.Option(None, "--regulator-annotation", help="Annotation with each gene's chromosome for that model (default: the first --annotation)."),
+    regulator_seeds: int = typer.Option(10, min=1, help="Training runs of that model (the best on validation is kept)."),
 ) -> None:
-    """Run every step on one machine: ingest, filter, train (or --model), represent, de.
+    """Run every step on one machine: ingest, filter, train (or --model), represent, de, and with
+    --regulators or --regulator-features the regulators behind each sample (explain/).
 
     Example: nofone run --samplesheet samplesheet.csv --outdir results/ --round-counts
     """
+    from nofone.cli.regulators import comma_separated
     from nofone.inference.represent import SearchConfig
     from nofone.io.ingest import IngestOptions
     from nofone.models.registry import model_class
+    from nofone.steps.regulators import RegulatorOptions
     from nofone.steps.run import RunOptions, run
 
+    regulator_options = None
+    if regulators is not None or regulator_features or regulator_structure:
+        regulator_options = RegulatorOptions(
+            model=regulators, features=comma_separated(regulator_features),
+            structure=comma_separated(regulator_structure), annotation=regulator_annotation, seeds=regulator_seeds)
     settings = model_class(resolve_model_type(model_type, config)).settings(
         config, {"training.epochs": epochs, "training.seed": seed})
     options = RunOptions(
@@ -63,10 +76,15 @@ def run_command(
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
-        cross_fit=cross_fit, seed=seed or 0,
+        cross_fit=cross_fit, regulators=regulator_options, seed=seed or 0,
     )
     report = run(samplesheet, outdir, options)
     _print_groups(report)
+    if "regulators" in report:
+        found = report["regulators"]
+        console.print(f"regulators ({found['model']}): {found['n_samples']} samples explained, held-out Spearman "
+                      f"median {found['median_heldout_spearman']:.3f} -> {found['explain']}; "
+                      f"nofone report --run {outdir} shows them")
 
 
 @handle_errors

@@ -31,14 +31,15 @@ from nofone.progress import progress
 from nofone.regulators.explain import ExplainContext, ExplainOptions, explain_profile
 from nofone.regulators.features import REGULATOR
 from nofone.regulators.model import RegulatorModel
+from nofone.regulators.outputs import (
+    COHORT_FILE,
+    KNOCKOUTS_DIR,
+    LONG_FILE,
+    REGULATORS_DIR,
+    REPORT_FILE,
+    SUMMARY_FILE,
+)
 from nofone.regulators.profiles import LFC, iter_profiles, profile_weights, sample_ids
-
-REGULATORS_DIR = "regulators"
-KNOCKOUTS_DIR = "knockouts"
-SUMMARY_FILE = "summary.tsv"
-COHORT_FILE = "cohort.tsv"
-LONG_FILE = "regulators.parquet"
-REPORT_FILE = "explain_report.json"
 
 
 def explain(model_dir: Path, de: Path, outdir: Path, options: ExplainOptions | None = None,

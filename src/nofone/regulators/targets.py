@@ -4,8 +4,8 @@
   tissue's log2 mean normalised expression (counts per million, + 0.25 as the paper added to
   TPM) minus the gene's median over the tissues, one output per tissue, plus that median as a
   last output (`median_expression`). Only normal samples are used when the dataset has a
-  `condition` column. Genes below `min_cpm` in every tissue are left out (the paper kept genes
-  above 2 TPM in at least one tissue).
+  `condition` column (another column and value can be named). Genes below `min_cpm` in every
+  tissue are left out (the paper kept genes above 2 TPM in at least one tissue).
 - `de-prior` (the paper's "frequently DE genes"): Crow et al. 2019's DE prior rank (0-1) as its
   logit, infinite values set to +-10 as in the paper; genes at rank >= 0.9 are the positives of
   the AUROC.
@@ -52,12 +52,12 @@ class Targets:
 
 
 def read_targets(kind: str, source: Path | None, annotation: GeneAnnotation | None,
-                 min_cpm: float = 1.0) -> Targets:
+                 min_cpm: float = 1.0, normals: tuple[str, str] = ("condition", "normal")) -> Targets:
     """`kind` is tissue-de or de-prior (read from `source`), or the path of a gene x target table."""
     if kind == TISSUE_DE:
         if source is None:
             raise InputError("--targets tissue-de needs --input: a nofone dataset with a tissue column")
-        return tissue_de(source, annotation, min_cpm)
+        return tissue_de(source, annotation, min_cpm, normals)
     if kind == DE_PRIOR:
         if source is None:
             raise InputError("--targets de-prior needs --input: the DE prior table (Gene_Name, DE_Prior_Rank)")
@@ -69,16 +69,21 @@ def read_targets(kind: str, source: Path | None, annotation: GeneAnnotation | No
     return target_table(Path(kind), annotation)
 
 
-def tissue_de(dataset_dir: Path, annotation: GeneAnnotation | None, min_cpm: float = 1.0) -> Targets:
+def tissue_de(dataset_dir: Path, annotation: GeneAnnotation | None, min_cpm: float = 1.0,
+              normals: tuple[str, str] = ("condition", "normal")) -> Targets:
+    """`normals`: the sample column and value that mark normal samples (all samples are used
+    when the dataset has no such column)."""
     data = Dataset(dataset_dir)
     samples = data.samples
     if "tissue" not in samples.columns:
         raise InputError(f"{dataset_dir}: samples.parquet has no tissue column (columns: {list(samples.columns)})")
     use = np.ones(len(samples), dtype=bool)
-    if "condition" in samples.columns:
-        use = samples["condition"].astype(str).str.lower().eq("normal").to_numpy()
+    condition, normal = normals
+    if condition in samples.columns:
+        use = samples[condition].astype(str).str.lower().eq(normal.lower()).to_numpy()
         if not use.any():
-            raise InputError(f"{dataset_dir}: no sample has condition 'normal' (tissue DE is computed from normals)")
+            raise InputError(f"{dataset_dir}: no sample has {condition} {normal!r} "
+                             "(tissue DE is computed from normals)")
     tissue_of = dict(zip(samples["sample_id"].astype(str), samples["tissue"].astype(str)))
     chosen = samples["sample_id"].astype(str)[use].tolist()
     tissues = sorted({tissue_of[s] for s in chosen})

@@ -76,6 +76,7 @@ class TrainOptions:
     split_seed: int = 0
     min_genes_bound: int = MIN_GENES_BOUND
     min_cpm: float = 1.0
+    normals: tuple[str, str] = ("condition", "normal")  # tissue-de: the column and value of normal samples
     baselines: bool = True
     seed: int = 0
 
@@ -104,7 +105,7 @@ def prepare(options: TrainOptions) -> Prepared:
     annotation = GeneAnnotation.read(options.annotation)
     tables = [read_feature_table(p, REGULATOR, annotation) for p in options.features]
     tables += [read_feature_table(p, STRUCTURE, annotation) for p in options.structure]
-    targets = read_targets(options.targets, options.input, annotation, options.min_cpm)
+    targets = read_targets(options.targets, options.input, annotation, options.min_cpm, options.normals)
     in_targets = set(targets.gene_ids)
     for table in tables:
         if not in_targets.intersection(table.gene_ids):

@@ -23,7 +23,7 @@ from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.report.context import TABLES, ReportContext, ReportOptions
 from nofone.report.html import Section, code, esc, page
 from nofone.report.inputs import ReportData, ReportPaths, load, resolve_paths
-from nofone.report.sections import COHORT, RUN, sections_for
+from nofone.report.sections import COHORT, EXPLAIN, RUN, sections_for
 
 __all__ = ["REPORT_HTML", "REPORT_SUMMARY", "Report", "ReportOptions", "build_report", "report", "write_report"]
 
@@ -45,10 +45,11 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     _check_samples(data, options.samples)
     ctx = ReportContext(data, options)
     run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
-    # a cohort-de report alone has nothing of a run to show: no list of empty sections
-    sources = {RUN} if run_inputs or paths.cohort_de is None else set()
-    if paths.cohort_de is not None:
-        sources.add(COHORT)
+    # a cohort-de or explain report alone has nothing of a run to show: no list of empty sections
+    alone = {COHORT: paths.cohort_de, EXPLAIN: paths.explain}
+    sources = {source for source, path in alone.items() if path is not None}
+    if run_inputs or not sources:
+        sources.add(RUN)
     sections = []
     for spec in sections_for(sources):
         section = Section(spec.id, spec.title)
@@ -75,9 +76,11 @@ def _subtitle(paths: ReportPaths, run_inputs: bool, generated: dt.datetime) -> s
         subtitle = f"N-of-one differential expression against a model of normal tissue · {code(source)}"
         if paths.cohort_de is not None:
             subtitle += f" · cohort differential expression: {code(paths.cohort_de)}"
-    else:
+    elif paths.cohort_de is not None:
         subtitle = ("Generative differential expression between two groups of a cohort (NB-VAE) · "
                     f"{code(paths.cohort_de)}")
+    else:
+        subtitle = f"The regulators behind DE profiles (DEcode) · {code(paths.explain)}"
     return subtitle + f" · {esc(generated.strftime('%Y-%m-%d %H:%M UTC'))}"
 
 
@@ -98,10 +101,10 @@ def write_report(report: Report, outdir: Path) -> None:
 
 def report(run: Path | None, outdir: Path, *, model: Path | None = None,
            representations: Path | None = None, de: Path | None = None, data: Path | None = None,
-           evaluation: Path | None = None, cohort_de: Path | None = None,
+           evaluation: Path | None = None, cohort_de: Path | None = None, explain: Path | None = None,
            options: ReportOptions | None = None) -> dict:
     """The `nofone report` step: resolve the inputs, build, write; returns the summary."""
-    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de)
+    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de, explain)
     built = build_report(paths, options)
     write_report(built, outdir)
     return built.summary
@@ -115,8 +118,10 @@ def _check_samples(data: ReportData, samples: list[str]) -> None:
         known = set(data.summary["sample_id"])
     elif data.de_file is not None:
         known = set(pq.read_table(data.de_file, columns=["sample_id"])["sample_id"].unique().to_pylist())
-    else:
+    elif data.explain_summary is None:
         raise InputError("--sample was given but there are no DE results (de/summary.tsv, de/de.parquet)")
+    if data.explain_summary is not None:
+        known |= set(data.explain_summary["sample_id"])
     unknown = [s for s in samples if s not in known]
     if unknown:
         raise InputError(f"--sample {unknown[0]!r} is not among the {len(known)} samples with DE results"

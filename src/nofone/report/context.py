@@ -24,6 +24,9 @@ class ReportOptions:
     top_genes: int = 20
     cohort_top_genes: int = 25        # genes by |generative log2 fold change| in the cohort section
     cohort_top_terms: int = 15        # gene sets per ranking in the cohort section
+    top_regulators: int = 10          # regulators per sample in the regulators section
+    max_explained_samples: int = 12   # samples with their own regulator table (tables/ has all)
+    heatmap_regulators: int = 25      # regulators (rows) of the cohort heatmap
 
 
 class ReportContext:

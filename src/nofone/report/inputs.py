@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from nofone.errors import InputError
 from nofone.models.registry import HISTORY, TRAIN_REPRESENTATIONS
+from nofone.regulators.outputs import COHORT_FILE, LONG_FILE, REGULATORS_DIR, REPORT_FILE, SUMMARY_FILE
 from nofone.report.style import TRAINING, heldout_label
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ COHORT_REPORT = "cohort_de_report.json"
 COHORT_LATENT = "latent.tsv"
 COHORT_ENRICHMENT = "enrichment_*.tsv"
 COHORT_REQUIRED_COLUMNS = ("gene_id", "log2_fold_change")
+EXPLAIN_DIR = "explain"  # `nofone explain` inside a run folder (`nofone run --regulators`)
+EXPLAIN_SUMMARY_COLUMNS = ("sample_id", "heldout_spearman", "n_significant")
+EXPLAIN_REGULATOR_COLUMNS = ("feature", "kind", "rank", "mean_attribution", "direction", "z", "q_value")
 
 
 @dataclass
@@ -52,6 +56,7 @@ class ReportPaths:
     data: Path | None = None
     evaluation: Path | None = None
     cohort_de: Path | None = None
+    explain: Path | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {k: (str(v) if v is not None else None) for k, v in self.__dict__.items()}
@@ -67,27 +72,30 @@ def _folder(path: Path | None, option: str) -> Path | None:
     if not path.is_dir():
         what = {"--run": "the output folder of `nofone run` or `nofone demo`",
                 "--evaluation": "the output folder of `nofone evaluate`",
-                "--cohort-de": "the output folder of `nofone cohort-de`"}.get(option, "a folder")
+                "--cohort-de": "the output folder of `nofone cohort-de`",
+                "--explain": "the output folder of `nofone explain`"}.get(option, "a folder")
         raise InputError(f"{option} {path} does not exist (expected {what})")
     return path
 
 
 def resolve_paths(run: Path | None = None, model: Path | None = None, representations: Path | None = None,
                   de: Path | None = None, data: Path | None = None,
-                  evaluation: Path | None = None, cohort_de: Path | None = None) -> ReportPaths:
+                  evaluation: Path | None = None, cohort_de: Path | None = None,
+                  explain: Path | None = None) -> ReportPaths:
     """Folders of a `nofone run` output, each replaceable by an explicit option.
 
-    `cohort_de` (the output folder of `nofone cohort-de`) is independent of the run and may come alone.
+    `cohort_de` (the output folder of `nofone cohort-de`) is independent of the run and may come
+    alone, as may `explain` (of `nofone explain`, found as RUN/explain when the run made it).
     """
-    if run is None and not any((model, representations, de, data, cohort_de)):
+    if run is None and not any((model, representations, de, data, cohort_de, explain)):
         raise InputError("give --run (the output folder of `nofone run`) or at least one of "
-                         "--model, --representations, --de, --data, --cohort-de")
+                         "--model, --representations, --de, --data, --cohort-de, --explain")
     run = _folder(run, "--run")
     paths = ReportPaths(run=run, model=_folder(model, "--model"),
                         representations=_folder(representations, "--representations"),
                         de=_folder(de, "--de"), data=_folder(data, "--data"),
                         evaluation=_folder(evaluation, "--evaluation"),
-                        cohort_de=_folder(cohort_de, "--cohort-de"))
+                        cohort_de=_folder(cohort_de, "--cohort-de"), explain=_folder(explain, "--explain"))
     if run is not None:
         if paths.model is None:
             paths.model = _model_of_run(run)
@@ -95,6 +103,8 @@ def resolve_paths(run: Path | None = None, model: Path | None = None, representa
             paths.representations = run / "representations"
         if paths.de is None and (run / "de").is_dir():
             paths.de = run / "de"
+        if paths.explain is None and (run / EXPLAIN_DIR).is_dir():
+            paths.explain = run / EXPLAIN_DIR
         if paths.data is None:
             for name in ("filtered", "data"):  # filtered/ is what represent and de read
                 if (run / name / SAMPLES).is_file():
@@ -200,6 +210,48 @@ def load_cohort(folder: Path) -> CohortData:
 
 
 @dataclass
+class ExplainData:
+    """The outputs of `nofone explain`, each None when its file is missing."""
+
+    folder: Path
+    report: dict | None = None                    # explain_report.json
+    summary: pd.DataFrame | None = None           # summary.tsv: one row per sample (+ group, tissue)
+    cohort: pd.DataFrame | None = None            # cohort.tsv: one row per feature
+    regulators: pd.DataFrame | None = None        # regulators.parquet (or regulators/<sample>.tsv)
+
+
+def _require(frame: pd.DataFrame | None, columns: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in columns if frame is not None and c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: columns {missing} are missing (is it from `nofone explain`?)")
+
+
+def load_explain(folder: Path) -> ExplainData:
+    explained = ExplainData(folder)
+    explained.report = _read_json(folder / REPORT_FILE)
+    explained.summary = _read_tsv(folder / SUMMARY_FILE, dtype={"sample_id": str, "top_up": str, "top_down": str})
+    _require(explained.summary, EXPLAIN_SUMMARY_COLUMNS, folder / SUMMARY_FILE)
+    explained.cohort = _read_tsv(folder / COHORT_FILE, dtype={"feature": str})
+    _require(explained.cohort, ("feature", "n_significant"), folder / COHORT_FILE)
+    if (folder / LONG_FILE).is_file():
+        try:
+            explained.regulators = pd.read_parquet(folder / LONG_FILE)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{folder / LONG_FILE}: cannot be read as Parquet ({exc})") from exc
+        _require(explained.regulators, ("sample_id", *EXPLAIN_REGULATOR_COLUMNS), folder / LONG_FILE)
+    else:  # the per-sample tables alone
+        tables = []
+        for path in sorted((folder / REGULATORS_DIR).glob("*.tsv")):
+            table = _read_tsv(path, dtype={"feature": str})
+            _require(table, EXPLAIN_REGULATOR_COLUMNS, path)
+            tables.append(table.assign(sample_id=path.stem))
+        explained.regulators = pd.concat(tables, ignore_index=True) if tables else None
+    if explained.regulators is not None:
+        explained.regulators["sample_id"] = explained.regulators["sample_id"].astype(str)
+    return explained
+
+
+@dataclass
 class ReportData:
     """Everything the sections read, each None when its file is missing."""
 
@@ -217,6 +269,7 @@ class ReportData:
     normal_value: str = "normal"
     evaluation: dict[str, pd.DataFrame] = field(default_factory=dict)
     cohort: CohortData | None = None              # from --cohort-de
+    explain: ExplainData | None = None            # from --explain or RUN/explain
 
     @property
     def heldout(self) -> str:
@@ -227,6 +280,10 @@ class ReportData:
         if self.paths.de is None or not (self.paths.de / DE_FILE).is_file():
             return None
         return self.paths.de / DE_FILE
+
+    @property
+    def explain_summary(self) -> pd.DataFrame | None:
+        return self.explain.summary if self.explain is not None else None
 
     @property
     def training_info(self) -> dict:
@@ -254,7 +311,7 @@ class ReportData:
         groups: set[str] = set()
         if self.training is not None and (self.training["split"] == "train").any():
             groups.add(TRAINING)
-        for frame in (self.represented, self.summary):
+        for frame in (self.represented, self.summary, self.explain_summary):
             if frame is not None:
                 groups.update(frame["group"].astype(str))
         if self.training is not None and (self.training["split"] == "test").any():
@@ -296,7 +353,9 @@ def load(paths: ReportPaths) -> ReportData:
             data.summary["sample_id"] = data.summary["sample_id"].astype(str)
             if "n_de" not in data.summary:
                 data.summary["n_de"] = data.summary["n_up"] + data.summary["n_down"]
-    for frame in (data.represented, data.summary):
+    if paths.explain is not None:
+        data.explain = load_explain(paths.explain)
+    for frame in (data.represented, data.summary, data.explain_summary):
         if frame is not None:
             frame["group"] = data.group_of(frame["sample_id"])
             tissue = data.tissue_of(frame["sample_id"])

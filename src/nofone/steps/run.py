@@ -1,10 +1,11 @@
 """`nofone run` and `nofone demo`: every step on one machine, in one output folder.
 
-    ingest -> filter -> train (or --model) -> represent -> de -> summary
+    ingest -> filter -> train (or --model) -> represent -> de [-> regulators] -> summary
 
 Samples represented and tested are all samples the model did not train on: the cases, plus
 the normals held out from training, which serve as a negative control (a well-calibrated model
-calls almost no genes in them).
+calls almost no genes in them). With regulator options (`nofone.steps.regulators`) every tested
+sample's profile is then explained by the regulators behind it (RUN/explain).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from nofone.io.split import stratified_split
 from nofone.models.registry import DEFAULT_MODEL_TYPE, TRAIN_REPRESENTATIONS, model_class
 from nofone.steps.de import DEOptions, check_null, differential_expression
 from nofone.steps.filter import filter_dataset
+from nofone.steps.regulators import RegulatorOptions, regulators_step
 from nofone.steps.represent import represent
 from nofone.steps.train import train
 
@@ -56,25 +58,30 @@ class RunOptions:
     resume: bool = False
     holdout_fraction: float = 0.0  # normals never seen by filter or training, tested as negative controls
     cross_fit: int = 0  # fold models that calibrate the local null (`nofone train --cross-fit`)
+    regulators: RegulatorOptions | None = None  # explain the DE profiles by their regulators
     seed: int = 0
 
 
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
     check_null(options.null, options.test)
+    annotation = _first_annotation(options.ingest.annotation)
+    if options.regulators is not None:
+        options.regulators.check(annotation)
+    steps = 5 if options.regulators is None else 6
     outdir = check_outdir(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     ingest_options = options.ingest
     if options.model is not None:
         ingest_options.genes = Path(options.model) / "genes.tsv"
-    log.info("1/5 ingest")
+    log.info("1/%d ingest", steps)
     ingest(samplesheet, outdir / "data", ingest_options)
     data_dir = outdir / "data"
     model_dir = Path(options.model) if options.model else outdir / "model"
     if options.model is None:
         train_dir = _training_subset(data_dir, outdir, options)
         if options.filter_genes:
-            log.info("2/5 filter (edgeR filterByExpr on the normal samples)")
+            log.info("2/%d filter (edgeR filterByExpr on the normal samples)", steps)
             samples = Dataset(train_dir).samples
             group = [g for g in options.group if g in samples.columns]
             filter_dataset(train_dir, outdir / "filtered", group=group, protein_coding=options.protein_coding,
@@ -90,7 +97,7 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
             else:
                 train_dir = outdir / "filtered"
             data_dir = outdir / "filtered"
-        log.info("3/5 train")
+        log.info("3/%d train", steps)
         train(train_dir, model_dir, options.config, condition_column=options.condition_column,
               normal_value=options.normal_value, device=options.device, resume=options.resume,
               cross_fit=options.cross_fit)
@@ -99,15 +106,27 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     targets = [s for s in data.sample_ids if s not in trained_on]
     if not targets:
         raise InputError("every sample was used to train the model: nothing left to test")
-    log.info("4/5 represent %d samples", len(targets))
+    log.info("4/%d represent %d samples", steps, len(targets))
     represent(model_dir, data_dir, outdir / "representations", options.search, targets, device=options.device)
-    log.info("5/5 differential expression")
+    log.info("5/%d differential expression", steps)
     de_options = DEOptions(test=options.test, null=options.null, q_threshold=options.q_threshold,
                            lfc_threshold=options.lfc_threshold, device=options.device)
     summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de", de_options)
     report = _run_summary(summary, data, model_dir, options)
+    if options.regulators is not None:
+        log.info("6/6 regulators behind each sample's profile")
+        normals_dir = train_dir if options.model is None else data_dir
+        report["regulators"] = regulators_step(options.regulators, outdir, outdir / "de", normals_dir, annotation,
+                                               (options.condition_column, options.normal_value))
     write_json_atomic(outdir / "run_summary.json", report)
     return report
+
+
+def _first_annotation(annotation: Path | list[Path] | None) -> Path | None:
+    """The annotation that gives a regulator model its chromosomes: the only or the first one."""
+    if isinstance(annotation, list | tuple):
+        return Path(annotation[0]) if annotation else None
+    return Path(annotation) if annotation else None
 
 
 def _training_subset(data_dir: Path, outdir: Path, options: RunOptions) -> Path:

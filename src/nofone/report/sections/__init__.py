@@ -2,8 +2,9 @@
 `nofone.evaluate` and `nofone.stats` compute from the loaded outputs.
 
 A section is shown when the report has inputs of its source: "run" (the outputs of `nofone run`
-or its steps) or "cohort" (a `nofone cohort-de` folder, given with --cohort-de). A section whose
-inputs are missing shows one "not available: ..." line instead of failing.
+or its steps), "explain" (a `nofone explain` folder: RUN/explain or --explain) or "cohort" (a
+`nofone cohort-de` folder, given with --cohort-de). A section whose inputs are missing shows one
+"not available: ..." line instead of failing.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from nofone.report.sections import (
     evaluation,
     latent,
     nll,
+    regulators,
     summary,
     training,
     volcano,
 )
 
-RUN, COHORT = "run", "cohort"
+RUN, EXPLAIN, COHORT = "run", "explain", "cohort"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ SECTIONS = (
     SectionSpec("degs", "DE genes per sample", degs.build),
     SectionSpec("volcano", "Volcano plots", volcano.build),
     SectionSpec("evaluation", "Evaluation", evaluation.build),
+    SectionSpec("regulators", "Regulators behind the profiles (DEcode)", regulators.build, source=EXPLAIN),
     SectionSpec("cohort", "Cohort differential expression (NB-VAE)", cohort.build, source=COHORT),
 )
 

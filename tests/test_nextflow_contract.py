@@ -291,8 +291,8 @@ def test_task_cpus_follow_the_labels_and_the_test_profile_limits():
 
 
 def _model_types() -> tuple[str, ...]:
-    """The model types `nofone train --model-type` accepts (the CLI's one list)."""
-    from nofone.cli.train import MODEL_TYPES
+    """The model types `nofone train --model-type` accepts (the registry's one list)."""
+    from nofone.models.registry import MODEL_TYPES
 
     return tuple(MODEL_TYPES)
 
@@ -460,7 +460,8 @@ def test_schema_matches_the_config_defaults():
     ({"evaluate_repeats": -1}, False),
     ({"skip_report": "yes"}, False),
     ({"model_type": "nbvae"}, True),
-    ({"model_type": "diffusion"}, False),                                    # not (yet) a model the CLI trains
+    ({"model_type": "diffusion"}, True),
+    ({"model_type": "transformer"}, False),                                  # not a model the CLI trains
     ({"train_config": "paper"}, True),
     ({"train_config": "small; rm -rf /"}, False),                            # reaches a command line
 ])

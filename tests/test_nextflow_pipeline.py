@@ -385,7 +385,7 @@ def test_wiring_that_runs_but_is_wrong_is_caught(tmp_path, old, new):
     ({"simulate": False}, ("test",), "Give a sample sheet with --input"),
     ({"de_test": "density", "de_null": "outlier"}, ("test",), "needs --de_test equal-tail-midp"),
     ({}, ("test", "awsbatch"), "-profile awsbatch needs --awsqueue"),
-    ({"model_type": "diffusion"}, ("test",), "model_type"),
+    ({"model_type": "transformer"}, ("test",), "model_type"),
     ({"train_config_json": "/nowhere/cfg.json"}, ("test",), "does not exist"),
     ({"simulate": False, "input": "NO_NORMALS"}, ("test",), "no sample has condition 'normal'"),
     ({"simulate": False, "input": "MISSING_FILE"}, ("test",), "counts .* does not exist"),

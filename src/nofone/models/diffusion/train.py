@@ -308,7 +308,7 @@ def train_diffusion(data: TrainingData, config: DiffusionConfig, *, tumour: np.n
             "gaussian_rank": plan.module.config.network.gaussian_rank}
     if plan.rank_table:
         card["gaussian_rank_grid"] = plan.rank_table
-    if plan.config.training.calibrate_dispersion and not plan.has_heldout:
+    if plan.config.training.calibrate_dispersion and plan.is_counts and not plan.has_heldout:
         log.warning("no held-out normals: t*, the dispersions and the outlier null are not calibrated")
     return TrainResult(module=plan.module.cpu(), size_factors=plan.size_factors, card=card, **vars(outcome))
 

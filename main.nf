@@ -67,6 +67,14 @@ def checkPlatform() {
     if (params.de_test == 'density' && params.de_null in ['outlier', 'model-error']) {
         error("--de_null ${params.de_null} needs --de_test equal-tail-midp; use --de_null auto or nb with the density rule")
     }
+    // GEMDiff's analyses: PERTURB and AUGMENT use a diffusion model (a --model of another type is
+    // refused by the step itself, naming the folder); SCREEN screens the sets of a GMT
+    if ((params.perturb || params.augment) && !params.model && params.model_type != 'diffusion') {
+        error("--perturb and --augment need a diffusion model: add --model_type diffusion (or give a diffusion --model)")
+    }
+    if (params.screen && !params.gene_sets) {
+        error("--screen needs --gene_sets (a GMT file of the gene sets to screen)")
+    }
     // The container profiles (nextflow.config) bind-mount the checkpoint folder: it must exist
     // before the first container starts, or Docker creates it owned by root
     if (params.checkpoint_dir) {

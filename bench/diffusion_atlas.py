@@ -37,7 +37,7 @@ import torch
 
 from nofone.models.diffusion.bridge import BridgeOptions, closest_normal, decode
 from nofone.models.diffusion.config import load_config
-from nofone.models.diffusion.train import build_plan, train_diffusion
+from nofone.models.diffusion.train import DiffusionPlan, train_diffusion
 from nofone.models.training import TrainingData
 from nofone.simulate import SimulationConfig
 from nofone.simulate.atlas import stream
@@ -139,12 +139,12 @@ def width_sweep(genes: int, widths: list[int], epochs: int, args) -> list[dict]:
     rows = []
     for width in widths:
         config = load_config("cpu", {"network.hidden": width, "training.epochs": epochs, "training.eval_every": 10})
-        plan, _, _ = build_plan(data, config)
+        plan = DiffusionPlan(data, config, "cpu")
         generator = torch.Generator().manual_seed(0)
         scores = {0: plan.heldout_score()}
         started = time.perf_counter()
         for epoch in range(1, epochs + 1):
-            plan.train_epoch(generator)
+            plan.train_epoch(epoch - 1, generator)
             if epoch % 10 == 0:
                 scores[epoch] = plan.heldout_score()
         seconds = (time.perf_counter() - started) / epochs

@@ -52,7 +52,8 @@ from nofone.models.diffusion.bridge import BridgeOptions, bridge_points
 from nofone.models.diffusion.config import load_config
 from nofone.models.diffusion.model import Diffusion
 from nofone.models.diffusion.module import NORMAL, TUMOUR
-from nofone.models.diffusion.train import plan_from_points, run_training
+from nofone.models.diffusion.train import DiffusionPlan, train_diffusion
+from nofone.models.training import TrainingData
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA
@@ -96,8 +97,6 @@ def train_model(x: np.ndarray, labels: np.ndarray, epochs: int, space: str, seed
                  "clamp": 1.0 if space == "minmax" else 8.0}
     config = load_config("paper", overrides)
     tumour = labels == "tumour"
-    plan, _ = plan_from_points(torch.as_tensor(x, dtype=torch.float32), np.full(len(x), "train"), None, tumour,
-                               config)
     started = time.perf_counter()
     last = [started]
 
@@ -107,10 +106,18 @@ def train_model(x: np.ndarray, labels: np.ndarray, epochs: int, space: str, seed
             print(f"  epoch {record['epoch']}: loss {record['loss_train']:.4f} ({now - last[0]:.0f} s)", flush=True)
             last[0] = now
 
-    state, _, _ = run_training(plan, on_epoch=progress)
+    result = train_diffusion(_points_data(x), config, tumour=tumour, points=torch.as_tensor(x, dtype=torch.float32),
+                             on_epoch=progress)
     minutes = (time.perf_counter() - started) / 60
-    return plan.module, {"epochs": epochs, "steps": int(plan.ema_updates), "minutes": minutes, "space": space,
-                         "lr": lr, "ema_decay": ema, "final_loss": state.history[-1]["loss_train"]}
+    steps = epochs * -(-len(x) // config.training.batch_size)
+    return result.module, {"epochs": epochs, "steps": steps, "minutes": minutes, "space": space,
+                           "lr": lr, "ema_decay": ema, "final_loss": result.history[-1]["loss_train"]}
+
+
+def _points_data(x: np.ndarray, split: np.ndarray | None = None) -> TrainingData:
+    """GEMDiff's values (not counts) as training data; the plan is given them as its points."""
+    split = np.full(len(x), "train") if split is None else split
+    return TrainingData([f"s{i}" for i in range(len(x))], x, split)
 
 
 def network_vs_gaussian(x: np.ndarray, labels: np.ndarray, epochs: int) -> dict:
@@ -121,13 +128,14 @@ def network_vs_gaussian(x: np.ndarray, labels: np.ndarray, epochs: int) -> dict:
     split = np.where(rng.random(len(x)) < 0.2, "test", "train")
     tumour = labels == "tumour"
     config = load_config("cpu", {"network.hidden": 128, "training.epochs": epochs, "training.eval_every": 10})
-    plan, _ = plan_from_points(torch.as_tensor(x, dtype=torch.float32), split, None, tumour, config)
-    plan.heldout_rows = torch.as_tensor(np.flatnonzero(split == "test"))  # tumours held out too
+    plan = DiffusionPlan(_points_data(x, split), config, "cpu", tumour=tumour,
+                         points=torch.as_tensor(x, dtype=torch.float32))
+    plan.test_rows = torch.as_tensor(np.flatnonzero(split == "test"))  # tumours held out too
     plan._heldout_draws = plan._fixed_draws(config.training.eval_draws, config.training.seed + 1)
     generator = torch.Generator().manual_seed(0)
     scores = {0: plan.heldout_score()}
     for epoch in range(1, epochs + 1):
-        plan.train_epoch(generator)
+        plan.train_epoch(epoch - 1, generator)
         if epoch % 10 == 0:
             scores[epoch] = plan.heldout_score()
     best = min(scores, key=scores.get)

@@ -148,7 +148,7 @@ def test_bridge_is_seeded_and_does_not_depend_on_the_chunk(atlas, trained):
 
 def test_training_is_deterministic_and_resumes_exactly(atlas, tmp_path):
     _, data, _ = atlas
-    settings = SETTINGS | {"training.epochs": 4, "training.eval_every": 2, "training.calibrate": False}
+    settings = SETTINGS | {"training.epochs": 4, "training.eval_every": 2, "training.calibrate_dispersion": False}
     config = load_config("cpu", settings)
     straight = train_diffusion(data, config)
     again = train_diffusion(data, config)
@@ -184,9 +184,11 @@ def test_artifact_round_trip(atlas, trained, tmp_path):
     assert loaded.config.bridge.t_star == trained.card["t_star"]
     assert loaded.module.null_deviation.shape == trained.module.null_deviation.shape
     a = model.closest_normal(sim.counts[unseen])
-    b = loaded.closest_normal(sim.counts[unseen])
-    torch.testing.assert_close(a["latent"], b["latent"])
-    torch.testing.assert_close(model.decode(a["latent"])[0], loaded.decode(b["latent"])[0])
+    b = loaded.closest_normal(torch.as_tensor(sim.counts[unseen]))
+    torch.testing.assert_close(a.latent, b.latent)
+    torch.testing.assert_close(a.spread, b.spread)
+    assert a.responsibilities is None and torch.isnan(a.latent_nll).all()
+    torch.testing.assert_close(model.decode(a.latent)[0], loaded.decode(b.latent)[0])
     assert Diffusion.settings("cpu").network.hidden == 256
 
 
@@ -213,9 +215,8 @@ def test_inversion_route_on_a_tumour_labelled_model(atlas):
     guided = bridge_points(module, y, BridgeOptions(guidance=2.0))[0]
     assert torch.isfinite(guided).all()
     with pytest.raises(InputError, match="labelled tumours"):
-        bridge_points(train_diffusion(data, load_config("cpu", SETTINGS | {"training.epochs": 1,
-                                                                           "training.calibrate": False})).module,
-                      y, BridgeOptions(route="invert"))
+        untrained = load_config("cpu", SETTINGS | {"training.epochs": 1, "training.calibrate_dispersion": False})
+        bridge_points(train_diffusion(data, untrained).module, y, BridgeOptions(route="invert"))
 
 
 def test_augment_writes_a_count_dataset_with_its_quality(atlas, trained, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from html import escape as html_escape
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,8 @@ TINY = {
             "training.batch_size": 16, "training.eval_every": 5, "training.lr_decoder": 3e-3},
     "nbvae": {"latent_dim": 4, "hidden": [64, 16], "training.epochs": 60, "training.batch_size": 16,
               "training.kl_warmup_epochs": 10},
+    "diffusion": {"network.hidden": 32, "network.blocks": 1, "training.epochs": 30, "training.batch_size": 16,
+                  "training.eval_every": 10, "bridge.t_star_grid": [200, 500, 800], "bridge.draws": 4},
 }
 REPRESENTATION_COLUMNS = ["sample_id", "latent", "scale", "scaling", "component", "component_probability",
                           "responsibilities", "nll", "nll_per_gene", "latent_nll", "n_measured"]
@@ -163,6 +166,9 @@ def test_the_report_builds(model_run, tmp_path):
     summary = report(out, tmp_path / "report")
     assert (tmp_path / "report" / "report.html").is_file() and summary["model"]["model_type"] == model_run[0]
     assert summary["model"]["n_components"] == load_model(out / "model").n_components
+    html = (tmp_path / "report" / "report.html").read_text()
+    card = read_artifact(out / "model").config["training"].get("model_card") or {}
+    assert all(html_escape(label) in html for label in card), "the model's card entries are in the report"
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)

@@ -51,6 +51,7 @@ EXPECTED = {
     "NOFONE_TRAIN": "train", "NOFONE_CHUNK": "chunk", "NOFONE_REPRESENT": "represent",
     "NOFONE_DE": "de", "NOFONE_GATHER": "gather", "NOFONE_COHORT_DE": "cohort-de",
     "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluate", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
+    "NOFONE_PERTURB": "perturb", "NOFONE_AUGMENT": "augment", "NOFONE_SCREEN": "screen-gene-sets",
 }
 # Commands of a command group: `nofone deseq2 n-of-one`
 SUBCOMMANDS = {"NOFONE_DESEQ2": "n-of-one"}
@@ -61,18 +62,20 @@ PROCESS_LABELS = {
     "NOFONE_DE": "process_low", "NOFONE_GATHER": "process_low", "NOFONE_COHORT_DE": "process_medium",
     "NOFONE_DESEQ2": "process_medium", "NOFONE_EVALUATE": "process_medium", "NOFONE_EXPLAIN": "process_medium",
     "NOFONE_REPORT": "process_single",
+    "NOFONE_PERTURB": "process_gpu", "NOFONE_AUGMENT": "process_gpu", "NOFONE_SCREEN": "process_medium",
 }
 # What each process publishes under --outdir (docs/nextflow.md, "Output"); REPRESENT and DE nothing
 PUBLISHED = {
     "NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered", "NOFONE_TRAIN": "model",
     "NOFONE_CHUNK": "chunks/chunk_*.txt", "NOFONE_GATHER": "cohort", "NOFONE_COHORT_DE": "cohort_de",
     "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
+    "NOFONE_PERTURB": "perturb", "NOFONE_AUGMENT": "synthetic", "NOFONE_SCREEN": "screen",
 }
 # Optional path inputs: [] (or [[:], []] for a [meta, folder]) when what they hold did not run
 OPTIONAL_INPUTS = {"genes", "annotation", "config_json", "gene_sets", "symbol_map", "evaluation", "cohort_de",
                    "explain", "NOFONE_DESEQ2.model"}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
-GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT"}
+GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT", "NOFONE_PERTURB", "NOFONE_AUGMENT"}
 LABELS = ("process_single", "process_low", "process_medium", "process_high", "process_gpu")
 NF_FILES = sorted([REPO / "main.nf", *REPO.glob("workflows/*.nf"), *REPO.glob("subworkflows/**/*.nf"),
                    *MODULES.glob("*/main.nf")])
@@ -203,6 +206,11 @@ VARIANTS = [
           "normal_value": "healthy", "gene_sets": "h.all.gmt.gz"}),
     (("test",), {"model_type": "nbvae"}),
     ((), {"model_type": "nbvae", "train_config": "default", "epochs": 2}),
+    (("test",), {"model_type": "diffusion", "perturb": True, "augment": True, "screen": True,
+                 "gene_sets": "h.all.gmt"}),
+    ((), {"model_type": "diffusion", "train_config": "gpu", "perturb": True, "perturb_k": 2, "augment": True,
+          "augment_n_per_class": 7, "augment_seed": 3, "screen": True, "screen_n_random": 9,
+          "screen_pca_only": True, "normal_value": "healthy"}),
 ]
 
 
@@ -293,8 +301,8 @@ def test_task_cpus_follow_the_labels_and_the_test_profile_limits():
 
 
 def _model_types() -> tuple[str, ...]:
-    """The model types `nofone train --model-type` accepts (the CLI's one list)."""
-    from nofone.cli.train import MODEL_TYPES
+    """The model types `nofone train --model-type` accepts (the registry's one list)."""
+    from nofone.models.registry import MODEL_TYPES
 
     return tuple(MODEL_TYPES)
 
@@ -322,6 +330,26 @@ def test_train_ext_args(model_type):
     assert got["config"] == "paper" and got["epochs"] == 4
     args = _ext_args("NOFONE_TRAIN", model_type=model_type, train_config="paper", train_config_json="x.json")
     assert "--config" not in shlex.split(args), "the JSON file (the module's --config) replaces the preset"
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({}, {"perturb": {"normal": "normal", "k": 1.0}, "augment": {"n_per_class": 100, "seed": 0},
+          "screen-gene-sets": {"normal": "normal", "n_random": 100, "embedding": ("umap", "pca")}}),
+    ({"normal_value": "healthy", "perturb_k": 2.5, "augment_n_per_class": 7, "augment_seed": 3, "screen_n_random": 9,
+      "screen_pca_only": True},
+     {"perturb": {"normal": "healthy", "k": 2.5}, "augment": {"n_per_class": 7, "seed": 3},
+      "screen-gene-sets": {"normal": "healthy", "n_random": 9, "embedding": ("pca",)}}),
+])
+def test_diffusion_analyses_ext_args(overrides, expected):
+    """--normal_value, --perturb_k, --augment_*, --screen_*: parsed by the CLI into the options they name
+    (the tumours of PERTURB and SCREEN's other group: every sample not of --normal_value)."""
+    required = {"perturb": ["-m", "m", "-i", "d", "-o", "o"], "augment": ["-m", "m", "-o", "o"],
+                "screen-gene-sets": ["-i", "d", "-o", "o", "--gene-sets", "g.gmt"]}
+    for name, command in (("NOFONE_PERTURB", "perturb"), ("NOFONE_AUGMENT", "augment"),
+                          ("NOFONE_SCREEN", "screen-gene-sets")):
+        got = _parsed(command, required[command], _ext_args(name, **overrides))
+        assert {k: got[k] for k in expected[command]} == expected[command], (name, got)
+    assert _parsed("perturb", required["perturb"], _ext_args("NOFONE_PERTURB", **overrides))["value"] is None
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
@@ -487,7 +515,8 @@ def test_schema_matches_the_config_defaults():
     ({"evaluate_repeats": -1}, False),
     ({"skip_report": "yes"}, False),
     ({"model_type": "nbvae"}, True),
-    ({"model_type": "diffusion"}, False),                                    # not (yet) a model the CLI trains
+    ({"model_type": "diffusion"}, True),
+    ({"model_type": "transformer"}, False),                                  # not a model the CLI trains
     ({"train_config": "paper"}, True),
     ({"train_config": "small; rm -rf /"}, False),                            # reaches a command line
 ])

@@ -46,8 +46,9 @@ STUB_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "stub" / "model"
 REGULATOR_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "regulators" / "model"
 ALL = {"NOFONE_SIMULATE", "NOFONE_INGEST", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_CHUNK", "NOFONE_REPRESENT",
        "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_EXPLAIN",
-       "NOFONE_REPORT"}
-OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"}  # only with --cohort_group, --regulators
+       "NOFONE_REPORT", "NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN"}
+DIFFUSION_ANALYSES = {"NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN"}  # only when asked
+OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"} | DIFFUSION_ANALYSES  # only with --cohort_group, --regulators, ...
 MAIN_REAL_RUN = "real run on the simulated cohort"
 
 
@@ -232,26 +233,33 @@ GMT_PARAMS = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"),
               "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
 REGULATOR_PARAMS = {"regulators": str(REGULATOR_MODEL)}
+BASE = ALL - DIFFUSION_ANALYSES
 STUB_RUNS = {
     "test": ({}, ALL - OPTIONAL),
     "model": ({"model": str(STUB_MODEL)}, ALL - OPTIONAL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE"}),
     "skip_deseq2": ({"skip_deseq2": True}, ALL - OPTIONAL - {"NOFONE_DESEQ2"}),
     "skip_all": ({"skip_deseq2": True, "skip_evaluate": True, "skip_report": True},
                  ALL - OPTIONAL - {"NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
-    "cohort_de": (COHORT_PARAMS | GMT_PARAMS, ALL - {"NOFONE_EXPLAIN"}),
+    "cohort_de": (COHORT_PARAMS | GMT_PARAMS, BASE - {"NOFONE_EXPLAIN"}),
     "cohort_de_model": (COHORT_PARAMS | {"model": str(STUB_MODEL), "skip_deseq2": True},
-                        ALL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_EXPLAIN"}),
+                        BASE - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_EXPLAIN"}),
     "nbvae": ({"model_type": "nbvae"}, ALL - OPTIONAL),
     "input": ({"simulate": False, "input": "SHEET"}, ALL - OPTIONAL - {"NOFONE_SIMULATE"}),
-    "regulators": (COHORT_PARAMS | REGULATOR_PARAMS, ALL),
+    "regulators": (COHORT_PARAMS | REGULATOR_PARAMS, BASE),
     "regulators_model_no_report": (REGULATOR_PARAMS | {"model": str(STUB_MODEL), "skip_report": True},
-                                   ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE",
+                                   BASE - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE",
                                           "NOFONE_REPORT"}),
+    "diffusion": ({"model_type": "diffusion", "perturb": True, "augment": True, "screen": True} | GMT_PARAMS,
+                  ALL - {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"}),
+    "diffusion_model": ({"model": str(STUB_MODEL), "perturb": True, "screen": True, "skip_deseq2": True} | GMT_PARAMS,
+                        ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2",
+                               "NOFONE_AUGMENT", "NOFONE_EXPLAIN"}),
 }
 FOLDERS = {"NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered",
            "NOFONE_TRAIN": "model", "NOFONE_CHUNK": "chunks", "NOFONE_GATHER": "cohort",
            "NOFONE_COHORT_DE": "cohort_de", "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation",
-           "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report"}
+           "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report", "NOFONE_PERTURB": "perturb",
+           "NOFONE_AUGMENT": "synthetic", "NOFONE_SCREEN": "screen"}
 
 
 def test_the_stub_runs_cover_every_process_and_branch():
@@ -292,6 +300,9 @@ def check_wiring(session: nff.Session, params: dict) -> None:
         "NOFONE_DE": {"representations": ("NOFONE_REPRESENT", "representations"), "model": model, "data": data},
         "NOFONE_GATHER": {"parts": ("('NOFONE_DE', 'de')", "('NOFONE_REPRESENT', 'representations')")},
         "NOFONE_COHORT_DE": {"data": ("NOFONE_INGEST", "data")},  # every sample, not FILTER's
+        "NOFONE_PERTURB": {"data": data, "model": model},
+        "NOFONE_AUGMENT": {"model": model},
+        "NOFONE_SCREEN": {"data": ("NOFONE_INGEST", "data")},  # every ingested sample, no model
         "NOFONE_DESEQ2": {"data": data, "model": model},
         "NOFONE_EVALUATE": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort")},
         "NOFONE_EXPLAIN": {"cohort": ("NOFONE_GATHER", "cohort"), "regulators": None},  # --regulators itself
@@ -327,6 +338,11 @@ def test_pipeline_stub_run(run, tmp_path):
         assert task.tag == ("chunk_0001" if per_chunk else cohort), task.trace_name
     command = {t.simple_name: t.command for t in session.tasks}
     assert ("--model-type nbvae" in command.get("NOFONE_TRAIN", "")) is (run == "nbvae")
+    assert ("--model-type diffusion" in command.get("NOFONE_TRAIN", "")) is (run == "diffusion")
+    if "NOFONE_PERTURB" in command:
+        assert "--gene-sets gene_sets/gene_sets.gmt --normal normal --k 1.0" in command["NOFONE_PERTURB"]
+    if "NOFONE_SCREEN" in command:
+        assert "--gene-sets gene_sets/gene_sets.gmt --normal normal --n-random 100" in command["NOFONE_SCREEN"]
     if "NOFONE_EVALUATE" in command:
         assert ("--no-deseq2" in command["NOFONE_EVALUATE"]) is bool(params.get("skip_deseq2"))
     if "NOFONE_DESEQ2" in command:
@@ -402,7 +418,10 @@ def test_wiring_that_runs_but_is_wrong_is_caught(tmp_path, old, new):
     ({"simulate": False}, ("test",), "Give a sample sheet with --input"),
     ({"de_test": "density", "de_null": "outlier"}, ("test",), "needs --de_test equal-tail-midp"),
     ({}, ("test", "awsbatch"), "-profile awsbatch needs --awsqueue"),
-    ({"model_type": "diffusion"}, ("test",), "model_type"),
+    ({"model_type": "transformer"}, ("test",), "model_type"),
+    ({"perturb": True}, ("test",), "--perturb and --augment need a diffusion model"),
+    ({"augment": True, "model_type": "nbvae"}, ("test",), "--perturb and --augment need a diffusion model"),
+    ({"screen": True}, ("test",), "--screen needs --gene_sets"),
     ({"train_config_json": "/nowhere/cfg.json"}, ("test",), "does not exist"),
     ({"simulate": False, "input": "NO_NORMALS"}, ("test",), "no sample has condition 'normal'"),
     ({"simulate": False, "input": "MISSING_FILE"}, ("test",), "counts .* does not exist"),

@@ -21,6 +21,12 @@
  *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables, EXPLAIN's and
  *             COHORT_DE's sections where they ran; not with --skip_report
  *
+ * The diffusion model's analyses, each only when asked (docs/diffusion.md):
+ *   PERTURB   (--perturb) the samples not of --normal_value bridged to their closest normals:
+ *             the shift per gene and per --gene_sets set; needs a diffusion model
+ *   AUGMENT   (--augment) synthetic count samples per class of the diffusion model
+ *   SCREEN    (--screen, with --gene_sets) gene-set silhouettes of every ingested sample
+ *
  * Channels carry [meta, files] (meta.id: the cohort; for a chunk, the chunk's name, with the
  * cohort's meta in meta.dataset). Every process sends its `nofone --version` to the topic
  * 'versions', which main.nf collects.
@@ -39,6 +45,9 @@ include { NOFONE_DESEQ2     } from '../modules/local/deseq2/main'
 include { NOFONE_EVALUATE   } from '../modules/local/evaluate/main'
 include { NOFONE_EXPLAIN    } from '../modules/local/explain/main'
 include { NOFONE_REPORT     } from '../modules/local/report/main'
+include { NOFONE_PERTURB    } from '../modules/local/perturb/main'
+include { NOFONE_AUGMENT    } from '../modules/local/augment/main'
+include { NOFONE_SCREEN     } from '../modules/local/screen_gene_sets/main'
 
 workflow NOFONE {
     take:
@@ -140,6 +149,24 @@ workflow NOFONE {
         ch_report = NOFONE_REPORT.out.report
     }
 
+    // The diffusion model's analyses (main.nf refuses --perturb and --augment without a
+    // diffusion model to train, and --screen without --gene_sets)
+    ch_perturb = channel.empty()
+    if (params.perturb) {
+        NOFONE_PERTURB(ch_data, ch_model, gene_sets)
+        ch_perturb = NOFONE_PERTURB.out.perturb
+    }
+    ch_synthetic = channel.empty()
+    if (params.augment) {
+        NOFONE_AUGMENT(ch_model)
+        ch_synthetic = NOFONE_AUGMENT.out.synthetic
+    }
+    ch_screen = channel.empty()
+    if (params.screen) {
+        NOFONE_SCREEN(NOFONE_INGEST.out.data, channel.value([[id: gene_sets.baseName], gene_sets]))
+        ch_screen = NOFONE_SCREEN.out.screen
+    }
+
     emit:
     cohort     = NOFONE_GATHER.out.cohort  // [meta, cohort/]: representations.parquet, de.parquet, summary.tsv, samples/
     model      = ch_model                  // [meta, model/]
@@ -148,4 +175,7 @@ workflow NOFONE {
     evaluation = ch_evaluation             // [meta, evaluation/]: evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
     explain    = ch_explain                // [meta, explain/]: summary.tsv, cohort.tsv, regulators/, knockouts/ (--regulators)
     report     = ch_report                 // [meta, report/]: report.html, report_summary.json, tables/
+    perturb    = ch_perturb                // [meta, perturb/]: genes.tsv, sets.tsv, core.tsv, perturb_report.json (--perturb)
+    synthetic  = ch_synthetic              // [meta, synthetic/]: a count dataset, augment_report.json (--augment)
+    screen     = ch_screen                 // [meta, screen/]: screen.tsv, random_sets.tsv, screen.png (--screen)
 }

@@ -24,7 +24,7 @@ def perturb_command(
     route: str | None = typer.Option(None, help="Bridge: sdedit or invert (tumour-labelled models; GEMDiff's). Default: the model's."),
     t_star: int | None = typer.Option(None, help="Bridge step t* (default: the model's, chosen at training)."),
     seed: int | None = typer.Option(None, help="Bridge seed (default: the model's)."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Tumour-to-normal shift per gene, GEMDiff's rule and the calibrated one, core genes.
 
@@ -54,7 +54,7 @@ def augment_command(
     eta: float = typer.Option(1.0, min=0.0, help="1: ancestral (DDPM-like) sampling; 0: deterministic DDIM."),
     seed: int = typer.Option(0, help="Seed of the synthetic set (quality seeds follow it)."),
     quality_seeds: int = typer.Option(3, min=1, help="Synthetic sets scored for quality."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Synthetic count samples per class, with MMD, C2ST and train-on-synthetic quality.
 

@@ -30,10 +30,11 @@ def train_command(
     normal_value: str = typer.Option("normal", help="Value of that column for normal samples."),
     stratify: str = typer.Option("tissue", help="Column to stratify the held-out split by ('' for none)."),
 ) -> None:
-    """Train a model of normal expression (the DGD, or an NB-VAE) on the normal samples of a dataset.
+    """Train a model of normal expression (the DGD, an NB-VAE or a diffusion model) on the normal samples of a dataset.
 
     Example: nofone train --input data/ --outdir model/ --config small --epochs 200
     Example: nofone train --model-type nbvae --input data/ --outdir model/
+    Example: nofone train --model-type diffusion --config cpu --input data/ --outdir model/
     """
     from nofone.models.registry import model_class
     from nofone.steps.train import train

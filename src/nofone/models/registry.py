@@ -37,6 +37,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "dgd": ModelEntry("nofone.models.dgd.model:DGD", "DGD", ("small", "paper"), "small"),
     "nbvae": ModelEntry("nofone.models.nbvae.model:NBVAE", "NB-VAE", ("default",), "default"),
+    "diffusion": ModelEntry("nofone.models.diffusion.model:Diffusion", "diffusion", ("cpu", "gpu", "paper"), "cpu"),
 }
 MODEL_TYPES = tuple(MODELS)
 DEFAULT_MODEL_TYPE = "dgd"

@@ -78,6 +78,9 @@ class TrainingPlan(ABC):
     progress_fields: ClassVar[dict[str, str]] = {}
     #: fewer optimiser steps than this makes `nofone train` warn that the model is under-trained
     min_steps: ClassVar[int] = 0
+    #: score the untrained state too (epoch 0), so that early stopping can keep it (a model whose
+    #: starting point is already a fitted model, as the diffusion model's Gaussian part)
+    score_before_training: ClassVar[bool] = False
     module: torch.nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
 
@@ -176,6 +179,8 @@ def fit(plan: TrainingPlan, *, checkpoint_dir: Path | None = None, resume: bool 
     if resumed_from is None:
         plan.initialise()
     early = t.early_stopping and plan.has_heldout
+    if early and resumed_from is None and plan.score_before_training:
+        state.observe(plan.heldout_score(), t.patience)
     stopped = state.bad_evaluations >= t.patience if early else False
     while state.epoch < t.epochs and not stopped:
         started = time.perf_counter()

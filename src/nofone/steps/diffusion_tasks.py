@@ -24,6 +24,7 @@ from nofone.models.diffusion.augment import SampleClass, SamplerOptions, default
 from nofone.models.diffusion.augment import write_dataset as write_synthetic
 from nofone.models.diffusion.model import Diffusion
 from nofone.models.diffusion.perturb import PerturbOptions, perturb
+from nofone.steps.common import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ def _select(data: Dataset, column: str, normal: str, value: str | None) -> list[
 
 def perturb_step(model_dir: Path, input_dir: Path, outdir: Path, *, column: str = "condition",
                  value: str | None = None, normal: str = "normal", gmt: Path | None = None,
-                 options: PerturbOptions | None = None, device: str = "cpu") -> dict:
+                 options: PerturbOptions | None = None, device: str = "auto") -> dict:
     """Bridge the tumours (`column` == `value`, or every sample not `normal`) of a dataset to
     their closest normals and write genes.tsv, sets.tsv, core.tsv and perturb_report.json."""
     options = options or PerturbOptions()
-    model = Diffusion.load(model_dir, device)
+    model = Diffusion.load(model_dir, resolve_device(device))
     data = Dataset(input_dir)
     tumours = _select(data, column, normal, value)
     alignment = GeneAlignment(data.gene_ids, model.gene_ids, where=f"{input_dir}: ")
@@ -105,11 +106,11 @@ def _real(path: Path | None, column: str, model: Diffusion, classes: list[str]) 
 def augment_step(model_dir: Path, outdir: Path, *, n_per_class: int, classes: list[str] | None = None,
                  sampler: SamplerOptions | None = None, real_test: Path | None = None,
                  real_train: Path | None = None, class_column: str = "tissue", quality_seeds: int = 3,
-                 permutations: int = 500, device: str = "cpu") -> dict:
+                 permutations: int = 500, device: str = "auto") -> dict:
     """Synthetic samples per class written as a count dataset in `outdir`, with quality.tsv
     against `real_test` (and train-on-real from `real_train`) and augment_report.json."""
     sampler = sampler or SamplerOptions()
-    model = Diffusion.load(model_dir, device)
+    model = Diffusion.load(model_dir, resolve_device(device))
     available = default_classes(model.module)
     chosen: list[SampleClass] = available
     if classes:

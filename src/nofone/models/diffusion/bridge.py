@@ -153,8 +153,8 @@ def closest_normal(module: DiffusionModule, counts: torch.Tensor | np.ndarray, m
     the calibrated dispersion), `latent_nll` [N] (NaN: no prior density), `responsibilities`
     None, `n_measured` [N] and `spread` [N, G] (sd over the draws of log2 relative mean)."""
     device = module.log_r.device
-    x = torch.as_tensor(np.asarray(counts), dtype=torch.float64, device=device)
-    m = None if measured is None else torch.as_tensor(np.asarray(measured), dtype=torch.bool, device=device)
+    x = torch.as_tensor(counts, dtype=torch.float64, device=device)
+    m = None if measured is None else torch.as_tensor(measured, dtype=torch.bool, device=device)
     sf = module.space.size_factors(x, m)
     y = module.space(x, sf, m)
     point, draws = bridge_points(module, y, options)

@@ -25,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from nofone.models.calibration import calibrate_dispersion
 from nofone.models.diffusion.bridge import BridgeOptions, bridge_points, decode
 from nofone.models.diffusion.module import DiffusionModule
 from nofone.models.nb import nb_log_prob
@@ -174,9 +175,15 @@ def _newton(x, mean, w, offset_sd, r_centre, r_sd, start=None, iterations: int =
 
 @torch.no_grad()
 def calibrate(module: DiffusionModule, counts: torch.Tensor, measured: torch.Tensor | None,
-              tissues=None) -> dict:
+              tissues=None, training: tuple | None = None) -> dict:
     """All four calibrations on the held-out normals `counts` [N, G]; sets t* (when the config
-    leaves it 0), log r, the mean offsets and the null deviations in `module`, returns the card."""
+    leaves it 0), log r, the mean offsets and the null deviations in `module`, returns the card.
+
+    `training` (counts, measured, tissues) of the training normals: the per-gene NB is then
+    fitted on them and the held-out normals together, all bridged alike (a few held-out normals
+    alone give noisy dispersions), and log r is rescaled affinely to the held-out normals'
+    likelihood (`nofone.models.calibration.calibrate_dispersion`: the bridge reconstructs a
+    sample it trained on more closely than a new one)."""
     device = module.log_r.device
     counts = counts.to(device=device, dtype=torch.float64)
     measured = None if measured is None else measured.to(device).bool()
@@ -194,10 +201,21 @@ def calibrate(module: DiffusionModule, counts: torch.Tensor, measured: torch.Ten
     space.log_offset.zero_()
     relative, _ = decode(module, point)
     mean = relative * sf.unsqueeze(-1)
-    offset, log_r = fit_gene_nb(counts.cpu(), mean.cpu(), None if measured is None else measured.cpu())
+    fx, fm, fmask = counts, mean, measured
+    if training is not None:
+        tx, tmask, ttissues = training
+        tx = tx.to(device=device, dtype=torch.float64)
+        tmask = None if tmask is None else tmask.to(device).bool()
+        tsf = space.size_factors(tx, tmask)
+        tpoint, _ = bridge_points(module, space(tx, tsf, tmask), replace(options, tissues=ttissues))
+        fx, fm = torch.cat([counts, tx]), torch.cat([mean, decode(module, tpoint)[0] * tsf.unsqueeze(-1)])
+        fmask = None if measured is None else torch.cat([measured, tmask])
+    offset, log_r = fit_gene_nb(fx.cpu(), fm.cpu(), None if fmask is None else fmask.cpu())
     space.log_offset.copy_(offset.to(device))
     module.log_r.copy_(log_r.to(device))
     mean = mean * torch.exp(space.log_offset)
+    if training is not None:
+        card["dispersion_rescale"] = calibrate_dispersion(module, counts, mean, point, measured)
     r = module.dispersion
     null = fit_outlier_null(counts.cpu().numpy(), mean.cpu().numpy(), r.cpu().numpy(),
                             None if measured is None else measured.cpu().numpy())

@@ -97,7 +97,9 @@ class TrainingConfig:
     eval_every: int = 25
     eval_draws: int = 16
     patience: int = 8
-    calibrate: bool = True  # choose t*, fit dispersions and the outlier null on held-out normals
+    # calibrate the bridge on the held-out normals: t*, per-gene NB, outlier null (the shared
+    # loop's name for its calibration hook)
+    calibrate_dispersion: bool = True
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,11 @@ class DiffusionModule(nn.Module):
     def log_dispersion_at(self, z: torch.Tensor) -> torch.Tensor:
         return self.log_r.expand(*z.shape[:-1], self.n_genes)
 
+    @torch.no_grad()
+    def rescale_log_dispersion(self, a: float, b: float) -> None:
+        """log r <- a + b log r (`nofone.models.calibration.calibrate_dispersion`)."""
+        self.log_r.mul_(b).add_(a)
+
     # -- labels ------------------------------------------------------------------------------------
 
     def tissue_index(self, tissues: Sequence[str | None] | None, n: int) -> torch.Tensor | None:

@@ -37,10 +37,12 @@ def _model_rows(ctx: ReportContext) -> list[tuple[str, object]]:
     history = ctx.data.history
     epochs_run = int(history["epoch"].max()) if history is not None and "epoch" in history and len(history) else None
     cal = None
-    if calibration:
+    if calibration and "a" in calibration:
         cal = f"log r → {format_value(calibration.get('a'))} + {format_value(calibration.get('b'))} · log r"
         if calibration.get("applied") is False:
             cal += " (not applied)"
+    elif calibration:
+        cal = calibration.get("method")
     source = config.get("source")
     return [
         ("model type", config.get("model_type")),
@@ -56,6 +58,7 @@ def _model_rows(ctx: ReportContext) -> list[tuple[str, object]]:
         ("best epoch (held-out NLL)", info.get("best_epoch")),
         ("stopped early", info.get("stopped_early")),
         ("dispersion calibration", cal),
+        *(info.get("model_card") or {}).items(),  # the model's own entries (TrainingPlan.summary)
         ("tissue purity of components (training / held-out)",
          f"{format_percent(info.get('tissue_purity_train'))} / {format_percent(info.get('tissue_purity_test'))}"
          if info.get("tissue_purity_train") is not None else None),
@@ -78,7 +81,7 @@ def _model_numbers(ctx: ReportContext) -> dict:
         "epochs_max": info.get("epochs"), "best_epoch": info.get("best_epoch"),
         "stopped_early": info.get("stopped_early"),
         "dispersion_calibration": {k: calibration.get(k) for k in ("a", "b")} if calibration else None,
-        "training_seconds": info.get("seconds"),
+        "training_seconds": info.get("seconds"), "model_card": info.get("model_card"),
     }
 
 

@@ -137,7 +137,8 @@ def test_the_two_tiers_agree_with_the_tests_they_come_from(model_run):
     nb_call = (frame["q_value_nb"] < 0.01) & big
     assert ((frame["call"] == "abnormal") == abnormal).all()
     assert ((frame["call"] == "candidate") == (nb_call & ~abnormal)).all()
-    assert (frame["q_value"] >= frame["q_value_nb"] - 1e-12).mean() > 0.99  # the null only widens the NB
+    tail = frame["p_value_nb"] < 1e-3  # there the mixture's heavier tails give larger p-values
+    assert (frame.loc[tail, "p_value"] >= frame.loc[tail, "p_value_nb"] * (1 - 1e-9)).all()
     summary = pd.read_csv(out / "de" / "summary.tsv", sep="\t").set_index("sample_id")
     by_sample = frame.groupby("sample_id")
     for call, column in (("candidate", "n_candidate"), ("abnormal", "n_de")):

@@ -198,6 +198,7 @@ VARIANTS = [
           "normal_value": "healthy", "chunk_size": 3}),
     ((), {"train_config": "paper", "model": "/models/bulkdgd_v1", "annotation": "ensembl.tsv.gz",
           "regulators": "/models/regulators"}),
+    ((), {"annotation": "ensembl.tsv.gz,ncbi_gene_aliases.tsv.gz", "protein_coding": True}),
     (("test",), COHORT_PARAMS | {"de_null": "outlier"}),
     ((), {"cohort_group": "Status", "cohort_contrast": "lactate,virgin", "cohort_covariates": " CellType, batch,",
           "cohort_epochs": 5, "cohort_latent_dim": 2, "gene_sets": "h.all.gmt", "symbol_map": "mouse_to_human.tsv"}),
@@ -225,6 +226,8 @@ def _dummy_inputs_dry(process: nfg.Process, optional_files: bool) -> list:
                     items.append({"id": "chunk_0003"} if element.name == "meta" or optional_files else {})
                 else:
                     items.append("tissue,batch" if optional_files else "")
+            elif element.name == "annotation":  # --annotation a,b: every file becomes its own option
+                items.append([Path("/x/1/ensembl.tsv.gz"), Path("/x/2/ncbi_aliases.tsv.gz")] if optional_files else [])
             elif optional:
                 items.append([Path(f"/x/{element.name}.tsv")] if optional_files else [])
             elif element.name == "counts":
@@ -262,6 +265,8 @@ def test_rendered_command_lines_parse(name, variant):
                 assert len(lines) == 1, f"{name}: one nofone command per script, found {lines}"
                 words = shlex.split(lines[0])
                 assert words[1:3] == ["--threads", str(scope["task"]["cpus"])], "each task passes its cpus"
+                if any(e.name == "annotation" for d in process.inputs for e in d.elements):
+                    assert words.count("--annotation") == (2 if optional_files else 0), lines[0]
                 words = [words[0], *words[3:]]
                 assert words[1] == EXPECTED[name]
                 command = commands[words[1]]

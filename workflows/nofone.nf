@@ -56,7 +56,7 @@ workflow NOFONE {
     main:
     // Optional files: [] when absent, and [[:], []] for an optional [meta, folder] (the modules
     // test for it)
-    annotation  = params.annotation ? file(params.annotation, checkIfExists: true) : []
+    annotation  = params.annotation ? params.annotation.tokenize(',').collect { a -> file(a.trim(), checkIfExists: true) } : []
     model_genes = params.model ? file("${params.model}/genes.tsv", checkIfExists: true) : []
     config_json = params.train_config_json ? file(params.train_config_json, checkIfExists: true) : []
     gene_sets   = params.gene_sets ? file(params.gene_sets, checkIfExists: true) : []

@@ -8,7 +8,7 @@ process NOFONE_FILTER {
 
     input:
     tuple val(meta), path(data, stageAs: 'dataset'), val(groups)
-    path annotation, stageAs: 'annotation/*'     // gene annotation TSV, or []
+    path annotation, stageAs: 'annotation/*/*'   // gene annotation TSVs (one or more), or []
 
     output:
     tuple val(meta), path('filtered'),                       emit: data
@@ -17,7 +17,7 @@ process NOFONE_FILTER {
     script:
     def args = task.ext.args ?: ''
     def group_arg = groups ? "--group ${groups}" : ''
-    def annotation_arg = annotation ? "--annotation ${annotation}" : ''
+    def annotation_arg = annotation ? [annotation].flatten().collect { a -> "--annotation ${a}" }.join(' ') : ''
     """
     nofone --threads ${task.cpus} filter --input ${data} --outdir filtered ${group_arg} ${annotation_arg} ${args}
     """

@@ -10,7 +10,7 @@ process NOFONE_INGEST {
     input:
     tuple val(meta), path(samplesheet, stageAs: 'samplesheet.csv'), path(counts, stageAs: 'inputs/*/*')
     path genes,      stageAs: 'model_genes/*'   // a model's genes.tsv (with --model), or []
-    path annotation, stageAs: 'annotation/*'    // gene annotation TSV, or []
+    path annotation, stageAs: 'annotation/*/*'  // gene annotation TSVs (one or more), or []
 
     output:
     tuple val(meta), path('data'),                           emit: data
@@ -19,7 +19,7 @@ process NOFONE_INGEST {
     script:
     def args = task.ext.args ?: ''
     def genes_arg = genes ? "--genes ${genes}" : ''
-    def annotation_arg = annotation ? "--annotation ${annotation}" : ''
+    def annotation_arg = annotation ? [annotation].flatten().collect { a -> "--annotation ${a}" }.join(' ') : ''
     """
     nofone --threads ${task.cpus} ingest --samplesheet ${samplesheet} --outdir data ${genes_arg} ${annotation_arg} ${args}
     """

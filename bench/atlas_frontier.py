@@ -48,6 +48,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--k", type=int, default=None, help="neighbours of the local null (default: the product's)")
     parser.add_argument("--replot", action="store_true", help="only redraw and print from the written tables")
+    parser.add_argument("--de", type=Path, default=None,
+                        help="another model's `de` folder on the same samples (bench/atlas_diffusion.py's de/, "
+                             "sample ids <group>_<row>): its closest normals replace the DGD's; nulls nb, "
+                             "model-error and its own outlier null")
     parser.add_argument("--oracle", action="store_true",
                         help="only the ceiling: each normal tested with its own (pi, tau), fitted on its unspiked self")
     args = parser.parse_args()
@@ -57,11 +61,13 @@ def main() -> None:
     if missing := [str(p) for p in needed if not p.exists()]:
         sys.exit(f"missing inputs (see the docstring): {', '.join(missing)}")
     from nofone.evaluate.frontier import frontier_of_matrices, positive_control
-    from nofone.stats.local_null import NEIGHBOURS, fit_local_null
+    from nofone.stats.local_null import NEIGHBOURS
     from nofone.stats.nulls import Null
     from nofone.stats.outlier_null import OutlierNull
 
     ev = dict(np.load(args.atlas / "eval.npz"))
+    if args.de is not None:
+        _use_other_model(ev, args.de)
     group = ev["group"]
     matrices = {name: {"count": ev["x"][group == name].astype(np.float64), "normal_mean": ev["mean"][group == name],
                        "dispersion": ev["r"][group == name]} for name in ("normal", "tumour")}
@@ -84,17 +90,12 @@ def main() -> None:
         _show(pd.read_csv(out / "frontier.tsv", sep="\t"), pd.read_csv(out / "tumour_control.tsv", sep="\t"), out,
               k, group, scored, spiked)
         return
-    info = json.loads((args.atlas / "model" / "config.json").read_text())
-    es = dict(np.load(args.atlas / "es_null" / "fold0.npz"))
-    cross = _load_folds(args.atlas / "crossfit_5")
-    nulls = {
-        "nb": Null("nb"),
-        "model-error": Null("model-error"),
-        "outlier, 30 early-stopping normals (default)": Null("outlier", outlier=OutlierNull.stored_in(info)),
-        "local, 30 early-stopping normals": Null("local", local=fit_local_null(es["x"], es["mean"], es["r"], k=k)),
-        "local, 325 cross-fit normals (default with --cross-fit)": Null(
-            "local", local=fit_local_null(cross["x"], cross["mean"], cross["r"], k=k)),
-    }
+    if args.de is not None:
+        outlier = OutlierNull(**json.loads((args.de / "de_report.json").read_text())["outlier_null"])
+        nulls = {"nb": Null("nb"), "model-error": Null("model-error"),
+                 "outlier, its 30 early-stopping normals (default)": Null("outlier", outlier=outlier)}
+    else:
+        nulls = _dgd_nulls(args.atlas, k)
     curves, controls = [], []
     for label, null in nulls.items():
         curves.append(frontier_of_matrices([null], matrices["normal"], spiked_m, planted, spike_lfc).assign(
@@ -107,6 +108,41 @@ def main() -> None:
     curve.to_csv(out / "frontier.tsv", sep="\t", index=False)
     control.to_csv(out / "tumour_control.tsv", sep="\t", index=False)
     _show(curve, control, out, k, group, scored, spiked)
+
+
+def _dgd_nulls(atlas: Path, k: int) -> dict:
+    """The DGD's nulls: the stored outlier null, and local nulls from its early-stopping normals
+    and from the cross-fit normals."""
+    from nofone.stats.local_null import fit_local_null
+    from nofone.stats.nulls import Null
+    from nofone.stats.outlier_null import OutlierNull
+
+    info = json.loads((atlas / "model" / "config.json").read_text())
+    es = dict(np.load(atlas / "es_null" / "fold0.npz"))
+    cross = _load_folds(atlas / "crossfit_5")
+    return {
+        "nb": Null("nb"),
+        "model-error": Null("model-error"),
+        "outlier, 30 early-stopping normals (default)": Null("outlier", outlier=OutlierNull.stored_in(info)),
+        "local, 30 early-stopping normals": Null("local", local=fit_local_null(es["x"], es["mean"], es["r"], k=k)),
+        "local, 325 cross-fit normals (default with --cross-fit)": Null(
+            "local", local=fit_local_null(cross["x"], cross["mean"], cross["r"], k=k)),
+    }
+
+
+def _use_other_model(ev: dict, de_dir: Path) -> None:
+    """Replace the closest normals' mean and dispersion in `ev` by those of another model's de."""
+    table = pd.read_parquet(de_dir / "de.parquet", columns=["sample_id", "gene_id", "normal_mean", "dispersion"])
+    genes = {g: j for j, g in enumerate(ev["gene_ids"])}
+    rows = table["sample_id"].str.rsplit("_", n=1).str[1].astype(int).to_numpy()
+    cols = table["gene_id"].map(genes)
+    if cols.isna().any():
+        sys.exit(f"{de_dir}: genes outside the atlas model's")
+    cols = cols.to_numpy(dtype=int)
+    for key, column in (("mean", "normal_mean"), ("r", "dispersion")):
+        values = np.full(ev["x"].shape, np.nan)
+        values[rows, cols] = table[column].to_numpy()
+        ev[key] = values
 
 
 def _show(curve: pd.DataFrame, control: pd.DataFrame, out: Path, k: int, group: np.ndarray, scored: np.ndarray,

@@ -76,11 +76,12 @@ class LocalNull:
     def n_samples(self) -> int:
         return len(self.shares)
 
-    def neighbours(self, mean: np.ndarray) -> np.ndarray:
-        """[N, k] indices of the calibration normals nearest to each closest normal of `mean`."""
+    def neighbours(self, mean: np.ndarray, k: int | None = None) -> np.ndarray:
+        """[N, k] indices of the calibration normals nearest to each closest normal of `mean`
+        (`k`: default the null's own)."""
         coords = (profile(mean) - self.centre) @ self.basis
         d = ((coords[:, None, :] - self.coords[None, :, :]) ** 2).sum(-1)
-        k = min(self.k, self.n_samples)
+        k = min(self.k if k is None else k, self.n_samples)
         return np.argsort(d, axis=1, kind="stable")[:, :k]
 
     def shares_for(self, mean: np.ndarray) -> np.ndarray:

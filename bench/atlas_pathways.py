@@ -10,7 +10,7 @@ never used in training or development, 87 rectal tumours, with their closest nor
 cohort DESeq2 of half of the tumours against colon/rectum normals (`cohort_deseq2.tsv`) and the
 tumours it left out (`cohort_scored.json`: the ones scored here). The local null is fitted from
 the calibration normals with the product's `fit_local_null`, the sets tested with
-`test_gene_sets`, every variant below with the same code path as `nofone pathways`.
+`gene_set_tests`, every variant below with the same code path as `nofone pathways`.
 
 Targets: at most 0.05 false set calls (q < 0.01) per never-trained normal; per rectal tumour at
 least 50% of the Hallmark sets the cohort calls at q < 0.01 (Mann-Whitney of the cohort DESeq2
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -33,13 +34,18 @@ import pandas as pd
 from scipy import stats
 
 from nofone.enrichment.gene_sets import match_gene_sets, read_gmt
-from nofone.stats.gene_set_test import MIN_GENES, SetTestOptions, test_gene_sets
-from nofone.stats.local_null import fit_local_null, normal_scores
+from nofone.stats.gene_set_test import MIN_GENES, SetTestOptions, gene_set_tests
+from nofone.stats.local_null import LocalNull, fit_local_null, normal_scores
 from nofone.stats.multiple_testing import bh_adjust
 
 HALLMARK = Path("/work/shared/data/annotation/h.all.v7.0.symbols.gmt")
 TARGET_FP, TARGET_RECOVERY, Q = 0.05, 0.50, 0.01
-#: (label, options): the default first
+def median_centred(z: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's (and calibration normal's) median score subtracted: a robust competitive test."""
+    return z - np.median(z, 1, keepdims=True), scores - np.median(scores, 1, keepdims=True)
+
+
+#: (label, options, transform of (sample scores, calibration scores) or None): the default first
 VARIANTS = [
     ("default: max(global sd, local RMS k=120)", SetTestOptions()),
     ("global sd alone", SetTestOptions(local_scale=False)),
@@ -50,6 +56,16 @@ VARIANTS = [
     ("centred (competitive)", SetTestOptions(centred=True)),
     ("centred, inverse-sd weights", SetTestOptions(centred=True, weighting="inverse-sd")),
     ("centred, global sd alone", SetTestOptions(centred=True, local_scale=False)),
+    ("centred, local k=90", SetTestOptions(centred=True, k=90)),
+    ("centred, local k=160", SetTestOptions(centred=True, k=160)),
+    ("median-centred", SetTestOptions(), median_centred),
+    ("3 healthy factors removed", SetTestOptions(factors=3)),
+    ("10 healthy factors removed", SetTestOptions(factors=10)),
+    *[(f"centred, {f} healthy factors removed", SetTestOptions(centred=True, factors=f)) for f in (1, 2, 3, 5, 10)],
+    ("centred, 3 factors, local k=90", SetTestOptions(centred=True, factors=3, k=90)),
+    ("centred, 3 factors, local k=160", SetTestOptions(centred=True, factors=3, k=160)),
+    ("centred, 3 factors, inverse-sd weights", SetTestOptions(centred=True, factors=3, weighting="inverse-sd")),
+    ("median-centred, 3 factors", SetTestOptions(factors=3), median_centred),
 ]
 
 
@@ -72,13 +88,23 @@ def main() -> None:
     parser.add_argument("--gene-sets", type=Path, default=HALLMARK)
     parser.add_argument("--out", type=Path, default=Path("bench/out/atlas_pathways"))
     parser.add_argument("--only-default", action="store_true", help="Measure the default alone.")
+    parser.add_argument("--match", default="", help="Only the variants whose label contains this.")
     args = parser.parse_args()
     started = time.perf_counter()
     folds = [np.load(f) for f in sorted((args.atlas / "crossfit_5").glob("fold*.npz"))]
     xn = np.concatenate([f["x"] for f in folds]).astype(np.float64)
     mn = np.concatenate([f["mean"] for f in folds])
     rn = np.concatenate([f["r"] for f in folds])
-    null = fit_local_null(xn, mn, rn)
+    cache = args.out / "local_null.npz"  # the fit takes minutes; delete the file to refit
+    if cache.is_file():
+        saved = dict(np.load(cache))
+        null = LocalNull(tau=float(saved.pop("tau")), k=int(saved.pop("k")), global_pi=float(saved.pop("global_pi")),
+                         **saved)
+    else:
+        null = fit_local_null(xn, mn, rn)
+        args.out.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **{f: getattr(null, f) for f in ("tau", "k", "global_pi", "shares", "coords", "centre",
+                                                          "basis", "scores")})
     print(f"local null from {len(xn)} cross-fit calibration normals ({time.perf_counter() - started:.0f} s)",
           flush=True)
     ev = dict(np.load(args.atlas / "eval.npz"))
@@ -100,8 +126,13 @@ def main() -> None:
           f"({(called & (direction > 0)).sum()} up); {normal.sum()} never-trained normals, {tumour.sum()} scored "
           f"rectal tumours", flush=True)
     rows = []
-    for label, options in VARIANTS[:1] if args.only_default else VARIANTS:
-        res = test_gene_sets(z, mean, null, index, options=options)
+    chosen = VARIANTS[:1] if args.only_default else [v for v in VARIANTS if args.match in v[0]]
+    for label, options, *transform in chosen:
+        z_used, tested = z, null
+        if transform:
+            z_used, scores = transform[0](z, np.asarray(null.scores, dtype=np.float64))
+            tested = replace(null, scores=scores)
+        res = gene_set_tests(z_used, mean, tested, index, options=options)
         hit = res.q_value < Q
         fp = hit[normal].sum(1)
         same = hit[tumour] & (np.sign(res.standardized[tumour]) == direction) & called

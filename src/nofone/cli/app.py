@@ -11,8 +11,8 @@ from nofone.cli import diffusion_tasks as diffusion_tasks_cmd
 from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
-from nofone.cli import pathways as pathways_cmd
 from nofone.cli import ingest as ingest_cmd
+from nofone.cli import pathways as pathways_cmd
 from nofone.cli import regulators as regulators_cmd
 from nofone.cli import report as report_cmd
 from nofone.cli import run as run_cmd

@@ -51,6 +51,7 @@ class SetTestOptions:
     weighting: str = "equal"
     local_scale: bool = True  # False: the global sd alone (calibrated on average, not per sample)
     centred: bool = False  # subtract each sample's mean score over its genes (a competitive test)
+    factors: int = 0  # principal axes of the calibration normals' scores projected out of every sample's
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SetTestResult:
     p_value: np.ndarray
     q_value: np.ndarray
     df: int
+    adjusted: np.ndarray  # [N, G] the scores the statistic averages (after centring and factors)
 
 
 def gene_weights(null: LocalNull, weighting: str) -> np.ndarray:
@@ -92,23 +94,57 @@ def set_matrix(index: Sequence[np.ndarray], weights: np.ndarray, usable: np.ndar
     return out
 
 
-def test_gene_sets(z: np.ndarray, mean: np.ndarray, null: LocalNull, index: Sequence[np.ndarray],
-                   measured: np.ndarray | None = None, options: SetTestOptions | None = None) -> SetTestResult:
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration normals' scores as the test uses them (centred and with the healthy
+    factors projected out as `SetTestOptions` asks), computed once per null."""
+
+    scores: np.ndarray  # [J, G]
+    gene_centre: np.ndarray  # [G] the calibration normals' mean score per gene (before projection)
+    axes: np.ndarray  # [G, F] the healthy factors projected out
+
+    @classmethod
+    def of(cls, null: LocalNull, options: SetTestOptions) -> Calibration:
+        if null.scores is None:
+            raise ValueError("the local null has no calibration scores")
+        scores = np.asarray(null.scores, dtype=np.float64)
+        if options.centred:
+            scores = scores - scores.mean(1, keepdims=True)
+        gene_centre = scores.mean(0)
+        axes = np.zeros((scores.shape[1], 0))
+        if options.factors > 0:
+            _, _, vt = np.linalg.svd(scores - gene_centre, full_matrices=False)
+            axes = vt[:options.factors].T
+            scores = scores - ((scores - gene_centre) @ axes) @ axes.T
+        return cls(scores=scores, gene_centre=gene_centre, axes=axes)
+
+    def adjust(self, z: np.ndarray, measured: np.ndarray, centred: bool) -> np.ndarray:
+        """Samples' scores [N, G] transformed as the calibration normals' were (an unmeasured
+        gene is taken at the calibration mean, so that it does not move the factors)."""
+        if centred:
+            z = z - np.where(measured, z, 0.0).sum(1, keepdims=True) / np.maximum(measured.sum(1, keepdims=True), 1)
+        if self.axes.shape[1]:
+            z = np.where(measured, z, self.gene_centre)
+            z = z - ((z - self.gene_centre) @ self.axes) @ self.axes.T
+        return np.where(measured, z, 0.0)
+
+
+def gene_set_tests(z: np.ndarray, mean: np.ndarray, null: LocalNull, index: Sequence[np.ndarray],
+                   measured: np.ndarray | None = None, options: SetTestOptions | None = None,
+                   calibration: Calibration | None = None) -> SetTestResult:
     """Test every set (`index`: model gene indices per set) in every sample.
 
     `z` [N, G]: the samples' normal scores; `mean` [N, G]: their closest normals' NB means
     (where each sits among the calibration normals); `measured` [N, G]: genes tested per sample
-    (an unmeasured gene leaves the set, in the sample and in its null alike).
+    (an unmeasured gene leaves the set, in the sample and in its null alike); `calibration`:
+    `Calibration.of(null, options)`, when calls share it.
     """
     options = options or SetTestOptions()
-    if null.scores is None:
-        raise ValueError("the local null has no calibration scores")
+    calibration = calibration or Calibration.of(null, options)
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
     measured = np.ones(z.shape, dtype=bool) if measured is None else np.atleast_2d(measured)
-    scores = np.asarray(null.scores, dtype=np.float64)
-    if options.centred:
-        z = z - np.where(measured, z, 0.0).sum(1, keepdims=True) / np.maximum(measured.sum(1, keepdims=True), 1)
-        scores = scores - scores.mean(1, keepdims=True)
+    z = calibration.adjust(z, measured, options.centred)
+    scores = calibration.scores
     n_null = scores.shape[0]
     k = max(2, min(options.k, n_null))
     weights = gene_weights(null, options.weighting)
@@ -123,7 +159,7 @@ def test_gene_sets(z: np.ndarray, mean: np.ndarray, null: LocalNull, index: Sequ
         in_null = scores @ matrix.T  # [J, S]
         centre = in_null.mean(0)
         sd = in_null.std(0, ddof=1) * np.sqrt(1.0 + 1.0 / n_null)
-        statistic[rows] = np.where(usable, z[rows], 0.0) @ matrix.T
+        statistic[rows] = z[rows] @ matrix.T
         location[rows] = centre
         if options.local_scale:
             local = np.sqrt(((in_null[neighbours[rows]] - centre) ** 2).mean(1))  # [n, S]
@@ -135,7 +171,7 @@ def test_gene_sets(z: np.ndarray, mean: np.ndarray, null: LocalNull, index: Sequ
     df = k - 1 if options.local_scale else n_null - 1
     p = 2.0 * stats.t.sf(np.abs(standardized), df)
     return SetTestResult(statistic=statistic, location=location, scale=scale, standardized=standardized,
-                         p_value=p, q_value=bh_adjust(p, axis=1), df=df)
+                         p_value=p, q_value=bh_adjust(p, axis=1), df=df, adjusted=z)
 
 
 def leading_genes(z: np.ndarray, genes: np.ndarray, direction: float, names: Sequence[str],

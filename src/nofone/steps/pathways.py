@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from nofone.io.artifact import GENES
 from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
 from nofone.io.samplesheet import validate_sample_id
 from nofone.progress import progress
-from nofone.stats.gene_set_test import MIN_GENES, SetTestOptions, leading_genes, test_gene_sets
+from nofone.stats.gene_set_test import MIN_GENES, Calibration, SetTestOptions, gene_set_tests, leading_genes
 from nofone.stats.local_null import NULL_FILE, LocalNull, load_local_null, local_null_source, normal_scores
 from nofone.steps.common import model_fingerprint
 from nofone.steps.de import DE_FILE
@@ -75,6 +75,7 @@ def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
     names, index = list(sets), list(sets.values())
     n_listed = np.array([len(listed[name]) for name in names])
     started = time.perf_counter()
+    calibration = Calibration.of(null, options.test)
     summaries = []
     with staged_outdir(outdir) as stage, pq.ParquetWriter(stage / PATHWAYS_FILE, PATHWAYS_SCHEMA,
                                                           compression="zstd") as writer:
@@ -83,7 +84,7 @@ def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
         de = pq.ParquetFile(de_path)
         with progress("testing gene sets", de.metadata.num_rows) as advance:
             for samples, counts in _read_samples(de, de_path, gene_ids):
-                table = _test_chunk(samples, counts, null, names, index, n_listed, gene_names, options)
+                table = _test_chunk(samples, counts, null, calibration, names, index, n_listed, gene_names, options)
                 writer.write_table(pa.Table.from_pandas(table, schema=PATHWAYS_SCHEMA, preserve_index=False))
                 for sample, part in table.groupby("sample_id", sort=False):
                     if options.write_tsv:
@@ -100,8 +101,7 @@ def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
             "model_fingerprint": model_fingerprint(model_dir), "de": str(Path(de_dir).resolve()),
             "gene_sets": str(Path(gene_sets_path).resolve()), "n_sets_listed": len(listed), "n_sets_tested": len(names),
             "min_genes": options.min_genes, "skipped_sets": skipped, "q_threshold": options.q_threshold,
-            "test": {"statistic": "mean normal score", "k": options.test.k, "weighting": options.test.weighting,
-                     "local_scale": options.test.local_scale, "centred": options.test.centred},
+            "test": {"statistic": "mean normal score"} | asdict(options.test),
             "null": {"source": local_null_source(model_dir), "n_calibration_normals": null.n_samples},
             "n_samples": len(summary), "seconds": round(time.perf_counter() - started, 2),
         })
@@ -120,7 +120,8 @@ def _model_null(model_dir: Path) -> tuple[LocalNull, np.ndarray, np.ndarray]:
     if null.scores.shape[1] != len(genes):
         raise InputError(f"model {model_dir}: {NULL_FILE} has {null.scores.shape[1]} genes, {GENES} {len(genes)}")
     names = genes["gene_name"].to_numpy(dtype=object) if "gene_name" in genes else np.full(len(genes), "", object)
-    return null, genes["gene_id"].to_numpy(dtype=object), names
+    ids = genes["gene_id"].to_numpy(dtype=object)
+    return null, ids, np.where(names == "", ids, names)
 
 
 def _check_same_model(de_dir: Path, model_dir: Path, gene_ids: np.ndarray) -> None:
@@ -178,20 +179,20 @@ def _read_samples(de: pq.ParquetFile, path: Path, gene_ids: np.ndarray):
         yield samples, out
 
 
-def _test_chunk(samples: list[str], counts: dict[str, np.ndarray], null: LocalNull, names: list[str],
-                index: list[np.ndarray], n_listed: np.ndarray, gene_names: np.ndarray,
+def _test_chunk(samples: list[str], counts: dict[str, np.ndarray], null: LocalNull, calibration: Calibration,
+                names: list[str], index: list[np.ndarray], n_listed: np.ndarray, gene_names: np.ndarray,
                 options: PathwayOptions) -> pd.DataFrame:
     """The long table (one row per sample and set) of one group of samples."""
     measured = counts["measured"]
     z = np.where(measured, normal_scores(counts["count"], counts["normal_mean"], counts["dispersion"]), 0.0)
-    res = test_gene_sets(z, counts["normal_mean"], null, index, measured, options.test)
+    res = gene_set_tests(z, counts["normal_mean"], null, index, measured, options.test, calibration)
     lfc = np.where(measured, counts["log2_fold_change"], 0.0)
     n_sets = len(names)
     n_genes = np.stack([measured[:, genes].sum(1) for genes in index], axis=1)  # [n, S]
     mean_lfc = np.stack([lfc[:, genes].sum(1) for genes in index], axis=1) / np.maximum(n_genes, 1)
     up = res.standardized >= 0
-    labels = np.where(gene_names == "", np.array([""] * len(gene_names), dtype=object), gene_names)
-    leading = [",".join(leading_genes(z[i], genes[measured[i, genes]], 1.0 if up[i, s] else -1.0, labels))
+    leading = [",".join(leading_genes(res.adjusted[i], genes[measured[i, genes]], 1.0 if up[i, s] else -1.0,
+                                      gene_names))
                for i in range(len(samples)) for s, genes in enumerate(index)]
     return pd.DataFrame({
         "sample_id": np.repeat(np.asarray(samples, dtype=object), n_sets),

@@ -66,6 +66,9 @@ VARIANTS = [
     ("centred, 3 factors, local k=160", SetTestOptions(centred=True, factors=3, k=160)),
     ("centred, 3 factors, inverse-sd weights", SetTestOptions(centred=True, factors=3, weighting="inverse-sd")),
     ("median-centred, 3 factors", SetTestOptions(factors=3), median_centred),
+    *[(f"centred, 3 factors, scores clipped at {c:g}", SetTestOptions(centred=True, factors=3, clip=c))
+      for c in (2, 3, 4)],
+    *[(f"centred, scores clipped at {c:g}", SetTestOptions(centred=True, clip=c)) for c in (3, 4)],
 ]
 
 

@@ -44,8 +44,9 @@ def run_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Resume training from its newest checkpoint."),
     holdout_fraction: float = typer.Option(0.0, min=0.0, max=0.9, help="Share of each tissue's normals that filtering and training never see, tested as negative controls (docs/inputs.md)."),
+    gene_sets: Path | None = typer.Option(None, "--gene-sets", help="GMT file: also test every gene set per sample into pathways/ (docs/pathways.md)."),
 ) -> None:
-    """Run every step on one machine: ingest, filter, train (or --model), represent, de.
+    """Run every step on one machine: ingest, filter, train (or --model), represent, de (and pathways).
 
     Example: nofone run --samplesheet samplesheet.csv --outdir results/ --round-counts
     """
@@ -62,7 +63,7 @@ def run_command(
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
-        seed=seed or 0,
+        seed=seed or 0, gene_sets=gene_sets,
     )
     report = run(samplesheet, outdir, options)
     _print_groups(report)

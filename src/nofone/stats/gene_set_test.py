@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from nofone.stats.local_null import LocalNull
+from nofone.stats.local_null import SCORE_CLIP, LocalNull
 from nofone.stats.multiple_testing import bh_adjust
 
 #: Sets with fewer of their genes in the model than this are skipped (a mean of fewer genes is
@@ -51,6 +51,7 @@ class SetTestOptions:
     weighting: str = "equal"
     local_scale: bool = True  # False: the global sd alone (calibrated on average, not per sample)
     centred: bool = False  # subtract each sample's mean score over its genes (a competitive test)
+    clip: float = SCORE_CLIP  # scores clipped to +-clip (in the sample and its null alike)
     factors: int = 0  # principal axes of the calibration normals' scores projected out of every sample's
 
 
@@ -107,7 +108,7 @@ class Calibration:
     def of(cls, null: LocalNull, options: SetTestOptions) -> Calibration:
         if null.scores is None:
             raise ValueError("the local null has no calibration scores")
-        scores = np.asarray(null.scores, dtype=np.float64)
+        scores = np.clip(np.asarray(null.scores, dtype=np.float64), -options.clip, options.clip)
         if options.centred:
             scores = scores - scores.mean(1, keepdims=True)
         gene_centre = scores.mean(0)
@@ -118,10 +119,11 @@ class Calibration:
             scores = scores - ((scores - gene_centre) @ axes) @ axes.T
         return cls(scores=scores, gene_centre=gene_centre, axes=axes)
 
-    def adjust(self, z: np.ndarray, measured: np.ndarray, centred: bool) -> np.ndarray:
+    def adjust(self, z: np.ndarray, measured: np.ndarray, options: SetTestOptions) -> np.ndarray:
         """Samples' scores [N, G] transformed as the calibration normals' were (an unmeasured
         gene is taken at the calibration mean, so that it does not move the factors)."""
-        if centred:
+        z = np.clip(z, -options.clip, options.clip)
+        if options.centred:
             z = z - np.where(measured, z, 0.0).sum(1, keepdims=True) / np.maximum(measured.sum(1, keepdims=True), 1)
         if self.axes.shape[1]:
             z = np.where(measured, z, self.gene_centre)
@@ -143,7 +145,7 @@ def gene_set_tests(z: np.ndarray, mean: np.ndarray, null: LocalNull, index: Sequ
     calibration = calibration or Calibration.of(null, options)
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
     measured = np.ones(z.shape, dtype=bool) if measured is None else np.atleast_2d(measured)
-    z = calibration.adjust(z, measured, options.centred)
+    z = calibration.adjust(z, measured, options)
     scores = calibration.scores
     n_null = scores.shape[0]
     k = max(2, min(options.k, n_null))

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from nofone import __version__
+from nofone.enrichment.gene_sets import read_gmt
 from nofone.errors import InputError
 from nofone.inference.represent import SearchConfig
 from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
@@ -29,8 +30,10 @@ from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
 from nofone.models.registry import DEFAULT_MODEL_TYPE, TRAIN_REPRESENTATIONS, model_class
+from nofone.stats.local_null import NULL_FILE, load_local_null
 from nofone.steps.de import DEOptions, check_null, differential_expression
 from nofone.steps.filter import filter_dataset
+from nofone.steps.pathways import PathwayOptions, pathways
 from nofone.steps.represent import represent
 from nofone.steps.train import train
 
@@ -56,12 +59,18 @@ class RunOptions:
     resume: bool = False
     holdout_fraction: float = 0.0  # normals never seen by filter or training, tested as negative controls
     seed: int = 0
+    gene_sets: Path | None = None  # a GMT file: also `nofone pathways` into pathways/
 
 
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
     """Run the whole analysis into `outdir` (one sub-folder per step); returns the summary."""
     check_null(options.null, options.test)
     outdir = check_outdir(outdir)
+    if options.gene_sets is not None:  # a bad GMT file or a model without a local null fail before any work
+        read_gmt(options.gene_sets)
+        if options.model is not None and load_local_null(options.model) is None:
+            raise InputError(f"model {options.model} has no local null ({NULL_FILE}): --gene-sets needs one "
+                             "(train the model with this version of `nofone train`)")
     outdir.mkdir(parents=True, exist_ok=True)
     ingest_options = options.ingest
     if options.model is not None:
@@ -104,6 +113,8 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
                            lfc_threshold=options.lfc_threshold, device=options.device)
     summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de", de_options)
     report = _run_summary(summary, data, model_dir, options)
+    if options.gene_sets is not None:
+        report["pathways"] = _pathways(outdir, model_dir, options)
     write_json_atomic(outdir / "run_summary.json", report)
     return report
 
@@ -131,6 +142,20 @@ def _samples_of_split(model_dir: Path, part: str) -> set[str]:
         return set()
     table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
     return set(table.loc[table["split"] == part, "sample_id"])
+
+
+def _pathways(outdir: Path, model_dir: Path, options: RunOptions) -> dict:
+    """The per-sample gene-set test after de (skipped, and said so, when the trained model got no
+    local null: no held-out normals to calibrate it)."""
+    null = load_local_null(model_dir)
+    if null is None or null.scores is None:
+        log.warning("pathways skipped: model %s has no local null (no held-out normals to calibrate it)", model_dir)
+        return {"skipped": f"model {model_dir} has no local null"}
+    log.info("pathways: %s", options.gene_sets)
+    summary = pathways(outdir / "de", options.gene_sets, model_dir, outdir / "pathways",
+                       PathwayOptions(q_threshold=options.q_threshold))
+    return {"gene_sets": str(options.gene_sets), "n_sets_tested": int(summary["n_sets_tested"].max()),
+            "median_called_per_sample": float(summary["n_called"].median())}
 
 
 def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options: RunOptions) -> dict:

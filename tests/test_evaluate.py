@@ -98,8 +98,8 @@ def small_run(tmp_path_factory):
     simulate(root / "sim", SimulationConfig(tissues=2, samples_per_tissue=30, genes=500, cases=3, seed=1))
     config = write(root / "c.json", json.dumps({"latent_dim": 4, "hidden": [16, 64], "gmm": {"n_components": 4},
                                                 "training": {"epochs": 40, "batch_size": 16}}))
-    gmt = write(root / "sets.gmt", "".join(f"SET{s}\tna\t" + "\t".join(f"SIM{i}" for i in range(1 + 20 * s, 21 + 20 * s))
-                                         + "\n" for s in range(6)))
+    gmt = write(root / "sets.gmt", "".join(
+        f"SET{s}\tna\t" + "\t".join(f"SIM{i}" for i in range(1 + 20 * s, 21 + 20 * s)) + "\n" for s in range(6)))
     options = RunOptions(config=load_config(str(config)), ingest=IngestOptions(annotation=root / "sim" / "genes.tsv"),
                          device="cpu", gene_sets=gmt)
     run(root / "sim" / "samplesheet.csv", root / "out", options)

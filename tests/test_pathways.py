@@ -110,6 +110,21 @@ def test_pathways_writes_calls_per_sample_and_finds_the_planted_set(made, runner
     assert report["model_fingerprint"] == model_fingerprint(made["model"])
 
 
+def test_the_report_shows_the_called_sets(made, runner):
+    out = made["root"] / "out"
+    if not (out / PATHWAYS_FILE).is_file():
+        assert runner.invoke(app, ["pathways", *_args(made)]).exit_code == 0
+    report_dir = made["root"] / "report"
+    result = runner.invoke(app, ["report", "--model", str(made["model"]), "--de", str(made["root"] / "de"),
+                                 "--pathways", str(out), "--outdir", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((report_dir / "report_summary.json").read_text())
+    assert summary["sections"]["pathways"]["available"]
+    called = pd.read_csv(report_dir / "tables" / "pathways_called.tsv", sep="\t")
+    assert (called["sample_id"] == "S0").any() and PLANTED in set(called["gene_set"])
+    assert PLANTED in (report_dir / "report.html").read_text()
+
+
 def _fails(runner, args, *message):
     result = runner.invoke(app, ["pathways", *args])
     assert result.exit_code == 2, result.output

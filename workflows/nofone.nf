@@ -16,6 +16,8 @@
  *   EVALUATE  the model against DESeq2 (held-out normals, spike-ins, --gene_sets enrichment,
  *             tissue assignment, NLL AUROC); --no-deseq2 with --skip_deseq2; not with
  *             --skip_evaluate, nor with --model (its training samples are not in the data)
+ *   PATHWAYS  per sample, each gene set of --gene_sets against the model's local null
+ *             (`nofone pathways`); not without --gene_sets, nor with --skip_pathways
  *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables and COHORT_DE's
  *             section where they ran; not with --skip_report
  *
@@ -35,6 +37,7 @@ include { NOFONE_GATHER     } from '../modules/local/gather/main'
 include { NOFONE_COHORT_DE  } from '../modules/local/cohort_de/main'
 include { NOFONE_DESEQ2     } from '../modules/local/deseq2/main'
 include { NOFONE_EVALUATE   } from '../modules/local/evaluate/main'
+include { NOFONE_PATHWAYS   } from '../modules/local/pathways/main'
 include { NOFONE_REPORT     } from '../modules/local/report/main'
 
 workflow NOFONE {
@@ -113,6 +116,15 @@ workflow NOFONE {
         report_evaluation = NOFONE_EVALUATE.out.evaluation
     }
 
+    // Gene sets per sample, against the healthy variation of the model's calibration normals
+    ch_pathways = channel.empty()
+    report_pathways = absent
+    if (params.gene_sets && !params.skip_pathways) {
+        NOFONE_PATHWAYS(NOFONE_GATHER.out.cohort, ch_model, gene_sets)
+        ch_pathways     = NOFONE_PATHWAYS.out.pathways
+        report_pathways = NOFONE_PATHWAYS.out.pathways
+    }
+
     // The HTML report: absent for a step that did not run (an empty channel would hold it back)
     ch_report = channel.empty()
     if (!params.skip_report) {
@@ -121,7 +133,8 @@ workflow NOFONE {
             ch_model,
             NOFONE_GATHER.out.cohort,
             report_evaluation,
-            params.cohort_group ? ch_cohort_de : absent
+            params.cohort_group ? ch_cohort_de : absent,
+            report_pathways
         )
         ch_report = NOFONE_REPORT.out.report
     }
@@ -132,5 +145,6 @@ workflow NOFONE {
     cohort_de  = ch_cohort_de              // [meta, cohort_de/] (--cohort_group)
     deseq2     = ch_deseq2                 // [meta, deseq2/]: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
     evaluation = ch_evaluation             // [meta, evaluation/]: evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
+    pathways   = ch_pathways               // [meta, pathways/]: pathways.parquet, summary.tsv, samples/ (--gene_sets)
     report     = ch_report                 // [meta, report/]: report.html, report_summary.json, tables/
 }

@@ -44,7 +44,7 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     data = load(paths)
     _check_samples(data, options.samples)
     ctx = ReportContext(data, options)
-    run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
+    run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data, paths.pathways))
     # a cohort-de report alone has nothing of a run to show: no list of empty sections
     sources = {RUN} if run_inputs or paths.cohort_de is None else set()
     if paths.cohort_de is not None:
@@ -98,10 +98,10 @@ def write_report(report: Report, outdir: Path) -> None:
 
 def report(run: Path | None, outdir: Path, *, model: Path | None = None,
            representations: Path | None = None, de: Path | None = None, data: Path | None = None,
-           evaluation: Path | None = None, cohort_de: Path | None = None,
+           evaluation: Path | None = None, cohort_de: Path | None = None, pathways: Path | None = None,
            options: ReportOptions | None = None) -> dict:
     """The `nofone report` step: resolve the inputs, build, write; returns the summary."""
-    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de)
+    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de, pathways)
     built = build_report(paths, options)
     write_report(built, outdir)
     return built.summary

@@ -20,6 +20,7 @@ from nofone.report.sections import (
     evaluation,
     latent,
     nll,
+    pathways,
     summary,
     training,
     volcano,
@@ -44,6 +45,7 @@ SECTIONS = (
     SectionSpec("nll", "Out-of-distribution score (NLL per gene)", nll.build),
     SectionSpec("degs", "DE genes per sample", degs.build),
     SectionSpec("volcano", "Volcano plots", volcano.build),
+    SectionSpec("pathways", "Gene sets per sample", pathways.build),
     SectionSpec("evaluation", "Evaluation", evaluation.build),
     SectionSpec("cohort", "Cohort differential expression (NB-VAE)", cohort.build, source=COHORT),
 )

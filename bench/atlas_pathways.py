@@ -45,30 +45,29 @@ def median_centred(z: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return z - np.median(z, 1, keepdims=True), scores - np.median(scores, 1, keepdims=True)
 
 
+PLAIN = SetTestOptions(centred=False, factors=0)
+CENTRED = SetTestOptions(factors=0)
 #: (label, options, transform of (sample scores, calibration scores) or None): the default first
 VARIANTS = [
-    ("default: max(global sd, local RMS k=120)", SetTestOptions()),
-    ("global sd alone", SetTestOptions(local_scale=False)),
-    ("local k=30", SetTestOptions(k=30)),
-    ("local k=60", SetTestOptions(k=60)),
-    ("local k=240", SetTestOptions(k=240)),
-    ("inverse-sd gene weights", SetTestOptions(weighting="inverse-sd")),
-    ("centred (competitive)", SetTestOptions(centred=True)),
-    ("centred, inverse-sd weights", SetTestOptions(centred=True, weighting="inverse-sd")),
-    ("centred, global sd alone", SetTestOptions(centred=True, local_scale=False)),
-    ("centred, local k=90", SetTestOptions(centred=True, k=90)),
-    ("centred, local k=160", SetTestOptions(centred=True, k=160)),
-    ("median-centred", SetTestOptions(), median_centred),
-    ("3 healthy factors removed", SetTestOptions(factors=3)),
-    ("10 healthy factors removed", SetTestOptions(factors=10)),
-    *[(f"centred, {f} healthy factors removed", SetTestOptions(centred=True, factors=f)) for f in (1, 2, 3, 5, 10)],
-    ("centred, 3 factors, local k=90", SetTestOptions(centred=True, factors=3, k=90)),
-    ("centred, 3 factors, local k=160", SetTestOptions(centred=True, factors=3, k=160)),
-    ("centred, 3 factors, inverse-sd weights", SetTestOptions(centred=True, factors=3, weighting="inverse-sd")),
-    ("median-centred, 3 factors", SetTestOptions(factors=3), median_centred),
-    *[(f"centred, 3 factors, scores clipped at {c:g}", SetTestOptions(centred=True, factors=3, clip=c))
-      for c in (2, 3, 4)],
-    *[(f"centred, scores clipped at {c:g}", SetTestOptions(centred=True, clip=c)) for c in (3, 4)],
+    ("default: centred, 3 factors, max(global sd, local RMS k=120)", SetTestOptions()),
+    ("research form: mean score, no centring, no factors", PLAIN),
+    ("  global sd alone", replace(PLAIN, local_scale=False)),
+    *[(f"  local k={k}", replace(PLAIN, k=k)) for k in (30, 60, 240)],
+    ("  inverse-sd gene weights", replace(PLAIN, weighting="inverse-sd")),
+    ("  3 healthy factors removed", replace(PLAIN, factors=3)),
+    ("  10 healthy factors removed", replace(PLAIN, factors=10)),
+    ("centred, no factors", CENTRED),
+    ("  global sd alone", replace(CENTRED, local_scale=False)),
+    *[(f"  local k={k}", replace(CENTRED, k=k)) for k in (90, 160)],
+    ("  inverse-sd gene weights", replace(CENTRED, weighting="inverse-sd")),
+    *[(f"  scores clipped at {c:g}", replace(CENTRED, clip=c)) for c in (3, 4)],
+    ("  median- instead of mean-centred", PLAIN, median_centred),
+    *[(f"centred, {f} healthy factors removed", replace(CENTRED, factors=f)) for f in (1, 2, 5, 10)],
+    *[(f"centred, 3 factors, local k={k}", SetTestOptions(k=k)) for k in (90, 160)],
+    ("centred, 3 factors, global sd alone", SetTestOptions(local_scale=False)),
+    ("centred, 3 factors, inverse-sd weights", SetTestOptions(weighting="inverse-sd")),
+    *[(f"centred, 3 factors, scores clipped at {c:g}", SetTestOptions(clip=c)) for c in (2, 3, 4)],
+    ("median-centred, 3 factors", replace(PLAIN, factors=3), median_centred),
 ]
 
 

@@ -9,12 +9,16 @@ never trained on, each scored against its own closest normal), which keeps the c
 healthy variation between genes.
 
 Statistic: the mean of the set's genes' signed normal scores (`normal_scores`: mid-p NB score of
-the count under the sample's closest normal, clipped +-6). Null location: its mean over all
-calibration normals; null scale: the larger of its sd over all calibration normals and its RMS
-deviation (from that mean) over the `k` calibration normals nearest to the sample (where the
-model covers a tissue badly, sets vary more). p-value: two-sided t with k - 1 degrees of
-freedom; BH across the sets of one sample. docs/pathways.md has the atlas figures behind each
-choice.
+the count under the sample's closest normal, clipped +-6), after two adjustments made alike in
+the sample and in every calibration normal: each one's mean score over all its genes is
+subtracted (a set is tested for deviating more than the sample's genes at large: a tumour whose
+every gene sits above its closest normal does not call every set), and the top `FACTORS`
+principal axes of the calibration normals' scores are projected out (the few programmes healthy
+people vary along together). Null location: the statistic's mean over all calibration normals;
+null scale: the larger of its sd over all calibration normals and its RMS deviation (from that
+mean) over the `k` calibration normals nearest to the sample (where the model covers a tissue
+badly, sets vary more). p-value: two-sided t with k - 1 degrees of freedom; BH across the sets
+of one sample. docs/pathways.md has the atlas figures behind each choice.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ LEADING = 5
 #: Gene weights: "equal" (the plain mean) or "inverse-sd" (each gene's score divided by its
 #: healthy sd over the calibration normals, so that genes the model predicts well count more).
 WEIGHTINGS = ("equal", "inverse-sd")
+#: Principal axes of healthy variation (of the calibration normals' scores) projected out of every
+#: sample's scores before the set means: the few programmes every healthy person varies along
+#: (composition, stress) no longer move all their sets at once.
+FACTORS = 3
 #: The smallest healthy sd a gene's weight is taken from (genes with almost no spread in the
 #: calibration normals would otherwise dominate).
 SD_FLOOR = 0.5
@@ -50,9 +58,9 @@ class SetTestOptions:
     k: int = NEIGHBOURS
     weighting: str = "equal"
     local_scale: bool = True  # False: the global sd alone (calibrated on average, not per sample)
-    centred: bool = False  # subtract each sample's mean score over its genes (a competitive test)
+    centred: bool = True  # subtract each sample's mean score over its genes (a competitive test)
     clip: float = SCORE_CLIP  # scores clipped to +-clip (in the sample and its null alike)
-    factors: int = 0  # principal axes of the calibration normals' scores projected out of every sample's
+    factors: int = FACTORS  # principal axes of the calibration normals' scores projected out of every sample's
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ SUITES = {path: nft.parse(path) for path in NF_TESTS}
 COHORT_FIXTURES = REPO / "tests" / "nextflow" / "fixtures" / "cohort"
 STUB_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "stub" / "model"
 ALL = {"NOFONE_SIMULATE", "NOFONE_INGEST", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_CHUNK", "NOFONE_REPRESENT",
-       "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}
+       "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT",
+       "NOFONE_PATHWAYS"}
 MAIN_REAL_RUN = "real run on the simulated cohort"
 
 
@@ -150,10 +151,16 @@ def _check_the_real_run(session, out: Path) -> None:
     assert {(r["ranking"], r["term"]) for r in _tsv(out / "cohort_de" / "enrichment_prerank.tsv")} == \
         {(r, f"SIMULATED_SET_{s}") for r in ("nbvae", "deseq2") for s in "ABC"}
 
-    # REPORT: with EVALUATE's and COHORT_DE's folders
-    assert "--evaluation evaluation --cohort-de cohort_de" in script["NOFONE_REPORT"]
+    # PATHWAYS: the GMT through the symbol map, against the trained model's local null
+    assert "pathways --de cohort --gene-sets gene_sets/gene_sets.gmt --model model --outdir pathways " \
+           "--symbol-map symbol_map/symbol_map.tsv --q-threshold 0.01" in script["NOFONE_PATHWAYS"]
+    called = pq.read_table(out / "pathways" / "pathways.parquet").to_pandas()
+    assert set(called["sample_id"]) == set(tested) and set(called["gene_set"]) == {f"SIMULATED_SET_{s}" for s in "ABC"}
+
+    # REPORT: with EVALUATE's, COHORT_DE's and PATHWAYS' folders
+    assert "--evaluation evaluation --cohort-de cohort_de --pathways pathways" in script["NOFONE_REPORT"]
     sections = json.loads((out / "report" / "report_summary.json").read_text())["sections"]
-    assert all(sections[s]["available"] for s in ("summary", "training", "degs", "evaluation", "cohort"))
+    assert all(sections[s]["available"] for s in ("summary", "training", "degs", "evaluation", "cohort", "pathways"))
     assert (out / "report" / "report.html").stat().st_size > 0 and (out / "report" / "tables").is_dir()
 
 
@@ -227,23 +234,26 @@ def test_nf_test_serializes_snapshot_values_as_nf_test_does(tmp_path):
 GMT_PARAMS = {"gene_sets": str(COHORT_FIXTURES / "gene_sets.gmt"),
               "symbol_map": str(COHORT_FIXTURES / "symbol_map.tsv")}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
+NO_GMT = {"NOFONE_COHORT_DE", "NOFONE_PATHWAYS"}  # without --cohort_group and --gene_sets
 STUB_RUNS = {
-    "test": ({}, ALL - {"NOFONE_COHORT_DE"}),
-    "model": ({"model": str(STUB_MODEL)}, ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN",
-                                                 "NOFONE_EVALUATE"}),
-    "skip_deseq2": ({"skip_deseq2": True}, ALL - {"NOFONE_COHORT_DE", "NOFONE_DESEQ2"}),
+    "test": ({}, ALL - NO_GMT),
+    "model": ({"model": str(STUB_MODEL)}, ALL - NO_GMT - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE"}),
+    "skip_deseq2": ({"skip_deseq2": True}, ALL - NO_GMT - {"NOFONE_DESEQ2"}),
     "skip_all": ({"skip_deseq2": True, "skip_evaluate": True, "skip_report": True},
-                 ALL - {"NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
+                 ALL - NO_GMT - {"NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
     "cohort_de": (COHORT_PARAMS | GMT_PARAMS, ALL),
     "cohort_de_model": (COHORT_PARAMS | {"model": str(STUB_MODEL), "skip_deseq2": True},
-                        ALL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2"}),
-    "nbvae": ({"model_type": "nbvae"}, ALL - {"NOFONE_COHORT_DE"}),
-    "input": ({"simulate": False, "input": "SHEET"}, ALL - {"NOFONE_COHORT_DE", "NOFONE_SIMULATE"}),
+                        ALL - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_PATHWAYS"}),
+    "pathways_model": (GMT_PARAMS | {"model": str(STUB_MODEL)},
+                       ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE"}),
+    "skip_pathways": (GMT_PARAMS | {"skip_pathways": True}, ALL - NO_GMT),
+    "nbvae": ({"model_type": "nbvae"}, ALL - NO_GMT),
+    "input": ({"simulate": False, "input": "SHEET"}, ALL - NO_GMT - {"NOFONE_SIMULATE"}),
 }
 FOLDERS = {"NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered",
            "NOFONE_TRAIN": "model", "NOFONE_CHUNK": "chunks", "NOFONE_GATHER": "cohort",
            "NOFONE_COHORT_DE": "cohort_de", "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation",
-           "NOFONE_REPORT": "report"}
+           "NOFONE_REPORT": "report", "NOFONE_PATHWAYS": "pathways"}
 
 
 def test_the_stub_runs_cover_every_process_and_branch():
@@ -286,9 +296,11 @@ def check_wiring(session: nff.Session, params: dict) -> None:
         "NOFONE_COHORT_DE": {"data": ("NOFONE_INGEST", "data")},  # every sample, not FILTER's
         "NOFONE_DESEQ2": {"data": data, "model": model},
         "NOFONE_EVALUATE": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort")},
+        "NOFONE_PATHWAYS": {"cohort": ("NOFONE_GATHER", "cohort"), "model": model},
         "NOFONE_REPORT": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort"),
                           "evaluation": ("NOFONE_EVALUATE", "evaluation") if session.ran("NOFONE_EVALUATE") else None,
-                          "cohort_de": ("NOFONE_COHORT_DE", "results") if session.ran("NOFONE_COHORT_DE") else None},
+                          "cohort_de": ("NOFONE_COHORT_DE", "results") if session.ran("NOFONE_COHORT_DE") else None,
+                          "pathways": ("NOFONE_PATHWAYS", "pathways") if session.ran("NOFONE_PATHWAYS") else None},
     }
     for process, inputs in expected.items():
         for task in session.ran(process):
@@ -322,6 +334,9 @@ def test_pipeline_stub_run(run, tmp_path):
     if "NOFONE_REPORT" in command:
         assert ("--evaluation evaluation" in command["NOFONE_REPORT"]) is ("NOFONE_EVALUATE" in command)
         assert ("--cohort-de cohort_de" in command["NOFONE_REPORT"]) is ("NOFONE_COHORT_DE" in command)
+        assert ("--pathways pathways" in command["NOFONE_REPORT"]) is ("NOFONE_PATHWAYS" in command)
+    if "NOFONE_PATHWAYS" in command:
+        assert "--symbol-map symbol_map/symbol_map.tsv" in command["NOFONE_PATHWAYS"]
     assert ("--genes model_genes/genes.tsv" in command["NOFONE_INGEST"]) is bool(params.get("model"))
     if params.get("input"):
         assert [f.name for f in session.ran("NOFONE_INGEST")[0].inputs["counts"]] == ["n1.tsv", "n2.tsv", "c1.tsv"]

@@ -120,7 +120,7 @@ workflow NOFONE {
     ch_pathways = channel.empty()
     report_pathways = absent
     if (params.gene_sets && !params.skip_pathways) {
-        NOFONE_PATHWAYS(NOFONE_GATHER.out.cohort, ch_model, gene_sets)
+        NOFONE_PATHWAYS(NOFONE_GATHER.out.cohort, ch_model, gene_sets, symbol_map)
         ch_pathways     = NOFONE_PATHWAYS.out.pathways
         report_pathways = NOFONE_PATHWAYS.out.pathways
     }

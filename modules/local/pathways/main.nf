@@ -11,6 +11,7 @@ process NOFONE_PATHWAYS {
     tuple val(meta),  path(cohort, stageAs: 'cohort')   // GATHER: de.parquet, summary.tsv, ...
     tuple val(meta2), path(model, stageAs: 'model')
     path gene_sets, stageAs: 'gene_sets/*'             // a GMT file
+    path symbol_map, stageAs: 'symbol_map/*'           // gene ids/names -> the GMT's symbols, or []
 
     output:
     tuple val(meta), path('pathways'),                       emit: pathways
@@ -18,8 +19,9 @@ process NOFONE_PATHWAYS {
 
     script:
     def args = task.ext.args ?: ''
+    def symbol_map_arg = symbol_map ? "--symbol-map ${symbol_map}" : ''
     """
-    nofone --threads ${task.cpus} pathways --de ${cohort} --gene-sets ${gene_sets} --model ${model} --outdir pathways ${args}
+    nofone --threads ${task.cpus} pathways --de ${cohort} --gene-sets ${gene_sets} --model ${model} --outdir pathways ${symbol_map_arg} ${args}
     """
 
     stub:

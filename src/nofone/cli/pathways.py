@@ -16,6 +16,7 @@ def pathways_command(
     gene_sets: Path = typer.Option(..., "--gene-sets", "-g", help="GMT file (gzip allowed); symbols or gene ids."),
     model: Path = typer.Option(..., "--model", "-m", help="The model the de output was made with (its local null)."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Output: pathways.parquet, summary.tsv, samples/<id>.tsv."),
+    symbol_maps: list[Path] = typer.Option([], "--symbol-map", help="TSV mapping gene ids or names to the GMT's symbols (repeatable, applied in sequence; docs/cohort_de.md)."),
     q_threshold: float = typer.Option(0.01, help="q-value (BH across the sets of a sample) cut-off for a call."),
     min_genes: int = typer.Option(MIN_GENES, min=2, help="Skip sets with fewer of their genes in the model."),
     neighbours: int = typer.Option(NEIGHBOURS, "--neighbours", min=2, help="Nearest calibration normals that bound the null's spread per sample."),
@@ -32,7 +33,7 @@ def pathways_command(
     from nofone.stats.gene_set_test import SetTestOptions
     from nofone.steps.pathways import PathwayOptions, pathways
 
-    options = PathwayOptions(q_threshold=q_threshold, min_genes=min_genes, write_tsv=tsv,
+    options = PathwayOptions(q_threshold=q_threshold, min_genes=min_genes, write_tsv=tsv, symbol_maps=list(symbol_maps),
                              test=SetTestOptions(k=neighbours, weighting=weighting))
     summary = pathways(de, gene_sets, model, outdir, options)
     echo(f"tested {int(summary['n_sets_tested'].max())} gene sets in {len(summary)} samples: median "

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from nofone import __version__
 from nofone.enrichment.gene_sets import match_gene_sets, read_gmt
+from nofone.enrichment.symbols import read_symbol_map, to_symbols
 from nofone.errors import InputError
 from nofone.io import tsv
 from nofone.io.artifact import GENES
@@ -51,6 +52,7 @@ class PathwayOptions:
     min_genes: int = MIN_GENES
     test: SetTestOptions = field(default_factory=SetTestOptions)
     write_tsv: bool = True
+    symbol_maps: list[Path] = field(default_factory=list)  # model genes -> the GMT's symbols, in sequence
 
 
 def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
@@ -66,7 +68,11 @@ def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
     null, gene_ids, gene_names = _model_null(Path(model_dir))
     _check_same_model(Path(de_dir), Path(model_dir), gene_ids)
     listed = read_gmt(gene_sets_path)
-    matched = match_gene_sets(listed, gene_ids, gene_names, 0)
+    symbols = gene_names
+    if options.symbol_maps:
+        maps = [read_symbol_map(p) for p in options.symbol_maps]
+        symbols = np.array([s or "" for s in to_symbols(list(gene_ids), list(gene_names), maps)], dtype=object)
+    matched = match_gene_sets(listed, gene_ids, symbols, 0)
     sets = {name: index for name, index in matched.items() if index.size >= options.min_genes}
     skipped = {name: int(index.size) for name, index in matched.items() if index.size < options.min_genes}
     if not sets:
@@ -99,7 +105,9 @@ def pathways(de_dir: Path, gene_sets_path: Path, model_dir: Path, outdir: Path,
         write_json_atomic(stage / REPORT_FILE, {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
             "model_fingerprint": model_fingerprint(model_dir), "de": str(Path(de_dir).resolve()),
-            "gene_sets": str(Path(gene_sets_path).resolve()), "n_sets_listed": len(listed), "n_sets_tested": len(names),
+            "gene_sets": str(Path(gene_sets_path).resolve()),
+            "symbol_maps": [str(Path(p).resolve()) for p in options.symbol_maps], "n_sets_listed": len(listed),
+            "n_sets_tested": len(names),
             "min_genes": options.min_genes, "skipped_sets": skipped, "q_threshold": options.q_threshold,
             "test": {"statistic": "mean normal score"} | asdict(options.test),
             "null": {"source": local_null_source(model_dir), "n_calibration_normals": null.n_samples},

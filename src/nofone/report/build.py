@@ -23,7 +23,7 @@ from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.report.context import TABLES, ReportContext, ReportOptions
 from nofone.report.html import Section, code, esc, page
 from nofone.report.inputs import ReportData, ReportPaths, load, resolve_paths
-from nofone.report.sections import COHORT, RUN, sections_for
+from nofone.report.sections import COHORT, PATHWAYS, RUN, sections_for
 
 __all__ = ["REPORT_HTML", "REPORT_SUMMARY", "Report", "ReportOptions", "build_report", "report", "write_report"]
 
@@ -44,11 +44,13 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     data = load(paths)
     _check_samples(data, options.samples)
     ctx = ReportContext(data, options)
-    run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data, paths.pathways))
+    run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
     # a cohort-de report alone has nothing of a run to show: no list of empty sections
     sources = {RUN} if run_inputs or paths.cohort_de is None else set()
     if paths.cohort_de is not None:
         sources.add(COHORT)
+    if paths.pathways is not None:
+        sources.add(PATHWAYS)
     sections = []
     for spec in sections_for(sources):
         section = Section(spec.id, spec.title)

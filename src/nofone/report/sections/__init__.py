@@ -2,8 +2,9 @@
 `nofone.evaluate` and `nofone.stats` compute from the loaded outputs.
 
 A section is shown when the report has inputs of its source: "run" (the outputs of `nofone run`
-or its steps) or "cohort" (a `nofone cohort-de` folder, given with --cohort-de). A section whose
-inputs are missing shows one "not available: ..." line instead of failing.
+or its steps), "cohort" (a `nofone cohort-de` folder, given with --cohort-de) or "pathways" (a
+`nofone pathways` folder: --pathways, or RUN/pathways). A section whose inputs are missing shows
+one "not available: ..." line instead of failing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from nofone.report.sections import (
     volcano,
 )
 
-RUN, COHORT = "run", "cohort"
+RUN, COHORT, PATHWAYS = "run", "cohort", "pathways"
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ SECTIONS = (
     SectionSpec("nll", "Out-of-distribution score (NLL per gene)", nll.build),
     SectionSpec("degs", "DE genes per sample", degs.build),
     SectionSpec("volcano", "Volcano plots", volcano.build),
-    SectionSpec("pathways", "Gene sets per sample", pathways.build),
+    SectionSpec("pathways", "Gene sets per sample", pathways.build, source=PATHWAYS),
     SectionSpec("evaluation", "Evaluation", evaluation.build),
     SectionSpec("cohort", "Cohort differential expression (NB-VAE)", cohort.build, source=COHORT),
 )

@@ -260,6 +260,7 @@ COMMANDS = {
     "cohort-de": ["cohort-de", "--input", "{tmp}/nothing", "--group", "g", "--contrast", "a,b"],
     "import-bulkdgd": ["import-bulkdgd", "--decoder", "{tmp}/d.pth", "--gmm", "{tmp}/g.pth", "--genes", "{tmp}/g.txt"],
     "gather": ["gather", "{tmp}/nothing"],
+    "pathways": ["pathways", "--de", "{tmp}/nothing", "--gene-sets", "{tmp}/g.gmt", "--model", "{tmp}/nothing"],
 }
 
 

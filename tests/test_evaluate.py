@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import write
 
@@ -97,10 +98,23 @@ def small_run(tmp_path_factory):
     simulate(root / "sim", SimulationConfig(tissues=2, samples_per_tissue=30, genes=500, cases=3, seed=1))
     config = write(root / "c.json", json.dumps({"latent_dim": 4, "hidden": [16, 64], "gmm": {"n_components": 4},
                                                 "training": {"epochs": 40, "batch_size": 16}}))
+    gmt = write(root / "sets.gmt", "".join(
+        f"SET{s}\tna\t" + "\t".join(f"SIM{i}" for i in range(1 + 20 * s, 21 + 20 * s)) + "\n" for s in range(6)))
     options = RunOptions(config=load_config(str(config)), ingest=IngestOptions(annotation=root / "sim" / "genes.tsv"),
-                         device="cpu")
+                         device="cpu", gene_sets=gmt)
     run(root / "sim" / "samplesheet.csv", root / "out", options)
     return root
+
+
+def test_run_with_gene_sets_tests_them_per_sample(small_run):
+    """`nofone run --gene-sets`: pathways/ after de, against the trained model's local null."""
+    out = small_run / "out"
+    summary = json.loads((out / "run_summary.json").read_text())["pathways"]
+    table = pq.read_table(out / "pathways" / "pathways.parquet").to_pandas()
+    tested = pd.read_csv(out / "de" / "summary.tsv", sep="\t")["sample_id"]
+    assert set(table["sample_id"]) == set(tested) and summary["n_sets_tested"] == table["gene_set"].nunique() >= 5
+    assert table["p_value"].between(0, 1).all()
+    assert json.loads((out / "pathways" / "pathways_report.json").read_text())["null"]["n_calibration_normals"] > 0
 
 
 @pytest.mark.slow

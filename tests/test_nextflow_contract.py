@@ -52,6 +52,7 @@ EXPECTED = {
     "NOFONE_DE": "de", "NOFONE_GATHER": "gather", "NOFONE_COHORT_DE": "cohort-de",
     "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluate", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
     "NOFONE_PERTURB": "perturb", "NOFONE_AUGMENT": "augment", "NOFONE_SCREEN": "screen-gene-sets",
+    "NOFONE_PATHWAYS": "pathways",
 }
 # Commands of a command group: `nofone deseq2 n-of-one`
 SUBCOMMANDS = {"NOFONE_DESEQ2": "n-of-one"}
@@ -63,6 +64,7 @@ PROCESS_LABELS = {
     "NOFONE_DESEQ2": "process_medium", "NOFONE_EVALUATE": "process_medium", "NOFONE_EXPLAIN": "process_medium",
     "NOFONE_REPORT": "process_single",
     "NOFONE_PERTURB": "process_gpu", "NOFONE_AUGMENT": "process_gpu", "NOFONE_SCREEN": "process_medium",
+    "NOFONE_PATHWAYS": "process_low",
 }
 # What each process publishes under --outdir (docs/nextflow.md, "Output"); REPRESENT and DE nothing
 PUBLISHED = {
@@ -70,10 +72,13 @@ PUBLISHED = {
     "NOFONE_CHUNK": "chunks/chunk_*.txt", "NOFONE_GATHER": "cohort", "NOFONE_COHORT_DE": "cohort_de",
     "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation", "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report",
     "NOFONE_PERTURB": "perturb", "NOFONE_AUGMENT": "synthetic", "NOFONE_SCREEN": "screen",
+    "NOFONE_PATHWAYS": "pathways",
 }
 # Optional path inputs: [] (or [[:], []] for a [meta, folder]) when what they hold did not run
 OPTIONAL_INPUTS = {"genes", "annotation", "config_json", "gene_sets", "symbol_map", "evaluation", "cohort_de",
-                   "explain", "NOFONE_DESEQ2.model"}
+                   "explain", "pathways", "NOFONE_DESEQ2.model"}
+# ... except where the process runs only with it
+REQUIRED_INPUTS = {"NOFONE_PATHWAYS.gene_sets"}
 COHORT_PARAMS = {"cohort_group": "tissue", "cohort_contrast": "tissue02,tissue01", "cohort_covariates": "batch"}
 GPU_PROCESSES = {"NOFONE_TRAIN", "NOFONE_REPRESENT", "NOFONE_PERTURB", "NOFONE_AUGMENT"}
 LABELS = ("process_single", "process_low", "process_medium", "process_high", "process_gpu")
@@ -220,7 +225,8 @@ def _dummy_inputs_dry(process: nfg.Process, optional_files: bool) -> list:
     for declaration in process.inputs:
         items = []
         for element in declaration.elements:
-            optional = element.name in OPTIONAL_INPUTS or f"{process.name}.{element.name}" in OPTIONAL_INPUTS
+            optional = (element.name in OPTIONAL_INPUTS or f"{process.name}.{element.name}" in OPTIONAL_INPUTS) \
+                and f"{process.name}.{element.name}" not in REQUIRED_INPUTS
             if element.qualifier == "val":
                 if element.name.startswith("meta"):
                     items.append({"id": "chunk_0003"} if element.name == "meta" or optional_files else {})

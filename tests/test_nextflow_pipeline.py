@@ -46,9 +46,9 @@ STUB_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "stub" / "model"
 REGULATOR_MODEL = REPO / "tests" / "nextflow" / "fixtures" / "regulators" / "model"
 ALL = {"NOFONE_SIMULATE", "NOFONE_INGEST", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_CHUNK", "NOFONE_REPRESENT",
        "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_EXPLAIN",
-       "NOFONE_REPORT", "NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN"}
+       "NOFONE_REPORT", "NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN", "NOFONE_PATHWAYS"}
 DIFFUSION_ANALYSES = {"NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN"}  # only when asked
-OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"} | DIFFUSION_ANALYSES  # only with --cohort_group, --regulators, ...
+OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"} | DIFFUSION_ANALYSES  # only with --cohort_group, ...
 MAIN_REAL_RUN = "real run on the simulated cohort"
 
 
@@ -154,10 +154,16 @@ def _check_the_real_run(session, out: Path) -> None:
     assert {(r["ranking"], r["term"]) for r in _tsv(out / "cohort_de" / "enrichment_prerank.tsv")} == \
         {(r, f"SIMULATED_SET_{s}") for r in ("nbvae", "deseq2") for s in "ABC"}
 
-    # REPORT: with EVALUATE's and COHORT_DE's folders
-    assert "--evaluation evaluation --cohort-de cohort_de" in script["NOFONE_REPORT"]
+    # PATHWAYS: the GMT through the symbol map, against the trained model's local null
+    assert "pathways --de cohort --gene-sets gene_sets/gene_sets.gmt --model model --outdir pathways " \
+           "--symbol-map symbol_map/symbol_map.tsv --q-threshold 0.01" in script["NOFONE_PATHWAYS"]
+    called = pq.read_table(out / "pathways" / "pathways.parquet").to_pandas()
+    assert set(called["sample_id"]) == set(tested) and set(called["gene_set"]) == {f"SIMULATED_SET_{s}" for s in "ABC"}
+
+    # REPORT: with EVALUATE's, COHORT_DE's and PATHWAYS' folders
+    assert "--evaluation evaluation --cohort-de cohort_de --pathways pathways" in script["NOFONE_REPORT"]
     sections = json.loads((out / "report" / "report_summary.json").read_text())["sections"]
-    assert all(sections[s]["available"] for s in ("summary", "training", "degs", "evaluation", "cohort"))
+    assert all(sections[s]["available"] for s in ("summary", "training", "degs", "evaluation", "cohort", "pathways"))
     assert (out / "report" / "report.html").stat().st_size > 0 and (out / "report" / "tables").is_dir()
 
 
@@ -242,24 +248,28 @@ STUB_RUNS = {
                  ALL - OPTIONAL - {"NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_REPORT"}),
     "cohort_de": (COHORT_PARAMS | GMT_PARAMS, BASE - {"NOFONE_EXPLAIN"}),
     "cohort_de_model": (COHORT_PARAMS | {"model": str(STUB_MODEL), "skip_deseq2": True},
-                        BASE - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_EXPLAIN"}),
+                        BASE - {"NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2", "NOFONE_EXPLAIN",
+                                "NOFONE_PATHWAYS"}),
     "nbvae": ({"model_type": "nbvae"}, ALL - OPTIONAL),
     "input": ({"simulate": False, "input": "SHEET"}, ALL - OPTIONAL - {"NOFONE_SIMULATE"}),
-    "regulators": (COHORT_PARAMS | REGULATOR_PARAMS, BASE),
+    "regulators": (COHORT_PARAMS | REGULATOR_PARAMS, BASE - {"NOFONE_PATHWAYS"}),
     "regulators_model_no_report": (REGULATOR_PARAMS | {"model": str(STUB_MODEL), "skip_report": True},
                                    BASE - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE",
-                                          "NOFONE_REPORT"}),
+                                          "NOFONE_REPORT", "NOFONE_PATHWAYS"}),
     "diffusion": ({"model_type": "diffusion", "perturb": True, "augment": True, "screen": True} | GMT_PARAMS,
                   ALL - {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN"}),
     "diffusion_model": ({"model": str(STUB_MODEL), "perturb": True, "screen": True, "skip_deseq2": True} | GMT_PARAMS,
                         ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2",
                                "NOFONE_AUGMENT", "NOFONE_EXPLAIN"}),
+    "pathways_model": (GMT_PARAMS | {"model": str(STUB_MODEL)},
+                       BASE - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_EXPLAIN"}),
+    "skip_pathways": (GMT_PARAMS | {"skip_pathways": True}, BASE - {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"}),
 }
 FOLDERS = {"NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered",
            "NOFONE_TRAIN": "model", "NOFONE_CHUNK": "chunks", "NOFONE_GATHER": "cohort",
            "NOFONE_COHORT_DE": "cohort_de", "NOFONE_DESEQ2": "deseq2", "NOFONE_EVALUATE": "evaluation",
            "NOFONE_EXPLAIN": "explain", "NOFONE_REPORT": "report", "NOFONE_PERTURB": "perturb",
-           "NOFONE_AUGMENT": "synthetic", "NOFONE_SCREEN": "screen"}
+           "NOFONE_AUGMENT": "synthetic", "NOFONE_SCREEN": "screen", "NOFONE_PATHWAYS": "pathways"}
 
 
 def test_the_stub_runs_cover_every_process_and_branch():
@@ -305,11 +315,13 @@ def check_wiring(session: nff.Session, params: dict) -> None:
         "NOFONE_SCREEN": {"data": ("NOFONE_INGEST", "data")},  # every ingested sample, no model
         "NOFONE_DESEQ2": {"data": data, "model": model},
         "NOFONE_EVALUATE": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort")},
+        "NOFONE_PATHWAYS": {"cohort": ("NOFONE_GATHER", "cohort"), "model": model},
         "NOFONE_EXPLAIN": {"cohort": ("NOFONE_GATHER", "cohort"), "regulators": None},  # --regulators itself
         "NOFONE_REPORT": {"data": data, "model": model, "cohort": ("NOFONE_GATHER", "cohort"),
                           "evaluation": ("NOFONE_EVALUATE", "evaluation") if session.ran("NOFONE_EVALUATE") else None,
                           "cohort_de": ("NOFONE_COHORT_DE", "results") if session.ran("NOFONE_COHORT_DE") else None,
-                          "explain": ("NOFONE_EXPLAIN", "explain") if session.ran("NOFONE_EXPLAIN") else None},
+                          "explain": ("NOFONE_EXPLAIN", "explain") if session.ran("NOFONE_EXPLAIN") else None,
+                          "pathways": ("NOFONE_PATHWAYS", "pathways") if session.ran("NOFONE_PATHWAYS") else None},
     }
     for process, inputs in expected.items():
         for task in session.ran(process):
@@ -353,6 +365,9 @@ def test_pipeline_stub_run(run, tmp_path):
         assert ("--explain explain" in command["NOFONE_REPORT"]) is ("NOFONE_EXPLAIN" in command)
     if "NOFONE_EXPLAIN" in command:
         assert "explain --regulators regulators --de cohort --outdir explain" in command["NOFONE_EXPLAIN"]
+        assert ("--pathways pathways" in command["NOFONE_REPORT"]) is ("NOFONE_PATHWAYS" in command)
+    if "NOFONE_PATHWAYS" in command:
+        assert "--symbol-map symbol_map/symbol_map.tsv" in command["NOFONE_PATHWAYS"]
     assert ("--genes model_genes/genes.tsv" in command["NOFONE_INGEST"]) is bool(params.get("model"))
     if params.get("input"):
         assert [f.name for f in session.ran("NOFONE_INGEST")[0].inputs["counts"]] == ["n1.tsv", "n2.tsv", "c1.tsv"]

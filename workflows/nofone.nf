@@ -16,10 +16,12 @@
  *   EVALUATE  the model against DESeq2 (held-out normals, spike-ins, --gene_sets enrichment,
  *             tissue assignment, NLL AUROC); --no-deseq2 with --skip_deseq2; not with
  *             --skip_evaluate, nor with --model (its training samples are not in the data)
+ *   PATHWAYS  per sample, each gene set of --gene_sets against the model's local null
+ *             (`nofone pathways`); not without --gene_sets, nor with --skip_pathways
  *   EXPLAIN   the regulators behind each tested sample's profile, against the regulator model
  *             given with --regulators (`nofone regulators train`); only with --regulators
- *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables, EXPLAIN's and
- *             COHORT_DE's sections where they ran; not with --skip_report
+ *   REPORT    the HTML report of the model, the cohort's DE, EVALUATE's tables, EXPLAIN's,
+ *             PATHWAYS' and COHORT_DE's sections where they ran; not with --skip_report
  *
  * The diffusion model's analyses, each only when asked (docs/diffusion.md):
  *   PERTURB   (--perturb) the samples not of --normal_value bridged to their closest normals:
@@ -44,6 +46,7 @@ include { NOFONE_COHORT_DE  } from '../modules/local/cohort_de/main'
 include { NOFONE_DESEQ2     } from '../modules/local/deseq2/main'
 include { NOFONE_EVALUATE   } from '../modules/local/evaluate/main'
 include { NOFONE_EXPLAIN    } from '../modules/local/explain/main'
+include { NOFONE_PATHWAYS   } from '../modules/local/pathways/main'
 include { NOFONE_REPORT     } from '../modules/local/report/main'
 include { NOFONE_PERTURB    } from '../modules/local/perturb/main'
 include { NOFONE_AUGMENT    } from '../modules/local/augment/main'
@@ -135,6 +138,15 @@ workflow NOFONE {
         report_explain = NOFONE_EXPLAIN.out.explain
     }
 
+    // Gene sets per sample, against the healthy variation of the model's calibration normals
+    ch_pathways = channel.empty()
+    report_pathways = absent
+    if (params.gene_sets && !params.skip_pathways) {
+        NOFONE_PATHWAYS(NOFONE_GATHER.out.cohort, ch_model, gene_sets, symbol_map)
+        ch_pathways     = NOFONE_PATHWAYS.out.pathways
+        report_pathways = NOFONE_PATHWAYS.out.pathways
+    }
+
     // The HTML report: absent for a step that did not run (an empty channel would hold it back)
     ch_report = channel.empty()
     if (!params.skip_report) {
@@ -144,7 +156,8 @@ workflow NOFONE {
             NOFONE_GATHER.out.cohort,
             report_evaluation,
             params.cohort_group ? ch_cohort_de : absent,
-            report_explain
+            report_explain,
+            report_pathways
         )
         ch_report = NOFONE_REPORT.out.report
     }
@@ -174,6 +187,7 @@ workflow NOFONE {
     deseq2     = ch_deseq2                 // [meta, deseq2/]: deseq2.parquet, summary.tsv, controls.tsv, deseq2_report.json
     evaluation = ch_evaluation             // [meta, evaluation/]: evaluation.json, negative_control*.tsv, spike_ins*.tsv, ...
     explain    = ch_explain                // [meta, explain/]: summary.tsv, cohort.tsv, regulators/, knockouts/ (--regulators)
+    pathways   = ch_pathways               // [meta, pathways/]: pathways.parquet, summary.tsv, samples/ (--gene_sets)
     report     = ch_report                 // [meta, report/]: report.html, report_summary.json, tables/
     perturb    = ch_perturb                // [meta, perturb/]: genes.tsv, sets.tsv, core.tsv, perturb_report.json (--perturb)
     synthetic  = ch_synthetic              // [meta, synthetic/]: a count dataset, augment_report.json (--augment)

@@ -1,6 +1,7 @@
 // One self-contained HTML report (`nofone report`): model, training, latent space, NLL, DE
 // calls and volcanoes from the pipeline's folders; EVALUATE's tables, the regulators section
-// (EXPLAIN) and the cohort DE section when those ran ([[:], []] otherwise).
+// (EXPLAIN), the cohort DE section and the gene sets called per sample (PATHWAYS) when those ran
+// ([[:], []] otherwise).
 process NOFONE_REPORT {
     tag "${meta.id}"
     label 'process_single'
@@ -14,6 +15,7 @@ process NOFONE_REPORT {
     tuple val(meta4), path(evaluation, stageAs: 'evaluation')   // EVALUATE's folder, or [[:], []]
     tuple val(meta5), path(cohort_de, stageAs: 'cohort_de')     // COHORT_DE's folder (--cohort_group), or [[:], []]
     tuple val(meta6), path(explain, stageAs: 'explain')         // EXPLAIN's folder (--regulators), or [[:], []]
+    tuple val(meta7), path(pathways, stageAs: 'pathways')       // PATHWAYS' folder (--gene_sets), or [[:], []]
 
     output:
     tuple val(meta), path('report'),                         emit: report
@@ -24,8 +26,9 @@ process NOFONE_REPORT {
     def evaluation_arg = evaluation ? "--evaluation ${evaluation}" : ''
     def cohort_de_arg = cohort_de ? "--cohort-de ${cohort_de}" : ''
     def explain_arg = explain ? "--explain ${explain}" : ''
+    def pathways_arg = pathways ? "--pathways ${pathways}" : ''
     """
-    nofone --threads ${task.cpus} report --data ${data} --model ${model} --representations ${cohort} --de ${cohort} --outdir report ${evaluation_arg} ${cohort_de_arg} ${explain_arg} ${args}
+    nofone --threads ${task.cpus} report --data ${data} --model ${model} --representations ${cohort} --de ${cohort} --outdir report ${evaluation_arg} ${cohort_de_arg} ${explain_arg} ${pathways_arg} ${args}
     """
 
     stub:

@@ -12,6 +12,7 @@ from nofone.cli import evaluate as evaluate_cmd
 from nofone.cli import filter as filter_cmd
 from nofone.cli import infer as infer_cmd
 from nofone.cli import ingest as ingest_cmd
+from nofone.cli import pathways as pathways_cmd
 from nofone.cli import regulators as regulators_cmd
 from nofone.cli import report as report_cmd
 from nofone.cli import run as run_cmd
@@ -66,7 +67,7 @@ def set_threads(n: int) -> None:
 
 
 for module in (ingest_cmd, filter_cmd, split_cmd, simulate_cmd, train_cmd, infer_cmd, run_cmd, scatter_cmd,
-               evaluate_cmd, deseq2_cmd, report_cmd, cohort_de_cmd, diffusion_tasks_cmd):
+               evaluate_cmd, deseq2_cmd, report_cmd, cohort_de_cmd, diffusion_tasks_cmd, pathways_cmd):
     module.register(app)
 regulators_cmd.register(app)  # `nofone regulators train` and `nofone explain`
 

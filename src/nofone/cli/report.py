@@ -22,6 +22,7 @@ def report_command(
     data: Path | None = typer.Option(None, "--data", help="Dataset folder with samples.parquet (instead of RUN/filtered or RUN/data)."),
     cohort_de: Path | None = typer.Option(None, "--cohort-de", help="Output folder of `nofone cohort-de`: adds its section; may be given without --run (docs/input.md)."),
     explain: Path | None = typer.Option(None, "--explain", help="Output folder of `nofone explain` (instead of RUN/explain): adds the regulators section; may be given without --run."),
+    pathways: Path | None = typer.Option(None, "--pathways", help="Output folder of `nofone pathways` (default: RUN/pathways): adds the gene sets called per sample."),
     max_table_rows: int = typer.Option(200, min=1, help="Rows shown per table in the HTML (the TSVs have all)."),
 ) -> None:
     """Write an HTML report of a run (model, training, latent, NLL, DE calls, volcanoes, regulators) and/or of `nofone cohort-de`.
@@ -41,7 +42,7 @@ def report_command(
 
     options = ReportOptions(title=title, samples=list(samples), max_table_rows=max_table_rows)
     summary = report(run, outdir, model=model, representations=representations, de=de, data=data,
-                     evaluation=evaluation, cohort_de=cohort_de, explain=explain, options=options)
+                     evaluation=evaluation, cohort_de=cohort_de, explain=explain, pathways=pathways, options=options)
     missing = [name for name, s in summary["sections"].items() if not s["available"]]
     echo(f"report -> {Path(outdir) / REPORT_HTML}" + (f" (not available: {', '.join(missing)})" if missing else ""))
 

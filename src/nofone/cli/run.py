@@ -50,9 +50,11 @@ def run_command(
     regulator_structure: list[Path] = typer.Option([], "--regulator-structure", help="Gene-structure tables for that model (repeatable)."),
     regulator_annotation: Path | None = typer.Option(None, "--regulator-annotation", help="Annotation with each gene's chromosome for that model (default: the first --annotation)."),
     regulator_seeds: int = typer.Option(10, min=1, help="Training runs of that model (the best on validation is kept)."),
+    gene_sets: Path | None = typer.Option(None, "--gene-sets", help="GMT file: also test every gene set per sample into pathways/ (docs/pathways.md)."),
 ) -> None:
-    """Run every step on one machine: ingest, filter, train (or --model), represent, de, and with
-    --regulators or --regulator-features the regulators behind each sample (explain/).
+    """Run every step on one machine: ingest, filter, train (or --model), represent, de, with
+    --gene-sets the gene sets per sample (pathways/), and with --regulators or
+    --regulator-features the regulators behind each sample (explain/).
 
     Example: nofone run --samplesheet samplesheet.csv --outdir results/ --round-counts
     """
@@ -76,7 +78,7 @@ def run_command(
         group=group, protein_coding=protein_coding, condition_column=condition_column,
         normal_value=normal_value, search=SearchConfig(method=method), test=test, null=null, q_threshold=q_threshold,
         lfc_threshold=lfc_threshold, device=device, resume=resume, holdout_fraction=holdout_fraction,
-        cross_fit=cross_fit, regulators=regulator_options, seed=seed or 0,
+        cross_fit=cross_fit, regulators=regulator_options, seed=seed or 0, gene_sets=gene_sets,
     )
     report = run(samplesheet, outdir, options)
     _print_groups(report)

@@ -23,7 +23,7 @@ from nofone.io.atomic import staged_outdir, write_json_atomic
 from nofone.report.context import TABLES, ReportContext, ReportOptions
 from nofone.report.html import Section, code, esc, page
 from nofone.report.inputs import ReportData, ReportPaths, load, resolve_paths
-from nofone.report.sections import COHORT, EXPLAIN, RUN, sections_for
+from nofone.report.sections import COHORT, EXPLAIN, PATHWAYS, RUN, sections_for
 
 __all__ = ["REPORT_HTML", "REPORT_SUMMARY", "Report", "ReportOptions", "build_report", "report", "write_report"]
 
@@ -45,8 +45,8 @@ def build_report(paths: ReportPaths, options: ReportOptions | None = None) -> Re
     _check_samples(data, options.samples)
     ctx = ReportContext(data, options)
     run_inputs = any((paths.run, paths.model, paths.representations, paths.de, paths.data))
-    # a cohort-de or explain report alone has nothing of a run to show: no list of empty sections
-    alone = {COHORT: paths.cohort_de, EXPLAIN: paths.explain}
+    # a cohort-de, explain or pathways report alone has nothing of a run to show: no list of empty sections
+    alone = {COHORT: paths.cohort_de, EXPLAIN: paths.explain, PATHWAYS: paths.pathways}
     sources = {source for source, path in alone.items() if path is not None}
     if run_inputs or not sources:
         sources.add(RUN)
@@ -102,9 +102,10 @@ def write_report(report: Report, outdir: Path) -> None:
 def report(run: Path | None, outdir: Path, *, model: Path | None = None,
            representations: Path | None = None, de: Path | None = None, data: Path | None = None,
            evaluation: Path | None = None, cohort_de: Path | None = None, explain: Path | None = None,
+           pathways: Path | None = None,
            options: ReportOptions | None = None) -> dict:
     """The `nofone report` step: resolve the inputs, build, write; returns the summary."""
-    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de, explain)
+    paths = resolve_paths(run, model, representations, de, data, evaluation, cohort_de, explain, pathways)
     built = build_report(paths, options)
     write_report(built, outdir)
     return built.summary

@@ -39,6 +39,8 @@ COHORT_RESULTS = "cohort_de.tsv"
 COHORT_REPORT = "cohort_de_report.json"
 COHORT_LATENT = "latent.tsv"
 COHORT_ENRICHMENT = "enrichment_*.tsv"
+# written by `nofone pathways` (nofone.steps.pathways)
+PATHWAYS_TABLE, PATHWAYS_SUMMARY, PATHWAYS_REPORT = "pathways.parquet", "summary.tsv", "pathways_report.json"
 COHORT_REQUIRED_COLUMNS = ("gene_id", "log2_fold_change")
 EXPLAIN_DIR = "explain"  # `nofone explain` inside a run folder (`nofone run --regulators`)
 EXPLAIN_SUMMARY_COLUMNS = ("sample_id", "heldout_spearman", "n_significant")
@@ -57,6 +59,7 @@ class ReportPaths:
     evaluation: Path | None = None
     cohort_de: Path | None = None
     explain: Path | None = None
+    pathways: Path | None = None
 
     def as_dict(self) -> dict[str, str | None]:
         return {k: (str(v) if v is not None else None) for k, v in self.__dict__.items()}
@@ -73,7 +76,8 @@ def _folder(path: Path | None, option: str) -> Path | None:
         what = {"--run": "the output folder of `nofone run` or `nofone demo`",
                 "--evaluation": "the output folder of `nofone evaluate`",
                 "--cohort-de": "the output folder of `nofone cohort-de`",
-                "--explain": "the output folder of `nofone explain`"}.get(option, "a folder")
+                "--explain": "the output folder of `nofone explain`",
+                "--pathways": "the output folder of `nofone pathways`"}.get(option, "a folder")
         raise InputError(f"{option} {path} does not exist (expected {what})")
     return path
 
@@ -81,22 +85,26 @@ def _folder(path: Path | None, option: str) -> Path | None:
 def resolve_paths(run: Path | None = None, model: Path | None = None, representations: Path | None = None,
                   de: Path | None = None, data: Path | None = None,
                   evaluation: Path | None = None, cohort_de: Path | None = None,
-                  explain: Path | None = None) -> ReportPaths:
+                  explain: Path | None = None, pathways: Path | None = None) -> ReportPaths:
     """Folders of a `nofone run` output, each replaceable by an explicit option.
 
     `cohort_de` (the output folder of `nofone cohort-de`) is independent of the run and may come
-    alone, as may `explain` (of `nofone explain`, found as RUN/explain when the run made it).
+    alone, as may `explain` (of `nofone explain`, found as RUN/explain when the run made it) and
+    `pathways` (of `nofone pathways`, found as RUN/pathways).
     """
-    if run is None and not any((model, representations, de, data, cohort_de, explain)):
+    if run is None and not any((model, representations, de, data, cohort_de, explain, pathways)):
         raise InputError("give --run (the output folder of `nofone run`) or at least one of "
-                         "--model, --representations, --de, --data, --cohort-de, --explain")
+                         "--model, --representations, --de, --data, --cohort-de, --explain, --pathways")
     run = _folder(run, "--run")
     paths = ReportPaths(run=run, model=_folder(model, "--model"),
                         representations=_folder(representations, "--representations"),
                         de=_folder(de, "--de"), data=_folder(data, "--data"),
                         evaluation=_folder(evaluation, "--evaluation"),
-                        cohort_de=_folder(cohort_de, "--cohort-de"), explain=_folder(explain, "--explain"))
+                        cohort_de=_folder(cohort_de, "--cohort-de"), explain=_folder(explain, "--explain"),
+                        pathways=_folder(pathways, "--pathways"))
     if run is not None:
+        if paths.pathways is None and (run / "pathways").is_dir():
+            paths.pathways = run / "pathways"
         if paths.model is None:
             paths.model = _model_of_run(run)
         if paths.representations is None and (run / "representations").is_dir():
@@ -173,6 +181,26 @@ def _read_latent_table(path: Path, columns: list[str]) -> tuple[pd.DataFrame, np
         values = column.flatten().to_numpy(zero_copy_only=False)
         latent = np.asarray(values, dtype=float).reshape(len(table), -1)
     return frame, latent
+
+
+@dataclass
+class PathwayData:
+    """The outputs of `nofone pathways`: per-sample summary, the called sets, the run's report."""
+
+    summary: pd.DataFrame          # summary.tsv + group
+    called: pd.DataFrame           # the rows of pathways.parquet with called = True
+    report: dict | None = None     # pathways_report.json
+
+
+def load_pathways(folder: Path) -> PathwayData | None:
+    summary = _read_tsv(folder / PATHWAYS_SUMMARY, dtype={"sample_id": str})
+    if summary is None or not (folder / PATHWAYS_TABLE).is_file():
+        return None
+    try:
+        table = pq.read_table(folder / PATHWAYS_TABLE, filters=[("called", "==", True)]).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{folder / PATHWAYS_TABLE}: cannot be read ({exc})") from exc
+    return PathwayData(summary=summary, called=table, report=_read_json(folder / PATHWAYS_REPORT))
 
 
 @dataclass
@@ -270,6 +298,7 @@ class ReportData:
     evaluation: dict[str, pd.DataFrame] = field(default_factory=dict)
     cohort: CohortData | None = None              # from --cohort-de
     explain: ExplainData | None = None            # from --explain or RUN/explain
+    pathways: PathwayData | None = None           # from --pathways (or RUN/pathways)
 
     @property
     def heldout(self) -> str:
@@ -368,4 +397,9 @@ def load(paths: ReportPaths) -> ReportData:
                 data.evaluation[name] = table
     if paths.cohort_de is not None:
         data.cohort = load_cohort(paths.cohort_de)
+    if paths.pathways is not None:
+        data.pathways = load_pathways(paths.pathways)
+        if data.pathways is not None:
+            for frame in (data.pathways.summary, data.pathways.called):
+                frame["group"] = data.group_of(frame["sample_id"].astype(str))
     return data

@@ -76,11 +76,12 @@ class LocalNull:
     def n_samples(self) -> int:
         return len(self.shares)
 
-    def neighbours(self, mean: np.ndarray) -> np.ndarray:
-        """[N, k] indices of the calibration normals nearest to each closest normal of `mean`."""
+    def neighbours(self, mean: np.ndarray, k: int | None = None) -> np.ndarray:
+        """[N, k] indices of the calibration normals nearest to each closest normal of `mean`
+        (`k`: default the null's own)."""
         coords = (profile(mean) - self.centre) @ self.basis
         d = ((coords[:, None, :] - self.coords[None, :, :]) ** 2).sum(-1)
-        k = min(self.k, self.n_samples)
+        k = min(self.k if k is None else k, self.n_samples)
         return np.argsort(d, axis=1, kind="stable")[:, :k]
 
     def shares_for(self, mean: np.ndarray) -> np.ndarray:
@@ -134,13 +135,20 @@ def fit_local_null(x: np.ndarray, mean: np.ndarray, r: np.ndarray, measured: np.
         use &= measured
     common = fit_outlier_null(x, mean, r, use, seed=seed)
     shares = np.zeros(len(x)) if common.tau <= 0 else _sample_shares(x, mean, r, use, common.tau)
+    centre, basis, coords = placement(mean, dimensions)
+    return LocalNull(tau=common.tau, shares=shares, coords=coords, centre=centre, basis=basis, k=k,
+                     global_pi=common.pi, scores=normal_scores(x, mean, r).astype(np.float16))
+
+
+def placement(mean: np.ndarray, dimensions: int = DIMENSIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where calibration normals sit: the centre [G] and principal axes [G, D] of their closest
+    normals' profiles, and their coordinates [J, D] on those axes."""
     prof = profile(mean)
     centre = prof.mean(0)
-    d = max(1, min(dimensions, len(x) - 1))
+    d = max(1, min(dimensions, len(prof) - 1))
     _, _, vt = np.linalg.svd(prof - centre, full_matrices=False)
     basis = vt[:d].T
-    return LocalNull(tau=common.tau, shares=shares, coords=(prof - centre) @ basis, centre=centre, basis=basis, k=k,
-                     global_pi=common.pi, scores=normal_scores(x, mean, r).astype(np.float16))
+    return centre, basis, (prof - centre) @ basis
 
 
 def _sample_shares(x: np.ndarray, mean: np.ndarray, r: np.ndarray, use: np.ndarray, tau: float) -> np.ndarray:

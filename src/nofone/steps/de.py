@@ -169,7 +169,8 @@ def differential_expression(model_dir: Path, representations_dir: Path, input_di
         summary.to_csv(stage / SUMMARY_FILE, sep="\t", index=False)
         write_json_atomic(stage / "de_report.json", {
             "nofone_version": __version__, "model": str(Path(model_dir).resolve()),
-            "test": test, "scaling": scaling or "as in representations", "q_threshold": q_threshold,
+            "model_fingerprint": model_fingerprint(model_dir), "test": test,
+            "scaling": scaling or "as in representations", "q_threshold": q_threshold,
             **prepared.describe(), "null_requested": null, "model_error": model_error,
             "min_callable_fold": _callable_folds(prepared.outlier, len(gene_ids) - alignment.n_missing, q_threshold),
             "lfc_threshold": lfc_threshold, "n_samples": len(summary),

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from nofone import __version__
+from nofone.enrichment.gene_sets import read_gmt
 from nofone.errors import InputError
 from nofone.inference.represent import SearchConfig
 from nofone.io.atomic import check_outdir, staged_outdir, write_json_atomic
@@ -30,8 +31,10 @@ from nofone.io.dataset import Dataset, copy_subset
 from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
 from nofone.models.registry import DEFAULT_MODEL_TYPE, TRAIN_REPRESENTATIONS, model_class
+from nofone.stats.local_null import NULL_FILE, load_local_null
 from nofone.steps.de import DEOptions, check_null, differential_expression
 from nofone.steps.filter import filter_dataset
+from nofone.steps.pathways import PathwayOptions, pathways
 from nofone.steps.regulators import RegulatorOptions, regulators_step
 from nofone.steps.represent import represent
 from nofone.steps.train import train
@@ -60,6 +63,7 @@ class RunOptions:
     cross_fit: int = 0  # fold models that calibrate the local null (`nofone train --cross-fit`)
     regulators: RegulatorOptions | None = None  # explain the DE profiles by their regulators
     seed: int = 0
+    gene_sets: Path | None = None  # a GMT file: also `nofone pathways` into pathways/
 
 
 def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
@@ -70,6 +74,11 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
         options.regulators.check(annotation)
     steps = 5 if options.regulators is None else 6
     outdir = check_outdir(outdir)
+    if options.gene_sets is not None:  # a bad GMT file or a model without a local null fail before any work
+        read_gmt(options.gene_sets)
+        if options.model is not None and load_local_null(options.model) is None:
+            raise InputError(f"model {options.model} has no local null ({NULL_FILE}): --gene-sets needs one "
+                             "(train the model with this version of `nofone train`)")
     outdir.mkdir(parents=True, exist_ok=True)
     ingest_options = options.ingest
     if options.model is not None:
@@ -113,6 +122,8 @@ def run(samplesheet: Path, outdir: Path, options: RunOptions) -> dict:
                            lfc_threshold=options.lfc_threshold, device=options.device)
     summary = differential_expression(model_dir, outdir / "representations", data_dir, outdir / "de", de_options)
     report = _run_summary(summary, data, model_dir, options)
+    if options.gene_sets is not None:
+        report["pathways"] = _pathways(outdir, model_dir, options)
     if options.regulators is not None:
         log.info("6/6 regulators behind each sample's profile")
         normals_dir = train_dir if options.model is None else data_dir
@@ -152,6 +163,20 @@ def _samples_of_split(model_dir: Path, part: str) -> set[str]:
         return set()
     table = pq.read_table(path, columns=["sample_id", "split"]).to_pandas()
     return set(table.loc[table["split"] == part, "sample_id"])
+
+
+def _pathways(outdir: Path, model_dir: Path, options: RunOptions) -> dict:
+    """The per-sample gene-set test after de (skipped, and said so, when the trained model got no
+    local null: no held-out normals to calibrate it)."""
+    null = load_local_null(model_dir)
+    if null is None or null.scores is None:
+        log.warning("pathways skipped: model %s has no local null (no held-out normals to calibrate it)", model_dir)
+        return {"skipped": f"model {model_dir} has no local null"}
+    log.info("pathways: %s", options.gene_sets)
+    summary = pathways(outdir / "de", options.gene_sets, model_dir, outdir / "pathways",
+                       PathwayOptions(q_threshold=options.q_threshold))
+    return {"gene_sets": str(options.gene_sets), "n_sets_tested": int(summary["n_sets_tested"].max()),
+            "median_called_per_sample": float(summary["n_called"].median())}
 
 
 def _run_summary(summary: pd.DataFrame, data: Dataset, model_dir: Path, options: RunOptions) -> dict:

@@ -10,14 +10,15 @@ from nofone.report.figures.canvas import clean_axes, new_figure, to_png
 from nofone.report.style import DOWN_COLOUR, NEUTRAL_COLOUR, UP_COLOUR
 
 
-def de_per_sample(summary: pd.DataFrame, colours: dict[str, str], max_bars: int = 60) -> bytes:
-    """Up and down calls per sample: diverging bars (few samples) or strips per group (many)."""
+def de_per_sample(summary: pd.DataFrame, colours: dict[str, str], max_bars: int = 60, what: str = "DE genes") -> bytes:
+    """Up and down calls per sample (`what` is called: genes, gene sets): diverging bars (few
+    samples) or strips per group (many)."""
     if len(summary) <= max_bars:
-        return _de_bars(summary, colours)
+        return _de_bars(summary, colours, what)
     return _de_strips(summary, colours)
 
 
-def _de_bars(summary: pd.DataFrame, colours: dict[str, str]) -> bytes:
+def _de_bars(summary: pd.DataFrame, colours: dict[str, str], what: str) -> bytes:
     n = len(summary)
     fig = new_figure(min(14.0, max(2.4, 0.19 * n + 1.2)), layout="constrained")
     ax = fig.subplots()
@@ -36,7 +37,7 @@ def _de_bars(summary: pd.DataFrame, colours: dict[str, str]) -> bytes:
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{abs(int(t))}" for t in ticks])
     ax.set_xlim(-limit * 1.08, limit * 1.08)
-    ax.set_xlabel("DE genes per sample:   ← down        up →", fontsize=9)
+    ax.set_xlabel(f"{what} per sample:   ← down        up →", fontsize=9)
     handles = [Line2D([], [], ls="", marker="s", ms=7, color=colours[g], label=g)
                for g in colours if (summary["group"] == g).any()]
     ax.legend(handles=handles, frameon=False, fontsize=8, loc="lower right")

@@ -2,9 +2,10 @@
 `nofone.evaluate` and `nofone.stats` compute from the loaded outputs.
 
 A section is shown when the report has inputs of its source: "run" (the outputs of `nofone run`
-or its steps), "explain" (a `nofone explain` folder: RUN/explain or --explain) or "cohort" (a
-`nofone cohort-de` folder, given with --cohort-de). A section whose inputs are missing shows one
-"not available: ..." line instead of failing.
+or its steps), "explain" (a `nofone explain` folder: RUN/explain or --explain), "cohort" (a
+`nofone cohort-de` folder, given with --cohort-de) or "pathways" (a `nofone pathways` folder:
+--pathways, or RUN/pathways). A section whose inputs are missing shows one "not available: ..."
+line instead of failing.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from nofone.report.sections import (
     latent,
     nll,
     regulators,
+    pathways,
     summary,
     training,
     volcano,
 )
 
-RUN, EXPLAIN, COHORT = "run", "explain", "cohort"
+RUN, EXPLAIN, COHORT, PATHWAYS = "run", "explain", "cohort", "pathways"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ SECTIONS = (
     SectionSpec("nll", "Out-of-distribution score (NLL per gene)", nll.build),
     SectionSpec("degs", "DE genes per sample", degs.build),
     SectionSpec("volcano", "Volcano plots", volcano.build),
+    SectionSpec("pathways", "Gene sets per sample", pathways.build, source=PATHWAYS),
     SectionSpec("evaluation", "Evaluation", evaluation.build),
     SectionSpec("regulators", "Regulators behind the profiles (DEcode)", regulators.build, source=EXPLAIN),
     SectionSpec("cohort", "Cohort differential expression (NB-VAE)", cohort.build, source=COHORT),

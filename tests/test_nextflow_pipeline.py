@@ -48,7 +48,8 @@ ALL = {"NOFONE_SIMULATE", "NOFONE_INGEST", "NOFONE_FILTER", "NOFONE_TRAIN", "NOF
        "NOFONE_DE", "NOFONE_GATHER", "NOFONE_COHORT_DE", "NOFONE_DESEQ2", "NOFONE_EVALUATE", "NOFONE_EXPLAIN",
        "NOFONE_REPORT", "NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN", "NOFONE_PATHWAYS"}
 DIFFUSION_ANALYSES = {"NOFONE_PERTURB", "NOFONE_AUGMENT", "NOFONE_SCREEN"}  # only when asked
-OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"} | DIFFUSION_ANALYSES  # only with --cohort_group, ...
+# only with --cohort_group, --regulators, --gene_sets, or when asked
+OPTIONAL = {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"} | DIFFUSION_ANALYSES
 MAIN_REAL_RUN = "real run on the simulated cohort"
 
 
@@ -262,8 +263,10 @@ STUB_RUNS = {
                         ALL - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_DESEQ2",
                                "NOFONE_AUGMENT", "NOFONE_EXPLAIN"}),
     "pathways_model": (GMT_PARAMS | {"model": str(STUB_MODEL)},
-                       BASE - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE", "NOFONE_EXPLAIN"}),
-    "skip_pathways": (GMT_PARAMS | {"skip_pathways": True}, BASE - {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"}),
+                       BASE - {"NOFONE_COHORT_DE", "NOFONE_FILTER", "NOFONE_TRAIN", "NOFONE_EVALUATE",
+                               "NOFONE_EXPLAIN"}),
+    "skip_pathways": (GMT_PARAMS | {"skip_pathways": True},
+                      BASE - {"NOFONE_COHORT_DE", "NOFONE_EXPLAIN", "NOFONE_PATHWAYS"}),
 }
 FOLDERS = {"NOFONE_SIMULATE": "simulated", "NOFONE_INGEST": "data", "NOFONE_FILTER": "filtered",
            "NOFONE_TRAIN": "model", "NOFONE_CHUNK": "chunks", "NOFONE_GATHER": "cohort",

@@ -366,9 +366,9 @@ def test_pipeline_stub_run(run, tmp_path):
         assert ("--evaluation evaluation" in command["NOFONE_REPORT"]) is ("NOFONE_EVALUATE" in command)
         assert ("--cohort-de cohort_de" in command["NOFONE_REPORT"]) is ("NOFONE_COHORT_DE" in command)
         assert ("--explain explain" in command["NOFONE_REPORT"]) is ("NOFONE_EXPLAIN" in command)
+        assert ("--pathways pathways" in command["NOFONE_REPORT"]) is ("NOFONE_PATHWAYS" in command)
     if "NOFONE_EXPLAIN" in command:
         assert "explain --regulators regulators --de cohort --outdir explain" in command["NOFONE_EXPLAIN"]
-        assert ("--pathways pathways" in command["NOFONE_REPORT"]) is ("NOFONE_PATHWAYS" in command)
     if "NOFONE_PATHWAYS" in command:
         assert "--symbol-map symbol_map/symbol_map.tsv" in command["NOFONE_PATHWAYS"]
     assert ("--genes model_genes/genes.tsv" in command["NOFONE_INGEST"]) is bool(params.get("model"))
@@ -421,7 +421,8 @@ def test_wiring_mistakes_fail(tmp_path, old, new, error):
     ("            report_evaluation,\n", "            NOFONE_GATHER.out.cohort,\n"),
     ("NOFONE_CHUNK(ch_data, ch_model)", "NOFONE_CHUNK(ch_data, ch_data)"),
     ("NOFONE_EXPLAIN(NOFONE_GATHER.out.cohort, ch_regulators)", "NOFONE_EXPLAIN(NOFONE_GATHER.out.cohort, ch_model)"),
-    ("            report_explain\n", "            report_evaluation\n"),
+    ("            report_explain,\n", "            report_evaluation,\n"),
+    ("            report_pathways\n", "            report_evaluation\n"),
 ])
 def test_wiring_that_runs_but_is_wrong_is_caught(tmp_path, old, new):
     """Mistakes Nextflow would run without complaint: the source of each input is checked."""

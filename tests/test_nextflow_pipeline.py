@@ -136,7 +136,7 @@ def _check_the_real_run(session, out: Path) -> None:
     assert {(r["method"], r["controls"]) for r in _tsv(out / "evaluation" / "negative_control_summary.tsv")} == \
         {("dgd", "model"), ("deseq2", "all same-tissue"), ("deseq2", "5 random")}
     assert {(r["method"], r["spike_lfc"]) for r in _tsv(out / "evaluation" / "spike_ins_summary.tsv")} == \
-        {(m, lfc) for m in ("dgd", "deseq2") for lfc in ("1.0", "2.0")}
+        {(m, lfc) for m in ("dgd", "deseq2") for lfc in ("1.0", "2.0", "3.0")}
     assert {(r["method"], r["gene_set"]) for r in _tsv(out / "evaluation" / "enrichment_summary.tsv")} == \
         {(m, f"SIMULATED_SET_{x}") for m in ("dgd", "deseq2") for x in "ABC"}
 

@@ -27,8 +27,9 @@ process NOFONE_REPORT {
     def cohort_de_arg = cohort_de ? "--cohort-de ${cohort_de}" : ''
     def explain_arg = explain ? "--explain ${explain}" : ''
     def pathways_arg = pathways ? "--pathways ${pathways}" : ''
+    def sections = [evaluation_arg, cohort_de_arg, explain_arg, pathways_arg].findAll().join(' ')
     """
-    nofone --threads ${task.cpus} report --data ${data} --model ${model} --representations ${cohort} --de ${cohort} --outdir report ${evaluation_arg} ${cohort_de_arg} ${explain_arg} ${pathways_arg} ${args}
+    nofone --threads ${task.cpus} report --data ${data} --model ${model} --representations ${cohort} --de ${cohort} --outdir report ${sections} ${args}
     """
 
     stub:

@@ -123,7 +123,8 @@ def _model_null(model_dir: Path) -> tuple[LocalNull, np.ndarray, np.ndarray]:
     null = load_local_null(model_dir)
     if null is None or null.scores is None:
         raise InputError(f"model {model_dir} has no local null with calibration scores ({NULL_FILE}); the pathway "
-                         "test needs normals the model never trained on: train it with this version of `nofone train`")
+                         "test needs normals the model never trained on: train it with this version of `nofone train` "
+                         "(in the pipeline, --skip_pathways runs without the pathway test)")
     genes = pd.read_csv(model_dir / GENES, sep="\t", dtype=str, keep_default_na=False)
     if null.scores.shape[1] != len(genes):
         raise InputError(f"model {model_dir}: {NULL_FILE} has {null.scores.shape[1]} genes, {GENES} {len(genes)}")

@@ -168,10 +168,9 @@ def _show(curve: pd.DataFrame, control: pd.DataFrame, out: Path, k: int, group: 
 def _oracle(ev: dict) -> None:
     """The ceiling of any per-sample mixture null: every normal (and its spiked copies) tested
     against the (pi, tau) fitted on that normal's own unspiked genes, which no real null can know."""
-    from nofone.stats.lognormal_nb import midp_tails
     from nofone.stats.multiple_testing import bh_adjust
     from nofone.stats.nb_tests import log2_fold_change
-    from nofone.stats.outlier_null import fit_outlier_null
+    from nofone.stats.outlier_null import equal_tail_midp_mixture, fit_outlier_null
 
     group, source = ev["group"], ev["source"]
     own = {source[i]: fit_outlier_null(ev["x"][i:i + 1], ev["mean"][i:i + 1], ev["r"][i:i + 1])
@@ -180,9 +179,7 @@ def _oracle(ev: dict) -> None:
     x, mean, r = ev["x"][rows].astype(np.float64), ev["mean"][rows], ev["r"][rows]
     pi = np.array([own[s].pi for s in source[rows]])[:, None]
     tau = np.array([max(own[s].tau, 1e-3) for s in source[rows]])[:, None]
-    lower0, upper0 = midp_tails(x, mean, r, 0.0)
-    lower1, upper1 = midp_tails(x, mean, r, np.broadcast_to(tau, x.shape))
-    p = np.minimum(1, 2 * np.minimum((1 - pi) * lower0 + pi * lower1, (1 - pi) * upper0 + pi * upper1))
+    p = equal_tail_midp_mixture(x, mean, r, pi, np.broadcast_to(tau, x.shape))
     q = bh_adjust(p, axis=1)
     big = np.abs(log2_fold_change(x, mean)) > 1
     g = group[rows]

@@ -33,7 +33,7 @@ from nofone.errors import InputError
 from nofone.io.artifact import verify_checksums
 from nofone.stats.lognormal_nb import midp_tails
 from nofone.stats.nb_tests import nb_logpmf
-from nofone.stats.outlier_null import FitValues, fit_outlier_null
+from nofone.stats.outlier_null import FitValues, equal_tail_midp_mixture, fit_outlier_null
 
 #: Neighbours whose shares are averaged (k = 3 gave the best frontier on the atlas: docs/null.md).
 NEIGHBOURS = 3
@@ -90,14 +90,11 @@ class LocalNull:
 
     def pvalues(self, x: np.ndarray, mean: np.ndarray, r: np.ndarray, share: np.ndarray) -> np.ndarray:
         """Equal-tail mid-p against (1 - share) NB + share NB x lognormal(tau); `share` [N]."""
-        lower0, upper0 = midp_tails(x, mean, r, 0.0)
         pi = np.asarray(share, dtype=np.float64)[:, None]
         if self.tau <= 0 or not (pi > 0).any():
+            lower0, upper0 = midp_tails(x, mean, r, 0.0)
             return np.minimum(1.0, 2.0 * np.minimum(lower0, upper0))
-        lower1, upper1 = midp_tails(x, mean, r, self.tau)
-        lower = (1 - pi) * lower0 + pi * lower1
-        upper = (1 - pi) * upper0 + pi * upper1
-        return np.minimum(1.0, 2.0 * np.minimum(lower, upper))
+        return equal_tail_midp_mixture(x, mean, r, pi, self.tau)
 
     def describe(self) -> dict:
         q = np.quantile(self.shares, [0.25, 0.5, 0.75, 0.9]) if self.n_samples else [np.nan] * 4

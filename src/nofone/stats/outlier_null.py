@@ -165,10 +165,17 @@ def equal_tail_midp_outlier(x: np.ndarray, mean: np.ndarray, r: np.ndarray, null
     """Equal-tail mid-p of counts against the outlier mixture (any broadcastable shapes)."""
     if null.pi <= 0 or null.tau <= 0:
         return equal_tail_midp(x, mean, r)
+    return equal_tail_midp_mixture(x, mean, r, null.pi, null.tau)
+
+
+def equal_tail_midp_mixture(x: np.ndarray, mean: np.ndarray, r: np.ndarray, pi: np.ndarray | float,
+                            tau: np.ndarray | float) -> np.ndarray:
+    """Equal-tail mid-p against (1 - pi) NB + pi NB x lognormal(tau), pi and tau broadcastable
+    to the counts (one share for everybody, one per sample, or one per sample and gene)."""
     plain_lower, plain_upper = midp_tails(x, mean, r, 0.0)
-    wide_lower, wide_upper = midp_tails(x, mean, r, null.tau)
-    lower = (1 - null.pi) * plain_lower + null.pi * wide_lower
-    upper = (1 - null.pi) * plain_upper + null.pi * wide_upper
+    wide_lower, wide_upper = midp_tails(x, mean, r, tau)
+    lower = (1 - pi) * plain_lower + pi * wide_lower
+    upper = (1 - pi) * plain_upper + pi * wide_upper
     return np.minimum(1.0, 2.0 * np.minimum(lower, upper))
 
 

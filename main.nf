@@ -64,7 +64,7 @@ def checkPlatform() {
         }
     }
     // The density rule is defined for the NB only (nofone de would refuse it after represent)
-    if (params.de_test == 'density' && params.de_null in ['outlier', 'model-error']) {
+    if (params.de_test == 'density' && params.de_null in ['outlier', 'local', 'model-error']) {
         error("--de_null ${params.de_null} needs --de_test equal-tail-midp; use --de_null auto or nb with the density rule")
     }
     // GEMDiff's analyses: PERTURB and AUGMENT use a diffusion model (a --model of another type is

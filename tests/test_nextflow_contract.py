@@ -423,7 +423,14 @@ def test_evaluate_ext_args(overrides, expected):
     assert _ext_args("NOFONE_REPORT", **overrides) == ""
 
 
-@pytest.mark.parametrize("de_null", ["auto", "outlier", "nb", "model-error"])
+def test_de_null_choices_are_the_clis():
+    """--de_null's enum is exactly the nulls `nofone de --null` knows (nofone.choices.NULLS)."""
+    from nofone.choices import NULLS
+
+    assert tuple(nff.schema_params(json.loads(nff.SCHEMA.read_text()))["de_null"]["enum"]) == NULLS
+
+
+@pytest.mark.parametrize("de_null", ["auto", "outlier", "local", "nb", "model-error"])
 def test_de_null_ext_args(de_null):
     """--de_null picks the DE test's null: the calibrated outlier mixture where the model has one
     (auto), the outlier mixture, the paper's NB or the sample's own model error."""

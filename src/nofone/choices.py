@@ -15,6 +15,6 @@ SEARCH_METHODS = ("two_opt", "one_opt")
 SCALINGS = ("mean", "median", "measured")
 TESTS = ("equal-tail-midp", "density")
 #: What the equal-tail test holds as normal (`nofone de --null`; stats/outlier_null.py, stats/model_error.py).
-NULLS = ("auto", "local", "outlier", "nb", "model-error")
+NULLS = ("auto", "nb", "outlier", "local", "model-error")  # nofone.stats.nulls
 PRESETS = ("small", "paper")
 DEFAULT_CHUNK_SIZE = 256

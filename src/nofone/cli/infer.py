@@ -57,8 +57,8 @@ def de_command(
     scaling: str | None = typer.Option(None, help=f"Recompute scaling factors ({', '.join(SCALINGS)}); default: as in represent."),
     q_threshold: float = typer.Option(0.01, help="q-value cut-off for calls in summary.tsv and for the can_call_down flag."),
     lfc_threshold: float = typer.Option(1.0, help="|log2 fold change| cut-off for calls in summary.tsv."),
-    null: str = typer.Option("auto", "--null", help=f"What the test holds as normal ({', '.join(NULLS)}); auto: outlier for models "
-                                                "calibrated at training, else nb. See docs/null.md."),
+    null: str = typer.Option("auto", "--null", help=f"What the test holds as normal ({', '.join(NULLS)}); auto: local for models trained "
+                                                "with --cross-fit, else outlier where calibrated, else nb. See docs/null.md."),
     tsv: bool = typer.Option(True, "--tsv/--no-tsv", help="Also write one TSV per sample."),
     chunk_size: int = typer.Option(64, min=1, help="Samples per chunk; bounds memory."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

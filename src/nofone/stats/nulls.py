@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nofone.choices import NULLS
 from nofone.errors import InputError
 from nofone.stats.local_null import LocalNull, load_local_null, local_null_source
 from nofone.stats.model_error import equal_tail_midp_lognormal, min_pvalue_down_lognormal
 from nofone.stats.nb_tests import TESTS, min_pvalue_down
 from nofone.stats.outlier_null import OutlierNull, equal_tail_midp_outlier, min_pvalue_down_outlier
 
-NULL_NAMES = ("nb", "outlier", "local", "model-error")
+NULL_NAMES = tuple(name for name in NULLS if name != "auto")
 #: Nulls defined for the equal-tail mid-p only (their tails mix NB tails).
 MIDP_ONLY = ("outlier", "local", "model-error")
 MIDP = "equal-tail-midp"

@@ -32,7 +32,8 @@ from nofone.io.ingest import IngestOptions, ingest
 from nofone.io.split import stratified_split
 from nofone.models.registry import DEFAULT_MODEL_TYPE, TRAIN_REPRESENTATIONS, model_class
 from nofone.stats.local_null import NULL_FILE, load_local_null
-from nofone.steps.de import DEOptions, check_null, differential_expression
+from nofone.stats.nulls import check_null
+from nofone.steps.de import DEOptions, differential_expression
 from nofone.steps.filter import filter_dataset
 from nofone.steps.pathways import PathwayOptions, pathways
 from nofone.steps.regulators import RegulatorOptions, regulators_step
